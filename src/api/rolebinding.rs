@@ -1,0 +1,100 @@
+//! RoleBinding (`rolebindings.kube-org.io`): one role for one member in one scope.
+//! Not to be confused with `k8s_openapi::api::rbac::v1::RoleBinding`, which kube-org
+//! creates from these.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::condition::Condition;
+use super::fields::{Email, dns_label_schema};
+use super::scope::{Access, Scope};
+
+/// Grants a member one role in one scope of the organization.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "kube-org.io",
+    version = "v1alpha1",
+    kind = "RoleBinding",
+    namespaced,
+    shortname = "orgrb",
+    category = "kube-org",
+    status = "RoleBindingStatus",
+    doc = "Grants a member of the organization one role in one scope: the organization, all resources of a type, or named resources.",
+    printcolumn(name = "Member", type_ = "string", json_path = ".spec.member"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(name = "Scope", type_ = "string", json_path = ".status.scope"),
+    printcolumn(
+        name = "Access",
+        type_ = "string",
+        json_path = ".spec.access",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleBindingSpec {
+    /// The member's email address.
+    pub member: Email,
+
+    /// The role's name in the catalog (`kubectl org roles`) or a custom role of the
+    /// Organization.
+    #[schemars(schema_with = "dns_label_schema")]
+    pub role: String,
+
+    /// Where the role applies: `organization: {}`, `{resourceType, all: true}` or
+    /// `{resourceType, resources: [names]}`.
+    pub scope: Scope,
+
+    /// `full` (default): the role inside each resource in scope. `console`: sees the
+    /// organization and its resources, holds no role inside them.
+    #[serde(default)]
+    pub access: Access,
+}
+
+/// What kube-org observed of a role binding.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleBindingStatus {
+    /// `Ready` and specific conditions, each with a reason and a message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// The scope in short form: `organization`, `deployment/*`, `deployment/a,b`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+
+    /// The resource namespaces bound now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+
+    /// Targets that could not be bound, each with the reason; the others are bound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["resource".into()]))]
+    pub problems: Vec<TargetProblem>,
+}
+
+/// A resource in scope that could not be bound.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetProblem {
+    /// The resource (namespace) name.
+    pub resource: String,
+    /// Why, in CamelCase, e.g. `ResourceNotFound`.
+    pub reason: String,
+    /// What is wrong and what to do, for a person.
+    pub message: String,
+}

@@ -1,0 +1,6 @@
+//! kube-org: organizations, email invitations and scoped roles for Kubernetes,
+//! enforced by the cluster's own RBAC.
+
+pub mod api;
+pub mod crdgen;
+pub mod run;

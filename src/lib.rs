@@ -1,6 +1,8 @@
 //! kube-org: organizations, email invitations and scoped roles for Kubernetes,
 //! enforced by the cluster's own RBAC.
 
+pub mod access;
 pub mod api;
+pub mod catalog;
 pub mod crdgen;
 pub mod run;

@@ -11,7 +11,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 
 key=$( (go version; cd "$here" && cat etcd/go.mod etcd/go.sum etcd/main.go kube/go.mod kube/go.sum \
-        kube/cmd/*/main.go mailpit/go.mod mailpit/go.sum mailpit/main.go) | sha256sum | cut -c1-16)
+        kube/cmd/*/main.go mailpit/go.mod mailpit/go.sum mailpit/main.go launcher/go.mod launcher/main.go) \
+        | sha256sum | cut -c1-16)
 cache=${KUBE_ORG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-org}/controlplane-$key
 mkdir -p "$cache"
 
@@ -32,4 +33,5 @@ build etcd etcd .
 build mailpit mailpit .
 build kube-apiserver kube ./cmd/kube-apiserver
 build kube-controller-manager kube ./cmd/kube-controller-manager
+build launcher launcher .
 echo "$cache"

@@ -1,0 +1,545 @@
+//! The whole desired RBAC of one organization, as a pure function.
+//!
+//! Aggregated: one native RoleBinding per (namespace, ClusterRole) whose subjects are
+//! every member holding it there, so objects grow with namespaces x roles, not with
+//! members x namespaces. Output is sorted and deterministic: the same input gives
+//! byte-identical objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding as NativeRoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use super::names::{
+    LABEL_RESOURCE_TYPE, OWNER_CLUSTER_ROLE, READER_CLUSTER_ROLE, ROLEBINDING_READER_CLUSTER_ROLE,
+    managed_labels, native_binding_name, organization_cluster_role_name,
+};
+use super::roles::{ResolvedRole, RoleProblem, RoleTable};
+use crate::api::condition::{DesiredCondition, READY};
+use crate::api::fields::normalize_email;
+use crate::api::membership::{MemberRole, NamespaceAccess};
+use crate::api::rolebinding::TargetProblem;
+use crate::api::scope::ScopeTarget;
+use crate::api::{Access, Membership, Organization, RoleBinding};
+use crate::catalog::ORGANIZATION_OWNER;
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// What the computation reads: cached objects of one organization.
+pub struct AccessInput<'a> {
+    pub org: &'a Organization,
+    /// The organization's Memberships; those being deleted grant nothing.
+    pub memberships: Vec<&'a Membership>,
+    /// The organization's RoleBindings (kube-org kind).
+    pub bindings: Vec<&'a RoleBinding>,
+    /// Namespaces labelled with the organization.
+    pub namespaces: Vec<&'a Namespace>,
+}
+
+/// Everything the organization needs, plus the status of each object it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredAccess {
+    /// Native RoleBindings, sorted by (namespace, name).
+    pub role_bindings: Vec<NativeRoleBinding>,
+    /// Lets every member see the organization and which resources exist.
+    pub cluster_role: ClusterRole,
+    pub cluster_role_binding: ClusterRoleBinding,
+    /// Per kube-org RoleBinding name.
+    pub bindings: BTreeMap<String, BindingOutcome>,
+    /// Per Membership name.
+    pub members: BTreeMap<String, MemberOutcome>,
+    /// Resource namespaces per type.
+    pub resources: BTreeMap<String, Vec<String>>,
+}
+
+/// The status of one kube-org RoleBinding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindingOutcome {
+    pub scope: String,
+    pub resources: Vec<String>,
+    pub problems: Vec<TargetProblem>,
+    pub ready: DesiredCondition,
+}
+
+/// The status of one Membership.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberOutcome {
+    pub user: String,
+    pub roles: Vec<MemberRole>,
+    pub access: Vec<NamespaceAccess>,
+}
+
+/// The RBAC user name of a membership: `spec.user`, or the email in lower case.
+pub fn member_user(membership: &Membership) -> String {
+    membership
+        .spec
+        .user
+        .clone()
+        .unwrap_or_else(|| membership.spec.email.normalized())
+}
+
+/// (namespace, ClusterRole) -> users.
+type Grants = BTreeMap<(String, String), BTreeSet<String>>;
+
+/// Computes the organization's whole desired RBAC.
+pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
+    let org = input.org;
+    let org_name = org.name_any();
+    let home = org.home_namespace();
+    let table = RoleTable::new(org);
+    let resources = resources_by_type(org, &home, &input.namespaces);
+
+    // Active members by normalized email (the first by name wins a duplicate).
+    let mut memberships: Vec<&Membership> = input
+        .memberships
+        .iter()
+        .copied()
+        .filter(|m| m.meta().deletion_timestamp.is_none())
+        .collect();
+    memberships.sort_by_key(|m| m.name_any());
+    let mut members: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for m in &memberships {
+        members
+            .entry(m.spec.email.normalized())
+            .or_insert_with(|| (m.name_any(), member_user(m)));
+    }
+
+    let mut grants: Grants = BTreeMap::new();
+    let mut member_roles: BTreeMap<String, Vec<MemberRole>> = BTreeMap::new();
+    let mut outcomes = BTreeMap::new();
+    let mut bindings = input.bindings.clone();
+    bindings.sort_by_key(|b| b.name_any());
+    for binding in bindings {
+        let email = normalize_email(&binding.spec.member.0);
+        let scope = binding.spec.scope.summary();
+        let Some((membership, user)) = members.get(&email) else {
+            let ready = DesiredCondition::new(
+                READY,
+                false,
+                "MemberNotFound",
+                format!(
+                    "{email} is not a member of the organization: add a Membership or send an Invitation; this binding grants nothing until then"
+                ),
+            );
+            outcomes.insert(
+                binding.name_any(),
+                BindingOutcome {
+                    scope,
+                    resources: vec![],
+                    problems: vec![],
+                    ready,
+                },
+            );
+            continue;
+        };
+        let outcome = bind(
+            &BindContext {
+                table: &table,
+                resources: &resources,
+                home: &home,
+            },
+            binding,
+            user,
+            &mut grants,
+        );
+        if outcome.ready.status {
+            member_roles
+                .entry(membership.clone())
+                .or_default()
+                .push(MemberRole {
+                    role: binding.spec.role.clone(),
+                    scope: scope.clone(),
+                    access: binding.spec.access,
+                    binding: binding.name_any(),
+                });
+        }
+        outcomes.insert(binding.name_any(), outcome);
+    }
+
+    let role_bindings = native_role_bindings(org, &org_name, &grants);
+    let member_outcomes = member_outcomes(&memberships, &members, member_roles, &grants, &home);
+    let users: BTreeSet<String> = members.values().map(|(_, user)| user.clone()).collect();
+    let (cluster_role, cluster_role_binding) =
+        organization_visibility(org, &org_name, &home, &resources, &users);
+    DesiredAccess {
+        role_bindings,
+        cluster_role,
+        cluster_role_binding,
+        bindings: outcomes,
+        members: member_outcomes,
+        resources,
+    }
+}
+
+/// The organization's resource namespaces per declared type (the home namespace and
+/// types the organization does not declare are not resources).
+fn resources_by_type(
+    org: &Organization,
+    home: &str,
+    namespaces: &[&Namespace],
+) -> BTreeMap<String, Vec<String>> {
+    let mut by_type: BTreeMap<String, Vec<String>> = org
+        .spec
+        .resource_types
+        .iter()
+        .map(|t| (t.0.clone(), Vec::new()))
+        .collect();
+    for ns in namespaces {
+        let name = ns.name_any();
+        if name == home || ns.meta().deletion_timestamp.is_some() {
+            continue;
+        }
+        if let Some(kind) = ns.labels().get(LABEL_RESOURCE_TYPE)
+            && let Some(list) = by_type.get_mut(kind)
+        {
+            list.push(name);
+        }
+    }
+    for list in by_type.values_mut() {
+        list.sort();
+    }
+    by_type
+}
+
+struct BindContext<'a> {
+    table: &'a RoleTable<'a>,
+    resources: &'a BTreeMap<String, Vec<String>>,
+    home: &'a str,
+}
+
+fn grant(grants: &mut Grants, namespace: &str, cluster_role: &str, user: &str) {
+    grants
+        .entry((namespace.to_string(), cluster_role.to_string()))
+        .or_default()
+        .insert(user.to_string());
+}
+
+fn refused(scope: String, problem: RoleProblem) -> BindingOutcome {
+    BindingOutcome {
+        scope,
+        resources: vec![],
+        problems: vec![],
+        ready: DesiredCondition::new(
+            READY,
+            false,
+            problem.reason(),
+            format!("{problem}; this binding grants nothing"),
+        ),
+    }
+}
+
+/// Resolves one binding of an active member into grants and its status.
+fn bind(
+    ctx: &BindContext<'_>,
+    binding: &RoleBinding,
+    user: &str,
+    grants: &mut Grants,
+) -> BindingOutcome {
+    let spec = &binding.spec;
+    let scope = spec.scope.summary();
+    let Some(target) = spec.scope.target() else {
+        return BindingOutcome {
+            scope,
+            resources: vec![],
+            problems: vec![],
+            ready: DesiredCondition::new(
+                READY,
+                false,
+                "InvalidScope",
+                "scope must be exactly one of organization: {}, {resourceType, all: true} or {resourceType, resources: [...]}",
+            ),
+        };
+    };
+    let (role, targets, problems) = match target {
+        ScopeTarget::Organization => match ctx.table.organization_role(&spec.role) {
+            Ok(role) => {
+                return bind_organization_role(ctx, &role, spec.access, scope, user, grants);
+            }
+            Err(problem) => return refused(scope, problem),
+        },
+        ScopeTarget::AllOfType(kind) => match ctx.table.resource_role(&spec.role, &kind) {
+            Ok(role) => (
+                role,
+                ctx.resources.get(&kind).cloned().unwrap_or_default(),
+                vec![],
+            ),
+            Err(problem) => return refused(scope, problem),
+        },
+        ScopeTarget::Named(kind, names) => match ctx.table.resource_role(&spec.role, &kind) {
+            Ok(role) => {
+                let available = ctx.resources.get(&kind).cloned().unwrap_or_default();
+                let (found, missing): (Vec<String>, Vec<String>) =
+                    names.into_iter().partition(|n| available.contains(n));
+                let problems = missing
+                    .into_iter()
+                    .map(|name| missing_resource(ctx, &kind, name))
+                    .collect();
+                (role, found, problems)
+            }
+            Err(problem) => return refused(scope, problem),
+        },
+    };
+    if spec.access == Access::Full
+        && let Some(cluster_role) = &role.cluster_role
+    {
+        for ns in &targets {
+            grant(grants, ns, cluster_role, user);
+        }
+        if cluster_role == "admin" && matches!(spec.scope.target(), Some(ScopeTarget::AllOfType(_)))
+        {
+            grant(grants, ctx.home, ROLEBINDING_READER_CLUSTER_ROLE, user);
+        }
+    }
+    let ready = if problems.is_empty() {
+        DesiredCondition::new(
+            READY,
+            true,
+            "Bound",
+            bound_message(&role, spec.access, targets.len()),
+        )
+    } else {
+        let names: Vec<&str> = problems
+            .iter()
+            .map(|p: &TargetProblem| p.resource.as_str())
+            .collect();
+        DesiredCondition::new(
+            READY,
+            false,
+            "ResourcesMissing",
+            format!(
+                "{} bound; not bound: {} (see status.problems)",
+                bound_message(&role, spec.access, targets.len()),
+                names.join(", ")
+            ),
+        )
+    };
+    BindingOutcome {
+        scope,
+        resources: targets,
+        problems,
+        ready,
+    }
+}
+
+fn bound_message(role: &ResolvedRole, access: Access, count: usize) -> String {
+    let what = match (access, &role.cluster_role) {
+        (Access::Console, _) => "console access (no role inside resources)".to_string(),
+        (Access::Full, Some(cluster_role)) => format!("ClusterRole {cluster_role}"),
+        (Access::Full, None) => "no role inside resources".to_string(),
+    };
+    format!("{} in {count} resource(s): {what}", role.name)
+}
+
+fn missing_resource(ctx: &BindContext<'_>, kind: &str, name: String) -> TargetProblem {
+    let other_type = ctx
+        .resources
+        .iter()
+        .find(|(_, list)| list.contains(&name))
+        .map(|(t, _)| t.clone());
+    match other_type {
+        Some(other) => TargetProblem {
+            message: format!("namespace {name} is a resource of type {other}, not {kind}"),
+            resource: name,
+            reason: "WrongResourceType".to_string(),
+        },
+        None => TargetProblem {
+            message: format!(
+                "no namespace {name} labelled kube-org.io/organization and kube-org.io/resource-type={kind}; it is bound as soon as one is"
+            ),
+            resource: name,
+            reason: "ResourceNotFound".to_string(),
+        },
+    }
+}
+
+/// Organization-level roles never bind inside resources, except the owner's, which is
+/// defined as its ClusterRole in every resource of every type.
+fn bind_organization_role(
+    ctx: &BindContext<'_>,
+    role: &ResolvedRole,
+    access: Access,
+    scope: String,
+    user: &str,
+    grants: &mut Grants,
+) -> BindingOutcome {
+    let mut resources = Vec::new();
+    if role.name == ORGANIZATION_OWNER && !role.custom {
+        grant(grants, ctx.home, OWNER_CLUSTER_ROLE, user);
+        if access == Access::Full
+            && let Some(cluster_role) = &role.cluster_role
+        {
+            for ns in ctx.resources.values().flatten() {
+                grant(grants, ns, cluster_role, user);
+                resources.push(ns.clone());
+            }
+        }
+        resources.sort();
+    } else {
+        grant(grants, ctx.home, READER_CLUSTER_ROLE, user);
+        if let Some(cluster_role) = &role.cluster_role {
+            grant(grants, ctx.home, cluster_role, user);
+        }
+    }
+    let message = format!("{} on the organization", role.name);
+    BindingOutcome {
+        scope,
+        resources,
+        problems: vec![],
+        ready: DesiredCondition::new(READY, true, "Bound", message),
+    }
+}
+
+fn user_subject(user: &str) -> Subject {
+    Subject {
+        api_group: Some(RBAC_GROUP.to_string()),
+        kind: "User".to_string(),
+        name: user.to_string(),
+        namespace: None,
+    }
+}
+
+fn managed_meta(
+    org: &Organization,
+    org_name: &str,
+    name: String,
+    namespace: Option<String>,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace,
+        labels: Some(managed_labels(org_name)),
+        owner_references: org.controller_owner_ref(&()).map(|owner| vec![owner]),
+        ..Default::default()
+    }
+}
+
+fn native_role_bindings(
+    org: &Organization,
+    org_name: &str,
+    grants: &Grants,
+) -> Vec<NativeRoleBinding> {
+    grants
+        .iter()
+        .map(|((namespace, cluster_role), users)| NativeRoleBinding {
+            metadata: managed_meta(
+                org,
+                org_name,
+                native_binding_name(org_name, cluster_role),
+                Some(namespace.clone()),
+            ),
+            role_ref: RoleRef {
+                api_group: RBAC_GROUP.to_string(),
+                kind: "ClusterRole".to_string(),
+                name: cluster_role.clone(),
+            },
+            subjects: Some(users.iter().map(|u| user_subject(u)).collect()),
+        })
+        .collect()
+}
+
+fn member_outcomes(
+    memberships: &[&Membership],
+    members: &BTreeMap<String, (String, String)>,
+    mut roles: BTreeMap<String, Vec<MemberRole>>,
+    grants: &Grants,
+    home: &str,
+) -> BTreeMap<String, MemberOutcome> {
+    let mut access_by_user: BTreeMap<&str, BTreeMap<&str, Vec<String>>> = BTreeMap::new();
+    for ((namespace, cluster_role), users) in grants {
+        if namespace == home {
+            continue;
+        }
+        for user in users {
+            access_by_user
+                .entry(user)
+                .or_default()
+                .entry(namespace)
+                .or_default()
+                .push(cluster_role.clone());
+        }
+    }
+    memberships
+        .iter()
+        .filter(|m| {
+            members
+                .get(&m.spec.email.normalized())
+                .is_some_and(|(name, _)| *name == m.name_any())
+        })
+        .map(|m| {
+            let user = member_user(m);
+            let mut member_roles = roles.remove(&m.name_any()).unwrap_or_default();
+            member_roles.sort();
+            let access = access_by_user
+                .get(user.as_str())
+                .map(|by_ns| {
+                    by_ns
+                        .iter()
+                        .map(|(ns, cluster_roles)| NamespaceAccess {
+                            namespace: ns.to_string(),
+                            cluster_roles: cluster_roles.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                m.name_any(),
+                MemberOutcome {
+                    user,
+                    roles: member_roles,
+                    access,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Every member may read the Organization object and `get` each resource namespace by
+/// name: the console view of "which resources exist", and nothing inside them.
+fn organization_visibility(
+    org: &Organization,
+    org_name: &str,
+    home: &str,
+    resources: &BTreeMap<String, Vec<String>>,
+    users: &BTreeSet<String>,
+) -> (ClusterRole, ClusterRoleBinding) {
+    let name = organization_cluster_role_name(org_name);
+    let mut namespaces: Vec<String> = resources.values().flatten().cloned().collect();
+    namespaces.push(home.to_string());
+    namespaces.sort();
+    namespaces.dedup();
+    let rules = vec![
+        PolicyRule {
+            api_groups: Some(vec![crate::api::GROUP.to_string()]),
+            resources: Some(vec!["organizations".to_string()]),
+            resource_names: Some(vec![org_name.to_string()]),
+            verbs: vec!["get".to_string()],
+            ..Default::default()
+        },
+        PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["namespaces".to_string()]),
+            resource_names: Some(namespaces),
+            verbs: vec!["get".to_string()],
+            ..Default::default()
+        },
+    ];
+    let cluster_role = ClusterRole {
+        metadata: managed_meta(org, org_name, name.clone(), None),
+        rules: Some(rules),
+        aggregation_rule: None,
+    };
+    let binding = ClusterRoleBinding {
+        metadata: managed_meta(org, org_name, name.clone(), None),
+        role_ref: RoleRef {
+            api_group: RBAC_GROUP.to_string(),
+            kind: "ClusterRole".to_string(),
+            name,
+        },
+        subjects: Some(users.iter().map(|u| user_subject(u)).collect()),
+    };
+    (cluster_role, binding)
+}

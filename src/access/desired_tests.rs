@@ -1,0 +1,359 @@
+//! Unit tests of [`desired_access`] from YAML fixtures: no cluster involved.
+
+use k8s_openapi::api::core::v1::Namespace;
+
+use super::desired::{AccessInput, DesiredAccess, desired_access};
+use crate::api::{Membership, Organization, RoleBinding};
+
+const ORG: &str = r#"
+apiVersion: kube-org.io/v1alpha1
+kind: Organization
+metadata: {name: acme, uid: 0b4c3b0e-0000-4000-8000-000000000001}
+spec:
+  owners: [alice@example.com]
+  resourceTypes: [deployment, elasticsearch]
+  roles:
+    - {name: auditor, level: resource, clusterRole: kube-org-auditor}
+"#;
+
+fn org() -> Organization {
+    serde_yaml::from_str(ORG).expect("org fixture")
+}
+
+fn member(name: &str, email: &str) -> Membership {
+    serde_yaml::from_str(&format!(
+        "{{apiVersion: kube-org.io/v1alpha1, kind: Membership, metadata: {{name: {name}, namespace: org-acme}}, spec: {{email: {email}}}}}"
+    ))
+    .expect("membership fixture")
+}
+
+fn binding(name: &str, yaml_spec: &str) -> RoleBinding {
+    serde_yaml::from_str(&format!(
+        "{{apiVersion: kube-org.io/v1alpha1, kind: RoleBinding, metadata: {{name: {name}, namespace: org-acme}}, spec: {yaml_spec}}}"
+    ))
+    .expect("binding fixture")
+}
+
+fn resource(name: &str, kind: &str) -> Namespace {
+    serde_yaml::from_str(&format!(
+        "{{metadata: {{name: {name}, labels: {{kube-org.io/organization: acme, kube-org.io/resource-type: {kind}}}}}}}"
+    ))
+    .expect("namespace fixture")
+}
+
+struct World {
+    org: Organization,
+    members: Vec<Membership>,
+    bindings: Vec<RoleBinding>,
+    namespaces: Vec<Namespace>,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            org: org(),
+            members: vec![
+                member("bob", "bob@example.com"),
+                member("carol", "Carol@Example.com"),
+            ],
+            bindings: vec![],
+            namespaces: vec![
+                resource("prod", "deployment"),
+                resource("staging", "deployment"),
+                resource("search", "elasticsearch"),
+            ],
+        }
+    }
+
+    fn bind(mut self, name: &str, spec: &str) -> Self {
+        self.bindings.push(binding(name, spec));
+        self
+    }
+
+    fn compute(&self) -> DesiredAccess {
+        desired_access(&AccessInput {
+            org: &self.org,
+            memberships: self.members.iter().collect(),
+            bindings: self.bindings.iter().collect(),
+            namespaces: self.namespaces.iter().collect(),
+        })
+    }
+}
+
+/// (namespace, ClusterRole) pairs a user holds.
+fn held(access: &DesiredAccess, user: &str) -> Vec<(String, String)> {
+    access
+        .role_bindings
+        .iter()
+        .filter(|rb| rb.subjects.iter().flatten().any(|s| s.name == user))
+        .map(|rb| {
+            (
+                rb.metadata.namespace.clone().unwrap(),
+                rb.role_ref.name.clone(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn all_scope_binds_every_resource_of_the_type_including_later_ones() {
+    let mut world = World::new().bind(
+        "b",
+        "{member: bob@example.com, role: editor, scope: {resourceType: deployment, all: true}}",
+    );
+    assert_eq!(
+        held(&world.compute(), "bob@example.com"),
+        pairs(&[("prod", "edit"), ("staging", "edit")])
+    );
+    world.namespaces.push(resource("canary", "deployment"));
+    assert_eq!(
+        held(&world.compute(), "bob@example.com"),
+        pairs(&[("canary", "edit"), ("prod", "edit"), ("staging", "edit")])
+    );
+}
+
+#[test]
+fn roles_combine_as_a_union_in_one_binding_per_namespace_and_cluster_role() {
+    let access = World::new()
+        .bind("a", "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, all: true}}")
+        .bind("b", "{member: bob@example.com, role: admin, scope: {resourceType: deployment, resources: [prod]}}")
+        .bind("c", "{member: carol@example.com, role: viewer, scope: {resourceType: deployment, all: true}}")
+        .compute();
+    assert_eq!(
+        held(&access, "bob@example.com"),
+        pairs(&[("prod", "admin"), ("prod", "view"), ("staging", "view")])
+    );
+    let prod_view = access
+        .role_bindings
+        .iter()
+        .find(|rb| rb.metadata.namespace.as_deref() == Some("prod") && rb.role_ref.name == "view")
+        .unwrap();
+    let subjects: Vec<&str> = prod_view
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["bob@example.com", "carol@example.com"],
+        "aggregated and sorted; emails lower-cased"
+    );
+    assert_eq!(
+        prod_view.metadata.name.as_deref(),
+        Some("kube-org:acme:view")
+    );
+    let bob = &access.members["bob"];
+    assert_eq!(bob.roles.len(), 2);
+    assert_eq!(
+        bob.access
+            .iter()
+            .find(|a| a.namespace == "prod")
+            .unwrap()
+            .cluster_roles,
+        ["admin", "view"]
+    );
+}
+
+#[test]
+fn a_missing_named_resource_does_not_stop_the_others() {
+    let access = World::new()
+        .bind("b", "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, resources: [prod, gone, search]}}")
+        .compute();
+    assert_eq!(held(&access, "bob@example.com"), pairs(&[("prod", "view")]));
+    let outcome = &access.bindings["b"];
+    assert_eq!(outcome.resources, ["prod"]);
+    let reasons: Vec<(&str, &str)> = outcome
+        .problems
+        .iter()
+        .map(|p| (p.resource.as_str(), p.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("gone", "ResourceNotFound"),
+            ("search", "WrongResourceType")
+        ]
+    );
+    assert!(!outcome.ready.status);
+    assert_eq!(outcome.ready.reason, "ResourcesMissing");
+}
+
+#[test]
+fn console_access_grants_nothing_inside_resources_but_shows_the_organization() {
+    let access = World::new()
+        .bind("b", "{member: bob@example.com, role: admin, scope: {resourceType: deployment, all: true}, access: console}")
+        .bind("c", "{member: carol@example.com, role: auditor, scope: {resourceType: deployment, all: true}, access: console}")
+        .compute();
+    assert!(held(&access, "bob@example.com").is_empty());
+    assert!(
+        held(&access, "carol@example.com").is_empty(),
+        "a custom role with console access is console only"
+    );
+    assert!(access.bindings["c"].ready.status);
+    let visible: Vec<&str> = access
+        .cluster_role_binding
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(visible, ["bob@example.com", "carol@example.com"]);
+    let rules = access.cluster_role.rules.as_ref().unwrap();
+    assert_eq!(
+        rules[1].resource_names.as_deref().unwrap(),
+        ["org-acme", "prod", "search", "staging"]
+    );
+}
+
+#[test]
+fn a_custom_role_with_full_access_binds_its_cluster_role() {
+    let access = World::new()
+        .bind("c", "{member: carol@example.com, role: auditor, scope: {resourceType: elasticsearch, all: true}}")
+        .compute();
+    assert_eq!(
+        held(&access, "carol@example.com"),
+        pairs(&[("search", "kube-org-auditor")])
+    );
+}
+
+#[test]
+fn bindings_for_non_members_grant_nothing() {
+    let access = World::new()
+        .bind("x", "{member: mallory@example.com, role: admin, scope: {resourceType: deployment, all: true}}")
+        .compute();
+    assert!(access.role_bindings.iter().all(|rb| {
+        rb.subjects
+            .iter()
+            .flatten()
+            .all(|s| s.name != "mallory@example.com")
+    }));
+    assert_eq!(access.bindings["x"].ready.reason, "MemberNotFound");
+}
+
+#[test]
+fn members_being_deleted_lose_everything_at_once() {
+    let mut world = World::new().bind(
+        "b",
+        "{member: bob@example.com, role: editor, scope: {resourceType: deployment, all: true}}",
+    );
+    world.members[0].metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+    let access = world.compute();
+    assert!(held(&access, "bob@example.com").is_empty());
+    assert!(!access.members.contains_key("bob"));
+}
+
+#[test]
+fn organization_level_roles_never_bind_inside_resources() {
+    let access = World::new()
+        .bind(
+            "b",
+            "{member: bob@example.com, role: billing-admin, scope: {organization: {}}}",
+        )
+        .compute();
+    assert_eq!(
+        held(&access, "bob@example.com"),
+        pairs(&[("org-acme", "kube-org:reader")])
+    );
+    assert!(
+        access.members["bob"].access.is_empty(),
+        "the home namespace is not a resource"
+    );
+}
+
+#[test]
+fn the_owner_role_is_admin_everywhere_and_manages_the_home_namespace() {
+    let access = World::new()
+        .bind(
+            "o",
+            "{member: bob@example.com, role: organization-owner, scope: {organization: {}}}",
+        )
+        .compute();
+    assert_eq!(
+        held(&access, "bob@example.com"),
+        pairs(&[
+            ("org-acme", "kube-org:owner"),
+            ("prod", "admin"),
+            ("search", "admin"),
+            ("staging", "admin")
+        ])
+    );
+}
+
+#[test]
+fn impossible_roles_and_scopes_are_refused_with_a_reason() {
+    let access = World::new()
+        .bind("a", "{member: bob@example.com, role: nosuchrole, scope: {resourceType: deployment, all: true}}")
+        .bind("b", "{member: bob@example.com, role: viewer, scope: {organization: {}}}")
+        .bind("c", "{member: bob@example.com, role: billing-admin, scope: {resourceType: deployment, all: true}}")
+        .bind("d", "{member: bob@example.com, role: developer, scope: {resourceType: deployment, all: true}}")
+        .bind("e", "{member: bob@example.com, role: viewer, scope: {resourceType: observability, all: true}}")
+        .compute();
+    let reasons: Vec<&str> = access
+        .bindings
+        .values()
+        .map(|o| o.ready.reason.as_str())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "UnknownRole",
+            "NeedsResourceScope",
+            "NeedsOrganizationScope",
+            "RoleNotForType",
+            "UnknownResourceType"
+        ]
+    );
+    assert!(held(&access, "bob@example.com").is_empty());
+}
+
+#[test]
+fn all_scope_admins_may_read_the_organizations_rolebindings_named_admins_may_not() {
+    let access = World::new()
+        .bind("a", "{member: bob@example.com, role: admin, scope: {resourceType: deployment, all: true}}")
+        .bind("b", "{member: carol@example.com, role: admin, scope: {resourceType: deployment, resources: [prod]}}")
+        .compute();
+    assert!(
+        held(&access, "bob@example.com")
+            .contains(&("org-acme".into(), "kube-org:rolebinding-reader".into()))
+    );
+    assert!(
+        !held(&access, "carol@example.com")
+            .iter()
+            .any(|(ns, _)| ns == "org-acme")
+    );
+}
+
+#[test]
+fn the_same_input_gives_byte_identical_objects() {
+    let world = World::new()
+        .bind("a", "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, all: true}}")
+        .bind("b", "{member: carol@example.com, role: admin, scope: {resourceType: deployment, resources: [staging, prod]}}");
+    let once = serde_json::to_string(&world.compute().role_bindings).unwrap();
+    let mut shuffled = World::new();
+    shuffled.bindings = world.bindings.iter().rev().cloned().collect();
+    shuffled.members.reverse();
+    shuffled.namespaces.reverse();
+    assert_eq!(
+        once,
+        serde_json::to_string(&shuffled.compute().role_bindings).unwrap()
+    );
+    let owner_ref = &world.compute().role_bindings[0]
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap()[0];
+    assert_eq!(
+        (owner_ref.kind.as_str(), owner_ref.name.as_str()),
+        ("Organization", "acme")
+    );
+}

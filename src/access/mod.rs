@@ -1,0 +1,12 @@
+//! Access: what native RBAC an organization needs, computed as a pure function of the
+//! cached Organization, Memberships, RoleBindings and labelled Namespaces
+//! ([`desired`]), and the roles that computation resolves ([`roles`]).
+
+pub mod desired;
+pub mod names;
+pub mod roles;
+
+pub use desired::{AccessInput, BindingOutcome, DesiredAccess, MemberOutcome, desired_access};
+
+#[cfg(test)]
+mod desired_tests;

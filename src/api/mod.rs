@@ -4,6 +4,10 @@
 //! `kubectl explain` shows. Whatever the schema can express is validated at admission
 //! (OpenAPI + CEL, see [`fields`]); the rest is reported by the controllers as conditions.
 
+// kube-derive repeats `type_ = ...` across printcolumn(...) groups, which clippy reads as
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod condition;
 pub mod fields;
 pub mod invitation;

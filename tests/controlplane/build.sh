@@ -10,23 +10,35 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 
-key=$( (go version; cd "$here" && cat etcd/go.mod etcd/go.sum etcd/main.go kube/go.mod kube/go.sum \
-        kube/cmd/*/main.go mailpit/go.mod mailpit/go.sum mailpit/main.go launcher/go.mod launcher/main.go) \
-        | sha256sum | cut -c1-16)
-cache=${KUBE_ORG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-org}/controlplane-$key
+root=${KUBE_ORG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-org}
+mkdir -p "$root"
+go_version=$(go version)
+
+# Each binary is cached under a key of its own module's pins and sources, so editing
+# the launcher does not rebuild kube-apiserver.
+module_key() { # module_key <module dir>
+  (echo "$go_version"; cd "$here/$1" && cat go.mod $(ls go.sum 2>/dev/null) $(find . -name '*.go' | sort)) \
+    | sha256sum | cut -c1-16
+}
+
+declare -A keys
+for module in etcd kube mailpit launcher; do keys[$module]=$(module_key "$module"); done
+cache=$root/bin-$(echo "${keys[*]}" | sha256sum | cut -c1-16)
 mkdir -p "$cache"
 
 build() { # build <name> <module dir> <package>
   local name=$1 dir=$2 pkg=$3
-  if [ -x "$cache/$name" ]; then
-    echo "controlplane: $name cached in $cache" >&2
-    return
+  local binary=$root/$name-${keys[$dir]}
+  if [ -x "$binary" ]; then
+    echo "controlplane: $name cached ($binary)" >&2
+  else
+    echo "controlplane: building $name (first run only; minutes on 2 cores)" >&2
+    local start=$SECONDS
+    (cd "$here/$dir" && go build -trimpath -ldflags='-s -w' -o "$binary.tmp" "$pkg")
+    mv "$binary.tmp" "$binary"
+    echo "controlplane: built $name in $((SECONDS - start))s" >&2
   fi
-  echo "controlplane: building $name (first run only; minutes on 2 cores)" >&2
-  local start=$SECONDS
-  (cd "$here/$dir" && go build -trimpath -ldflags='-s -w' -o "$cache/$name.tmp" "$pkg")
-  mv "$cache/$name.tmp" "$cache/$name"
-  echo "controlplane: built $name in $((SECONDS - start))s" >&2
+  ln -f "$binary" "$cache/$name"
 }
 
 build etcd etcd .

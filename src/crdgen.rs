@@ -8,14 +8,43 @@ use crate::api::{Invitation, Membership, Organization, RoleBinding};
 
 /// Every CRD, sorted by name (the order of the files in `crds/`).
 pub fn all() -> Vec<CustomResourceDefinition> {
-    let mut crds = vec![
+    let mut crds: Vec<_> = [
         Organization::crd(),
         Membership::crd(),
         Invitation::crd(),
         RoleBinding::crd(),
-    ];
+    ]
+    .into_iter()
+    .map(unwrap_descriptions)
+    .collect();
     crds.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     crds
+}
+
+/// Doc comments are wrapped at 90 columns and `kubectl explain` wraps again, so single
+/// line breaks in descriptions become spaces (blank lines between paragraphs stay).
+fn unwrap_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    match child {
+                        serde_json::Value::String(text) if key == "description" => {
+                            let paragraphs: Vec<String> =
+                                text.split("\n\n").map(|p| p.replace('\n', " ")).collect();
+                            *text = paragraphs.join("\n\n");
+                        }
+                        _ => walk(child),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+    walk(&mut value);
+    serde_json::from_value(value).expect("a CRD deserializes after rewording")
 }
 
 /// The file name a CRD has in `crds/`.

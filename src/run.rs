@@ -29,6 +29,11 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "KUBE_ORG_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Stop when standard input closes: lets a supervising process (a test harness)
+    /// end the operator by exiting, whatever way it exits.
+    #[arg(long, env = "KUBE_ORG_STOP_ON_STDIN_CLOSE", hide = true)]
+    pub stop_on_stdin_close: bool,
 }
 
 /// How log lines are written.
@@ -72,7 +77,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ready.store(true, Ordering::SeqCst);
     info!("kube-org started");
 
-    let signal = shutdown_signal();
+    let signal = shutdown_signal(args.stop_on_stdin_close);
     tokio::select! {
         _ = watches => warn!("watches ended unexpectedly"),
         name = signal => info!(signal = name, "shutting down"),
@@ -84,13 +89,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM, naming the signal.
-async fn shutdown_signal() -> &'static str {
+/// Resolves on SIGINT or SIGTERM (or, when asked, standard input closing), naming it.
+async fn shutdown_signal(stop_on_stdin_close: bool) -> &'static str {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler cannot fail on Unix");
+    let stdin_closed = async {
+        if stop_on_stdin_close {
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut sink).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = terminate.recv() => "SIGTERM",
+        _ = stdin_closed => "stdin closed",
     }
 }
 

@@ -161,3 +161,217 @@ pub fn error_message(error: &kube::Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// A `kube-org run` process started by the tests, against the cluster under test.
+pub struct Operator {
+    /// Where its HTTP server listens, e.g. `http://127.0.0.1:41234`.
+    pub base_url: String,
+    /// Its log file.
+    pub log: std::path::PathBuf,
+    child: std::process::Child,
+    /// Closing this stops the operator (it runs with `--stop-on-stdin-close`), so the
+    /// operator never outlives the test process, however that ends.
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl Operator {
+    /// Starts `kube-org run` with extra flags and waits until `/readyz` answers.
+    pub async fn start(extra_args: &[String]) -> Operator {
+        let port = free_port();
+        let base_url = format!("http://127.0.0.1:{port}");
+        let dir = std::env::var_os("KUBE_ORG_CONTROLPLANE_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let log = dir.join(format!("operator-{}.log", unique("run")));
+        let log_file = std::fs::File::create(&log).expect("operator log file");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kube-org"))
+            .arg("run")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--stop-on-stdin-close")
+            .args(extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(log_file.try_clone().expect("log file handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("starting kube-org run");
+        let stdin = child.stdin.take();
+        let mut operator = Operator {
+            base_url,
+            log,
+            child,
+            stdin,
+        };
+        operator.wait_ready().await;
+        operator
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "kube-org run exited with {status}; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            if http_get_status(&format!("{}/readyz", self.base_url)).await == Some(200) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kube-org run not ready within 30s; log:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The last lines of the operator's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// Stops it the way Kubernetes does (standard input closing stands in for SIGTERM)
+    /// and waits for it to exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.stdin.take();
+        self.child.wait().expect("waiting for kube-org run")
+    }
+
+    /// Kills it without warning (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The operator shared by every test of one test binary, started on first use.
+pub async fn operator() -> &'static Operator {
+    static OPERATOR: OnceCell<Operator> = OnceCell::const_new();
+    OPERATOR
+        .get_or_init(|| async { Operator::start(&[]).await })
+        .await
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// The status code of a plain HTTP GET, or `None` when nothing answers.
+pub async fn http_get_status(url: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Polls `check` every 50ms until it returns `Some`, or panics with `what` after
+/// `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One question to the API server's authorizer, as `kubectl auth can-i --as`.
+#[derive(Clone, Copy, Debug)]
+pub struct Can<'a> {
+    pub verb: &'a str,
+    /// `""` for the core group.
+    pub group: &'a str,
+    pub resource: &'a str,
+    pub namespace: Option<&'a str>,
+    pub name: Option<&'a str>,
+}
+
+impl<'a> Can<'a> {
+    /// `verb` on `resource` (core or `resource.group` form) in `namespace`.
+    pub fn new(verb: &'a str, resource: &'a str, namespace: Option<&'a str>) -> Self {
+        let (resource, group) = resource.split_once('.').unwrap_or((resource, ""));
+        Can {
+            verb,
+            group,
+            resource,
+            namespace,
+            name: None,
+        }
+    }
+}
+
+/// Whether the cluster's authorizer allows `user` to do `what` (a SubjectAccessReview).
+pub async fn can(client: &Client, user: &str, what: Can<'_>) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_string()),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(what.verb.to_string()),
+                group: Some(what.group.to_string()),
+                resource: Some(what.resource.to_string()),
+                namespace: what.namespace.map(str::to_string),
+                name: what.name.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SubjectAccessReview");
+    answer.status.is_some_and(|s| s.allowed)
+}
+
+/// Waits until `user` may (or, with `allowed == false`, may not) do `what`.
+pub async fn eventually_can(
+    client: &Client,
+    user: &str,
+    what: Can<'_>,
+    allowed: bool,
+    timeout: Duration,
+) {
+    let description = format!(
+        "{user} {} {what:?}",
+        if allowed { "may" } else { "may not" }
+    );
+    eventually(&description, timeout, || async {
+        (can(client, user, what).await == allowed).then_some(())
+    })
+    .await
+}

@@ -4,5 +4,7 @@
 pub mod access;
 pub mod api;
 pub mod catalog;
+pub mod controller;
 pub mod crdgen;
+pub mod metrics;
 pub mod run;

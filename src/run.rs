@@ -10,14 +10,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use futures::{StreamExt, TryStreamExt};
-use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::Client;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::api::{Invitation, Membership, Organization, RoleBinding};
+use crate::metrics::Metrics;
 
 /// Command-line flags of `kube-org run`; each has an environment-variable equivalent.
 #[derive(clap::Args, Debug, Clone)]
@@ -61,30 +59,41 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster)")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let state = AppState {
+        ready: ready.clone(),
+        registry: Arc::new(registry),
+    };
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     info!(address = %args.listen, "HTTP server listening");
-    let server = tokio::spawn(serve(listener, ready.clone(), stop_rx.clone()));
+    let server = tokio::spawn(serve(listener, state, stop_rx.clone()));
 
-    let watches = futures::future::join4(
-        log_watch::<Organization>(Api::all(client.clone()), stop_rx.clone()),
-        log_watch::<Membership>(Api::all(client.clone()), stop_rx.clone()),
-        log_watch::<Invitation>(Api::all(client.clone()), stop_rx.clone()),
-        log_watch::<RoleBinding>(Api::all(client.clone()), stop_rx.clone()),
-    );
+    let controller_stop = {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.changed().await;
+        }
+    };
+    let controller = tokio::spawn(crate::controller::run(
+        client.clone(),
+        metrics.clone(),
+        controller_stop,
+    ));
     ready.store(true, Ordering::SeqCst);
     info!("kube-org started");
 
     let signal = shutdown_signal(args.stop_on_stdin_close);
-    tokio::select! {
-        _ = watches => warn!("watches ended unexpectedly"),
-        name = signal => info!(signal = name, "shutting down"),
-    }
+    let name = signal.await;
+    info!(signal = name, "shutting down");
     ready.store(false, Ordering::SeqCst);
     let _ = stop_tx.send(true);
     server.await.context("HTTP server task")??;
+    controller.await.context("access controller task")?;
     info!("kube-org stopped");
     Ok(())
 }
@@ -108,41 +117,23 @@ async fn shutdown_signal(stop_on_stdin_close: bool) -> &'static str {
     }
 }
 
-/// Watches one kind and logs what it sees, until stopped.
-async fn log_watch<K>(api: Api<K>, mut stop: watch::Receiver<bool>)
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-    K::DynamicType: Default,
-{
-    let kind = K::kind(&K::DynamicType::default()).to_string();
-    let mut events = watcher(api, watcher::Config::default()).boxed();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            event = events.try_next() => match event {
-                Ok(Some(watcher::Event::Apply(obj))) => info!(%kind, name = %obj.name_any(), namespace = obj.namespace(), "applied"),
-                Ok(Some(watcher::Event::Delete(obj))) => info!(%kind, name = %obj.name_any(), namespace = obj.namespace(), "deleted"),
-                Ok(Some(watcher::Event::InitDone)) => info!(%kind, "watching"),
-                Ok(Some(_)) => {}
-                Ok(None) => return,
-                Err(error) => {
-                    warn!(%kind, %error, "watch failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
+/// What the HTTP handlers share.
+#[derive(Clone)]
+struct AppState {
+    ready: Arc<AtomicBool>,
+    registry: Arc<Registry>,
 }
 
 async fn serve(
     listener: tokio::net::TcpListener,
-    ready: Arc<AtomicBool>,
+    state: AppState,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(ready);
+        .route("/metrics", get(metrics_text))
+        .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.changed().await;
@@ -151,8 +142,29 @@ async fn serve(
         .context("HTTP server")
 }
 
-async fn readyz(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static str) {
-    if ready.load(Ordering::SeqCst) {
+async fn metrics_text(
+    State(state): State<AppState>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            "encoding metrics failed".into(),
+        ),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

@@ -39,8 +39,25 @@ pub async fn connect() -> Client {
     client
 }
 
-/// Applies the CRDs `kube-org crds` generates and waits until each is Established.
+/// Applies the CRDs `kube-org crds` generates (waiting until each is Established) and
+/// the ClusterRoles kube-org binds (`manifests/access-clusterroles.yaml`).
 async fn install_crds(client: Client) {
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+    let yaml = include_str!("../../manifests/access-clusterroles.yaml");
+    for object in parse_yaml(yaml) {
+        let role: k8s_openapi::api::rbac::v1::ClusterRole =
+            serde_json::from_value(serde_json::to_value(&object).expect("object"))
+                .expect("a ClusterRole");
+        let name = role.metadata.name.clone().expect("named");
+        roles
+            .patch(
+                &name,
+                &PatchParams::apply("kube-org-tests").force(),
+                &Patch::Apply(&role),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("installing ClusterRole {name}: {error}"));
+    }
     let api: Api<CustomResourceDefinition> = Api::all(client);
     for crd in kube_org::crdgen::all() {
         let name = crd.metadata.name.clone().expect("generated CRDs are named");

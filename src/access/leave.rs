@@ -1,0 +1,217 @@
+//! Whether a member may leave (their Membership is being deleted): the last owner stays
+//! while others or resources remain, and the sole member stays while resources remain.
+
+use kube::{Resource, ResourceExt};
+
+use crate::api::{Membership, Organization, RoleBinding};
+use crate::catalog::ORGANIZATION_OWNER;
+
+/// Why a member cannot leave yet.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LeaveRefusal {
+    #[error("{email} is listed in spec.owners of Organization {org}: remove them there instead")]
+    ListedInOwners { email: String, org: String },
+    #[error(
+        "{email} is the last owner of {org} while {others} other member(s) and {resources} resource(s) remain: make someone else an owner first"
+    )]
+    LastOwner {
+        email: String,
+        org: String,
+        others: usize,
+        resources: usize,
+    },
+    #[error(
+        "{email} is the only member of {org} while {resources} resource(s) remain: remove the resources (unlabel their namespaces) first"
+    )]
+    ResourcesRemain {
+        email: String,
+        org: String,
+        resources: usize,
+    },
+}
+
+impl LeaveRefusal {
+    /// The CamelCase reason shown in conditions and Events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LeaveRefusal::ListedInOwners { .. } => "ListedInOwners",
+            LeaveRefusal::LastOwner { .. } => "LastOwner",
+            LeaveRefusal::ResourcesRemain { .. } => "ResourcesRemain",
+        }
+    }
+}
+
+/// Whether `email` holds the organization-owner role through a binding.
+pub fn is_owner(email: &str, bindings: &[&RoleBinding]) -> bool {
+    bindings.iter().any(|b| {
+        b.spec.role == ORGANIZATION_OWNER
+            && b.spec.member.normalized() == email
+            && b.meta().deletion_timestamp.is_none()
+    })
+}
+
+/// Decides whether `leaving` may go, given every Membership and RoleBinding of the
+/// organization and how many resources it has. Memberships being deleted at the same
+/// time do not count as staying.
+pub fn may_leave(
+    org: &Organization,
+    leaving: &Membership,
+    memberships: &[&Membership],
+    bindings: &[&RoleBinding],
+    resources: usize,
+) -> Result<(), LeaveRefusal> {
+    let email = leaving.spec.email.normalized();
+    let org_name = org.name_any();
+    let staying: Vec<String> = memberships
+        .iter()
+        .filter(|m| m.meta().deletion_timestamp.is_none() && m.spec.email.normalized() != email)
+        .map(|m| m.spec.email.normalized())
+        .collect();
+    let owner_stays = staying.iter().any(|other| is_owner(other, bindings));
+    if is_owner(&email, bindings) && !owner_stays && (!staying.is_empty() || resources > 0) {
+        return Err(LeaveRefusal::LastOwner {
+            email,
+            org: org_name,
+            others: staying.len(),
+            resources,
+        });
+    }
+    if staying.is_empty() && resources > 0 {
+        return Err(LeaveRefusal::ResourcesRemain {
+            email,
+            org: org_name,
+            resources,
+        });
+    }
+    if org.spec.owners.iter().any(|o| o.normalized() == email) {
+        // kube-org would only create the Membership again.
+        return Err(LeaveRefusal::ListedInOwners {
+            email,
+            org: org_name,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn org(owners: &str) -> Organization {
+        serde_yaml::from_str(&format!(
+            "{{metadata: {{name: acme}}, spec: {{owners: [{owners}]}}}}"
+        ))
+        .unwrap()
+    }
+    fn member(email: &str, leaving: bool) -> Membership {
+        let mut m: Membership = serde_yaml::from_str(&format!(
+            "{{metadata: {{name: {}, namespace: org-acme}}, spec: {{email: {email}}}}}",
+            email.replace('@', "-")
+        ))
+        .unwrap();
+        if leaving {
+            m.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        }
+        m
+    }
+    fn owner_binding(email: &str) -> RoleBinding {
+        serde_yaml::from_str(&format!(
+            "{{metadata: {{name: o-{}, namespace: org-acme}}, spec: {{member: {email}, role: organization-owner, scope: {{organization: {{}}}}}}}}",
+            email.replace('@', "-")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_last_owner_stays_while_others_or_resources_remain() {
+        let org = org("root@example.com");
+        let (bob, carol) = (
+            member("bob@example.com", true),
+            member("carol@example.com", false),
+        );
+        let bindings = [owner_binding("bob@example.com")];
+        let refusal = may_leave(
+            &org,
+            &bob,
+            &[&bob, &carol],
+            &bindings.iter().collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(refusal.reason(), "LastOwner");
+        // Another owner stays: bob may go.
+        let bindings = [
+            owner_binding("bob@example.com"),
+            owner_binding("carol@example.com"),
+        ];
+        assert!(
+            may_leave(
+                &org,
+                &bob,
+                &[&bob, &carol],
+                &bindings.iter().collect::<Vec<_>>(),
+                3
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_sole_member_leaves_only_without_resources() {
+        let org = org("root@example.com");
+        let bob = member("bob@example.com", true);
+        assert_eq!(
+            may_leave(&org, &bob, &[&bob], &[], 2).unwrap_err().reason(),
+            "ResourcesRemain"
+        );
+        assert!(may_leave(&org, &bob, &[&bob], &[], 0).is_ok());
+    }
+
+    #[test]
+    fn owners_listed_in_the_organization_are_removed_there() {
+        let org = org("bob@example.com");
+        let (bob, root) = (
+            member("Bob@example.com", true),
+            member("root@example.com", false),
+        );
+        let bindings = [
+            owner_binding("bob@example.com"),
+            owner_binding("root@example.com"),
+        ];
+        let bindings: Vec<_> = bindings.iter().collect();
+        assert_eq!(
+            may_leave(&org, &bob, &[&bob, &root], &bindings, 0)
+                .unwrap_err()
+                .reason(),
+            "ListedInOwners"
+        );
+        // The last owner hears the more important reason.
+        assert_eq!(
+            may_leave(&org, &bob, &[&bob, &root], &bindings[..1], 0)
+                .unwrap_err()
+                .reason(),
+            "LastOwner"
+        );
+    }
+
+    #[test]
+    fn an_ordinary_member_leaves_freely() {
+        let org = org("root@example.com");
+        let (bob, root) = (
+            member("bob@example.com", true),
+            member("root@example.com", false),
+        );
+        let bindings = [owner_binding("root@example.com")];
+        assert!(
+            may_leave(
+                &org,
+                &bob,
+                &[&bob, &root],
+                &bindings.iter().collect::<Vec<_>>(),
+                5
+            )
+            .is_ok()
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! The effectful shell around the pure access core: watches, caches, and one reconcile
+//! per Organization that applies what [`crate::access::desired_access`] computes.
+
+pub mod apply;
+pub mod organization;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, RoleBinding as NativeRoleBinding,
+};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use crate::access::names::{LABEL_MANAGED_BY, LABEL_ORGANIZATION, MANAGER};
+use crate::api::{Invitation, Membership, Organization, RoleBinding};
+use crate::metrics::Metrics;
+
+/// Everything a reconcile reads or writes through.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub stores: Stores,
+}
+
+/// The caches the reconcile computes from (watch-fed; no API reads on the hot path).
+#[derive(Clone)]
+pub struct Stores {
+    pub organizations: Store<Organization>,
+    pub memberships: Store<Membership>,
+    pub bindings: Store<RoleBinding>,
+    pub invitations: Store<Invitation>,
+    pub namespaces: Store<Namespace>,
+    pub native_bindings: Store<NativeRoleBinding>,
+    pub cluster_roles: Store<ClusterRole>,
+    pub cluster_role_bindings: Store<ClusterRoleBinding>,
+}
+
+/// Errors of a reconcile; `metric_label` feeds the error metric.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("home namespace {namespace} belongs to organization {other}")]
+    HomeNamespaceTaken { namespace: String, other: String },
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "Conflict",
+            Error::Kube(kube::Error::Api(status)) if status.code == 403 => "Forbidden",
+            Error::Kube(_) => "KubeApi",
+            Error::Finalizer(_) => "Finalizer",
+            Error::HomeNamespaceTaken { .. } => "HomeNamespaceTaken",
+        }
+    }
+}
+
+/// A watch feeding a cache, as a stream of touched objects for controller triggers.
+fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream =
+        reflector::reflector(writer, watcher(api, config).default_backoff()).touched_objects();
+    (reader, stream)
+}
+
+/// The organizations whose home namespace is `namespace`.
+fn orgs_homed_in(
+    orgs: &Store<Organization>,
+    namespace: Option<String>,
+) -> Vec<ObjectRef<Organization>> {
+    let Some(namespace) = namespace else {
+        return vec![];
+    };
+    orgs.state()
+        .iter()
+        .filter(|org| org.home_namespace() == namespace)
+        .map(|org| ObjectRef::from_obj(org.as_ref()))
+        .collect()
+}
+
+fn org_of_label<K: Resource>(obj: &K) -> Option<ObjectRef<Organization>> {
+    obj.labels()
+        .get(LABEL_ORGANIZATION)
+        .map(|name| ObjectRef::new(name))
+}
+
+/// Runs the access controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let managed = watcher::Config::default().labels(&format!(
+        "{LABEL_MANAGED_BY}={MANAGER},{LABEL_ORGANIZATION}"
+    ));
+    let (memberships, membership_events) = cached(
+        Api::<Membership>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let (bindings, binding_events) = cached(
+        Api::<RoleBinding>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let (invitations, invitation_events) = cached(
+        Api::<Invitation>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let (namespaces, namespace_events) = cached(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default().labels(LABEL_ORGANIZATION),
+    );
+    let (native_bindings, native_binding_events) = cached(
+        Api::<NativeRoleBinding>::all(client.clone()),
+        managed.clone(),
+    );
+    let (cluster_roles, cluster_role_events) =
+        cached(Api::<ClusterRole>::all(client.clone()), managed.clone());
+    let (cluster_role_bindings, cluster_role_binding_events) =
+        cached(Api::<ClusterRoleBinding>::all(client.clone()), managed);
+
+    let controller = Controller::new(
+        Api::<Organization>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let organizations = controller.store();
+    let stores = Stores {
+        organizations: organizations.clone(),
+        memberships,
+        bindings,
+        invitations,
+        namespaces,
+        native_bindings: native_bindings.clone(),
+        cluster_roles,
+        cluster_role_bindings,
+    };
+    let reporter = Reporter {
+        controller: MANAGER.to_string(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        metrics,
+        stores,
+    });
+
+    let (o1, o2, o3, o4) = (
+        organizations.clone(),
+        organizations.clone(),
+        organizations.clone(),
+        organizations.clone(),
+    );
+    let bindings_by_ns = native_bindings.clone();
+    controller
+        .watches_stream(membership_events, move |m: Membership| {
+            orgs_homed_in(&o1, m.namespace())
+        })
+        .watches_stream(binding_events, move |b: RoleBinding| {
+            orgs_homed_in(&o2, b.namespace())
+        })
+        .watches_stream(invitation_events, move |i: Invitation| {
+            orgs_homed_in(&o3, i.namespace())
+        })
+        .watches_stream(namespace_events, move |ns: Namespace| {
+            // A namespace's current organization, the organization it is home to, and
+            // (when it was unlabelled) whoever still has bindings in it.
+            let mut orgs: Vec<ObjectRef<Organization>> = org_of_label(&ns).into_iter().collect();
+            orgs.extend(orgs_homed_in(&o4, Some(ns.name_any())));
+            orgs.extend(
+                bindings_by_ns
+                    .state()
+                    .iter()
+                    .filter(|rb| rb.namespace().as_deref() == Some(ns.name_any().as_str()))
+                    .filter_map(|rb| org_of_label(rb.as_ref())),
+            );
+            orgs.sort_by(|a, b| a.name.cmp(&b.name));
+            orgs.dedup();
+            orgs
+        })
+        .watches_stream(native_binding_events, |rb: NativeRoleBinding| {
+            org_of_label(&rb)
+        })
+        .watches_stream(cluster_role_events, |cr: ClusterRole| org_of_label(&cr))
+        .watches_stream(cluster_role_binding_events, |crb: ClusterRoleBinding| {
+            org_of_label(&crb)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "reconcile failed");
+            }
+        })
+        .await;
+    info!("access controller stopped");
+}
+
+async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let labels = crate::metrics::ControllerLabels {
+        controller: "organization".to_string(),
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let started = std::time::Instant::now();
+    let result = organization::reconcile(&org, &ctx).await;
+    ctx.metrics
+        .durations
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+fn error_policy(org: Arc<Organization>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(organization = %org.name_any(), %error, "reconcile failed; retrying");
+    ctx.metrics
+        .errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            controller: "organization".to_string(),
+            reason: error.metric_label().to_string(),
+        })
+        .inc();
+    Action::requeue(Duration::from_secs(2))
+}

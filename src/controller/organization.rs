@@ -1,0 +1,777 @@
+//! One reconcile per Organization, as named steps: dereference (read the caches) ->
+//! home namespace -> owners -> compute (pure) -> apply native RBAC -> members leaving ->
+//! status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, RoleBinding as NativeRoleBinding,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::apply::{self, sync};
+use super::status::write_if_changed;
+use super::{Context, Error};
+use crate::access::desired::{AccessInput, DesiredAccess, desired_access};
+use crate::access::leave::{LeaveRefusal, is_owner, may_leave};
+use crate::access::names::{
+    ANNOTATION_SOURCE, LABEL_MANAGED_BY, LABEL_ORGANIZATION, LABEL_OWNER, MANAGER,
+    MEMBERSHIP_FINALIZER, managed_labels, person_object_name,
+};
+use crate::api::condition::{DesiredCondition, READY, merge_conditions};
+use crate::api::invitation::InvitationPhase;
+use crate::api::membership::MembershipStatus;
+use crate::api::organization::OrganizationStatus;
+use crate::api::rolebinding::RoleBindingStatus;
+use crate::api::{
+    Email, Membership, MembershipSpec, Organization, RoleBinding, RoleBindingSpec, Scope,
+};
+use crate::catalog::ORGANIZATION_OWNER;
+
+/// The finalizer on Organizations: release Membership finalizers before it goes.
+pub const ORGANIZATION_FINALIZER: &str = "kube-org.io/organization";
+
+/// Reconciles one Organization (with its finalizer).
+pub async fn reconcile(org: &Arc<Organization>, ctx: &Context) -> Result<Action, Error> {
+    wait_for_caches(ctx).await;
+    let api: Api<Organization> = Api::all(ctx.client.clone());
+    finalizer(&api, ORGANIZATION_FINALIZER, org.clone(), |event| async {
+        match event {
+            finalizer::Event::Apply(org) => apply_organization(&org, ctx).await,
+            finalizer::Event::Cleanup(org) => cleanup(&org, ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| match error {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// A reconcile never computes from a half-filled cache: that would revoke access.
+async fn wait_for_caches(ctx: &Context) {
+    let s = &ctx.stores;
+    let _ = futures::join!(
+        s.memberships.wait_until_ready(),
+        s.bindings.wait_until_ready(),
+        s.invitations.wait_until_ready(),
+        s.namespaces.wait_until_ready(),
+        s.native_bindings.wait_until_ready(),
+        s.cluster_roles.wait_until_ready(),
+        s.cluster_role_bindings.wait_until_ready(),
+    );
+}
+
+/// The cached objects of one organization.
+struct Snapshot {
+    memberships: Vec<Arc<Membership>>,
+    bindings: Vec<Arc<RoleBinding>>,
+    namespaces: Vec<Arc<Namespace>>,
+    native_bindings: Vec<NativeRoleBinding>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    pending_invitations: usize,
+}
+
+fn labelled_for<K: Resource>(obj: &K, org: &str) -> bool {
+    obj.labels().get(LABEL_ORGANIZATION).map(String::as_str) == Some(org)
+        && obj.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGER)
+}
+
+fn dereference(org: &Organization, ctx: &Context) -> Snapshot {
+    let name = org.name_any();
+    let home = org.home_namespace();
+    let s = &ctx.stores;
+    let in_home = |ns: Option<String>| ns.as_deref() == Some(home.as_str());
+    Snapshot {
+        memberships: s
+            .memberships
+            .state()
+            .into_iter()
+            .filter(|m| in_home(m.namespace()))
+            .collect(),
+        bindings: s
+            .bindings
+            .state()
+            .into_iter()
+            .filter(|b| in_home(b.namespace()))
+            .collect(),
+        namespaces: s
+            .namespaces
+            .state()
+            .into_iter()
+            .filter(|ns| ns.labels().get(LABEL_ORGANIZATION) == Some(&name))
+            .collect(),
+        native_bindings: s
+            .native_bindings
+            .state()
+            .iter()
+            .filter(|o| labelled_for(o.as_ref(), &name))
+            .map(|o| (**o).clone())
+            .collect(),
+        cluster_roles: s
+            .cluster_roles
+            .state()
+            .iter()
+            .filter(|o| labelled_for(o.as_ref(), &name))
+            .map(|o| (**o).clone())
+            .collect(),
+        cluster_role_bindings: s
+            .cluster_role_bindings
+            .state()
+            .iter()
+            .filter(|o| labelled_for(o.as_ref(), &name))
+            .map(|o| (**o).clone())
+            .collect(),
+        pending_invitations: s
+            .invitations
+            .state()
+            .iter()
+            .filter(|i| in_home(i.namespace()))
+            .filter(|i| i.status.as_ref().and_then(|s| s.phase) == Some(InvitationPhase::Pending))
+            .count(),
+    }
+}
+
+fn now() -> Time {
+    let seconds = k8s_openapi::jiff::Timestamp::now().as_second();
+    Time(
+        k8s_openapi::jiff::Timestamp::from_second(seconds)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
+async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action, Error> {
+    let name = org.name_any();
+    let home = org.home_namespace();
+    if let Err(error) = ensure_home_namespace(org, ctx).await {
+        if let Error::HomeNamespaceTaken { .. } = &error {
+            let ready = DesiredCondition::new(
+                READY,
+                false,
+                "HomeNamespaceTaken",
+                format!("{error}; choose another spec.homeNamespace"),
+            );
+            write_org_status(org, ctx, &[ready], None).await?;
+            publish(
+                ctx,
+                org,
+                EventType::Warning,
+                "HomeNamespaceTaken",
+                &error.to_string(),
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+        return Err(error);
+    }
+    let snapshot = dereference(org, ctx);
+    let (owner_memberships, owner_bindings) = ensure_owners(org, ctx, &snapshot).await?;
+    ensure_membership_finalizers(ctx, &snapshot.memberships).await?;
+
+    // Compute from the cache plus the owner objects just applied (the cache may not
+    // have them yet), so owners get access in this same pass.
+    let mut memberships: Vec<&Membership> =
+        snapshot.memberships.iter().map(|m| m.as_ref()).collect();
+    memberships.extend(owner_memberships.iter().filter(|m| {
+        !snapshot
+            .memberships
+            .iter()
+            .any(|c| c.name_any() == m.name_any())
+    }));
+    let mut bindings: Vec<&RoleBinding> = snapshot
+        .bindings
+        .iter()
+        .map(|b| b.as_ref())
+        .filter(|b| {
+            !(b.labels().contains_key(LABEL_OWNER)
+                && !owner_bindings.iter().any(|o| o.name_any() == b.name_any()))
+        })
+        .collect();
+    bindings.extend(owner_bindings.iter().filter(|b| {
+        !snapshot
+            .bindings
+            .iter()
+            .any(|c| c.name_any() == b.name_any())
+    }));
+    let namespaces: Vec<&Namespace> = snapshot.namespaces.iter().map(|n| n.as_ref()).collect();
+    let desired = desired_access(&AccessInput {
+        org,
+        memberships: memberships.clone(),
+        bindings: bindings.clone(),
+        namespaces,
+    });
+
+    let client = &ctx.client;
+    let rb = sync(
+        client,
+        &ctx.metrics,
+        &desired.role_bindings,
+        &snapshot.native_bindings,
+    )
+    .await?;
+    let cr = sync(
+        client,
+        &ctx.metrics,
+        std::slice::from_ref(&desired.cluster_role),
+        &snapshot.cluster_roles,
+    )
+    .await?;
+    let crb = sync(
+        client,
+        &ctx.metrics,
+        std::slice::from_ref(&desired.cluster_role_binding),
+        &snapshot.cluster_role_bindings,
+    )
+    .await?;
+    if rb.applied + rb.deleted + cr.applied + crb.applied + cr.deleted + crb.deleted > 0 {
+        info!(organization = %name, applied = rb.applied + cr.applied + crb.applied, deleted = rb.deleted + cr.deleted + crb.deleted, "access updated");
+    }
+
+    let resource_count: usize = desired.resources.values().map(Vec::len).sum();
+    let leaving =
+        release_leaving_members(org, ctx, &memberships, &bindings, resource_count).await?;
+    write_binding_statuses(ctx, &snapshot.bindings, &desired).await?;
+    write_membership_statuses(org, ctx, &snapshot.memberships, &desired, &leaving).await?;
+
+    let members = desired.members.len();
+    let owners = desired
+        .members
+        .keys()
+        .filter(|m| {
+            memberships
+                .iter()
+                .any(|x| x.name_any() == **m && is_owner(&x.spec.email.normalized(), &bindings))
+        })
+        .count();
+    let ready = DesiredCondition::new(
+        READY,
+        true,
+        "Reconciled",
+        format!("{members} member(s), {resource_count} resource(s); access applied in {home}"),
+    );
+    let counts = Counts {
+        members,
+        owners,
+        pending: snapshot.pending_invitations,
+        resources: &desired.resources,
+    };
+    write_org_status(org, ctx, &[ready], Some(counts)).await?;
+    Ok(Action::await_change())
+}
+
+struct Counts<'a> {
+    members: usize,
+    owners: usize,
+    pending: usize,
+    resources: &'a BTreeMap<String, Vec<String>>,
+}
+
+async fn write_org_status(
+    org: &Organization,
+    ctx: &Context,
+    conditions: &[DesiredCondition],
+    counts: Option<Counts<'_>>,
+) -> Result<(), Error> {
+    let current = org.status.clone().unwrap_or_default();
+    let mut status = OrganizationStatus {
+        conditions: merge_conditions(
+            &current.conditions,
+            conditions,
+            org.metadata.generation,
+            &now(),
+        ),
+        observed_generation: org.metadata.generation,
+        home_namespace: Some(org.home_namespace()),
+        ..current.clone()
+    };
+    if let Some(counts) = counts {
+        status.members = counts.members as i32;
+        status.owners = counts.owners as i32;
+        status.pending_invitations = counts.pending as i32;
+        status.resources = counts
+            .resources
+            .iter()
+            .map(|(t, list)| (t.clone(), list.len() as i32))
+            .collect();
+    }
+    write_if_changed(
+        &Api::all(ctx.client.clone()),
+        &ctx.metrics,
+        "organizations",
+        org,
+        org.status.as_ref(),
+        &status,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates the home namespace (owned by the Organization, so it goes with it) or adopts
+/// an existing one (labelled, never owned).
+async fn ensure_home_namespace(org: &Organization, ctx: &Context) -> Result<(), Error> {
+    let home = org.home_namespace();
+    let name = org.name_any();
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let existing = match ctx
+        .stores
+        .namespaces
+        .get(&kube::runtime::reflector::ObjectRef::new(&home))
+    {
+        Some(ns) => Some((*ns).clone()),
+        None => api.get_opt(&home).await?,
+    };
+    match existing {
+        Some(ns) => match ns.labels().get(LABEL_ORGANIZATION) {
+            Some(owner) if owner == &name => Ok(()),
+            Some(other) => Err(Error::HomeNamespaceTaken {
+                namespace: home,
+                other: other.clone(),
+            }),
+            None => {
+                let patch = serde_json::json!({"metadata": {"labels": {LABEL_ORGANIZATION: name}}});
+                ctx.metrics.write("namespaces", "patch");
+                api.patch(&home, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                info!(organization = %name, namespace = %home, "adopted existing home namespace");
+                Ok(())
+            }
+        },
+        None => {
+            let ns = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(home.clone()),
+                    labels: Some(BTreeMap::from([(
+                        LABEL_ORGANIZATION.to_string(),
+                        name.clone(),
+                    )])),
+                    owner_references: org.controller_owner_ref(&()).map(|o| vec![o]),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            ctx.metrics.write("namespaces", "create");
+            match api.create(&PostParams::default(), &ns).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => return Err(error.into()),
+            }
+            info!(organization = %name, namespace = %home, "created home namespace");
+            publish(
+                ctx,
+                org,
+                EventType::Normal,
+                "HomeNamespaceCreated",
+                &format!("created namespace {home}"),
+            )
+            .await;
+            Ok(())
+        }
+    }
+}
+
+/// The Membership and organization-owner RoleBinding each `spec.owners` email implies.
+pub fn owner_objects(
+    org: &Organization,
+    existing: &[Arc<Membership>],
+) -> (Vec<Membership>, Vec<RoleBinding>) {
+    let home = org.home_namespace();
+    let mut labels = managed_labels(&org.name_any());
+    labels.insert(LABEL_OWNER.to_string(), "true".to_string());
+    let meta = |name: String| ObjectMeta {
+        name: Some(name),
+        namespace: Some(home.clone()),
+        labels: Some(labels.clone()),
+        owner_references: org.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    };
+    let mut emails: Vec<String> = org.spec.owners.iter().map(Email::normalized).collect();
+    emails.sort();
+    emails.dedup();
+    let memberships = emails
+        .iter()
+        .filter(|email| {
+            !existing.iter().any(|m| {
+                m.spec.email.normalized() == **email && !m.labels().contains_key(LABEL_OWNER)
+            })
+        })
+        .map(|email| Membership {
+            metadata: meta(person_object_name("owner", email)),
+            spec: MembershipSpec {
+                email: Email(email.clone()),
+                user: None,
+            },
+            status: None,
+        })
+        .collect();
+    let bindings = emails
+        .iter()
+        .map(|email| RoleBinding {
+            metadata: meta(person_object_name("owner", email)),
+            spec: RoleBindingSpec {
+                member: Email(email.clone()),
+                role: ORGANIZATION_OWNER.to_string(),
+                scope: Scope::organization(),
+                access: Default::default(),
+            },
+            status: None,
+        })
+        .collect();
+    (memberships, bindings)
+}
+
+/// Applies the owner objects that are missing or differ; deletes owner bindings for
+/// emails no longer in `spec.owners` (other roles the person holds stay).
+async fn ensure_owners(
+    org: &Organization,
+    ctx: &Context,
+    snapshot: &Snapshot,
+) -> Result<(Vec<Membership>, Vec<RoleBinding>), Error> {
+    let (memberships, bindings) = owner_objects(org, &snapshot.memberships);
+    for m in &memberships {
+        let cached = snapshot
+            .memberships
+            .iter()
+            .find(|c| c.name_any() == m.name_any());
+        if cached.is_none_or(|c| c.spec != m.spec || c.owner_references() != m.owner_references()) {
+            apply::apply(&namespaced(ctx, m), &ctx.metrics, "memberships", m).await?;
+        }
+    }
+    for b in &bindings {
+        let cached = snapshot
+            .bindings
+            .iter()
+            .find(|c| c.name_any() == b.name_any());
+        if cached.is_none_or(|c| c.spec != b.spec || c.owner_references() != b.owner_references()) {
+            apply::apply(
+                &namespaced(ctx, b),
+                &ctx.metrics,
+                "rolebindings.kube-org.io",
+                b,
+            )
+            .await?;
+        }
+    }
+    for stale in snapshot
+        .bindings
+        .iter()
+        .filter(|b| b.labels().contains_key(LABEL_OWNER))
+    {
+        if !bindings.iter().any(|b| b.name_any() == stale.name_any())
+            && stale.meta().deletion_timestamp.is_none()
+        {
+            apply::delete(
+                &namespaced(ctx, stale.as_ref()),
+                &ctx.metrics,
+                "rolebindings.kube-org.io",
+                &stale.name_any(),
+            )
+            .await?;
+            info!(organization = %org.name_any(), member = %stale.spec.member, "owner removed from spec.owners; owner binding deleted");
+        }
+    }
+    Ok((memberships, bindings))
+}
+
+/// The API of a namespaced kube-org object's kind, in its namespace.
+fn namespaced<K>(ctx: &Context, obj: &K) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
+}
+
+/// Puts kube-org's finalizer on every Membership so that deleting one first revokes
+/// access and checks the last-owner rule.
+async fn ensure_membership_finalizers(
+    ctx: &Context,
+    memberships: &[Arc<Membership>],
+) -> Result<(), Error> {
+    for m in memberships.iter().filter(|m| {
+        m.meta().deletion_timestamp.is_none()
+            && !m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
+    }) {
+        let mut finalizers = m.finalizers().to_vec();
+        finalizers.push(MEMBERSHIP_FINALIZER.to_string());
+        patch_finalizers(ctx, m, finalizers).await?;
+    }
+    Ok(())
+}
+
+async fn patch_finalizers(
+    ctx: &Context,
+    m: &Membership,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let api = namespaced(ctx, m);
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": m.resource_version()}});
+    ctx.metrics.write("memberships", "patch");
+    match api
+        .patch(
+            &m.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Members whose Membership is being deleted: access is already revoked (the
+/// computation left them out); delete their RoleBindings and let the Membership go,
+/// unless the last-owner rules refuse. Returns the refusals by Membership name.
+async fn release_leaving_members(
+    org: &Organization,
+    ctx: &Context,
+    memberships: &[&Membership],
+    bindings: &[&RoleBinding],
+    resources: usize,
+) -> Result<BTreeMap<String, LeaveRefusal>, Error> {
+    let mut refusals = BTreeMap::new();
+    for leaving in memberships.iter().filter(|m| {
+        m.meta().deletion_timestamp.is_some()
+            && m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
+    }) {
+        let email = leaving.spec.email.normalized();
+        match may_leave(org, leaving, memberships, bindings, resources) {
+            Ok(()) => {
+                for b in bindings
+                    .iter()
+                    .filter(|b| b.spec.member.normalized() == email)
+                {
+                    apply::delete(
+                        &namespaced(ctx, *b),
+                        &ctx.metrics,
+                        "rolebindings.kube-org.io",
+                        &b.name_any(),
+                    )
+                    .await?;
+                }
+                let finalizers = leaving
+                    .finalizers()
+                    .iter()
+                    .filter(|f| *f != MEMBERSHIP_FINALIZER)
+                    .cloned()
+                    .collect();
+                patch_finalizers(ctx, leaving, finalizers).await?;
+                info!(organization = %org.name_any(), member = %email, "member left; access revoked");
+                publish(
+                    ctx,
+                    org,
+                    EventType::Normal,
+                    "MemberRemoved",
+                    &format!("{email} left the organization; their access is revoked"),
+                )
+                .await;
+            }
+            Err(refusal) => {
+                if leaving
+                    .status
+                    .as_ref()
+                    .is_none_or(|s| !s.conditions.iter().any(|c| c.reason == refusal.reason()))
+                {
+                    warn!(organization = %org.name_any(), member = %email, reason = refusal.reason(), "member may not leave yet");
+                    publish(
+                        ctx,
+                        *leaving,
+                        EventType::Warning,
+                        refusal.reason(),
+                        &refusal.to_string(),
+                    )
+                    .await;
+                }
+                refusals.insert(leaving.name_any(), refusal);
+            }
+        }
+    }
+    Ok(refusals)
+}
+
+async fn write_binding_statuses(
+    ctx: &Context,
+    cached: &[Arc<RoleBinding>],
+    desired: &DesiredAccess,
+) -> Result<(), Error> {
+    for binding in cached {
+        let Some(outcome) = desired.bindings.get(&binding.name_any()) else {
+            continue;
+        };
+        let current = binding.status.clone().unwrap_or_default();
+        let status = RoleBindingStatus {
+            conditions: merge_conditions(
+                &current.conditions,
+                std::slice::from_ref(&outcome.ready),
+                binding.metadata.generation,
+                &now(),
+            ),
+            observed_generation: binding.metadata.generation,
+            scope: Some(outcome.scope.clone()),
+            resources: outcome.resources.clone(),
+            problems: outcome.problems.clone(),
+        };
+        let before = current
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .map(|c| (c.status.clone(), c.reason.clone()));
+        if write_if_changed(
+            &namespaced(ctx, binding.as_ref()),
+            &ctx.metrics,
+            "rolebindings.kube-org.io",
+            binding.as_ref(),
+            binding.status.as_ref(),
+            &status,
+        )
+        .await?
+        {
+            let after = (
+                if outcome.ready.status {
+                    "True"
+                } else {
+                    "False"
+                }
+                .to_string(),
+                outcome.ready.reason.clone(),
+            );
+            if before.as_ref() != Some(&after) {
+                let (kind, reason) = if outcome.ready.status {
+                    (EventType::Normal, "Granted")
+                } else {
+                    (EventType::Warning, outcome.ready.reason.as_str())
+                };
+                publish(ctx, binding.as_ref(), kind, reason, &outcome.ready.message).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn membership_source(m: &Membership) -> String {
+    if let Some(source) = m.annotations().get(ANNOTATION_SOURCE) {
+        source.clone()
+    } else if m.labels().contains_key(LABEL_OWNER) {
+        "Owner".to_string()
+    } else {
+        "Declared".to_string()
+    }
+}
+
+async fn write_membership_statuses(
+    org: &Organization,
+    ctx: &Context,
+    cached: &[Arc<Membership>],
+    desired: &DesiredAccess,
+    refusals: &BTreeMap<String, LeaveRefusal>,
+) -> Result<(), Error> {
+    for m in cached {
+        let name = m.name_any();
+        let ready = if let Some(refusal) = refusals.get(&name) {
+            DesiredCondition::new(READY, false, refusal.reason(), refusal.to_string())
+        } else if let Some(outcome) = desired.members.get(&name) {
+            DesiredCondition::new(
+                READY,
+                true,
+                "Active",
+                format!(
+                    "member of {} as {} with {} role(s) in {} resource(s)",
+                    org.name_any(),
+                    outcome.user,
+                    outcome.roles.len(),
+                    outcome.access.len()
+                ),
+            )
+        } else if m.meta().deletion_timestamp.is_some() {
+            continue;
+        } else {
+            DesiredCondition::new(
+                READY,
+                false,
+                "DuplicateMember",
+                format!(
+                    "another Membership of {} already has {}; this one grants nothing",
+                    org.name_any(),
+                    m.spec.email
+                ),
+            )
+        };
+        let outcome = desired.members.get(&name).cloned().unwrap_or_default();
+        let current = m.status.clone().unwrap_or_default();
+        let status = MembershipStatus {
+            conditions: merge_conditions(
+                &current.conditions,
+                &[ready],
+                m.metadata.generation,
+                &now(),
+            ),
+            observed_generation: m.metadata.generation,
+            joined_at: m.metadata.creation_timestamp.clone(),
+            source: Some(membership_source(m)),
+            roles: outcome.roles,
+            access: outcome.access,
+        };
+        write_if_changed(
+            &namespaced(ctx, m.as_ref()),
+            &ctx.metrics,
+            "memberships",
+            m.as_ref(),
+            m.status.as_ref(),
+            &status,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Deleting an Organization: garbage collection removes what it owns (home namespace
+/// if created, native bindings, its ClusterRole); Membership finalizers are released so
+/// nothing hangs.
+async fn cleanup(org: &Organization, ctx: &Context) -> Result<Action, Error> {
+    let snapshot = dereference(org, ctx);
+    for m in snapshot
+        .memberships
+        .iter()
+        .filter(|m| m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER))
+    {
+        let finalizers = m
+            .finalizers()
+            .iter()
+            .filter(|f| *f != MEMBERSHIP_FINALIZER)
+            .cloned()
+            .collect();
+        patch_finalizers(ctx, m, finalizers).await?;
+    }
+    info!(organization = %org.name_any(), "organization deleted; its objects go with it");
+    Ok(Action::await_change())
+}
+
+/// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    ctx.metrics.write("events", "create");
+    if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(%error, reason, "could not publish an Event");
+    }
+}

@@ -1,0 +1,43 @@
+//! Status writes: only when the status differs from the cached object's, by
+//! server-side apply on the status subresource.
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::Error;
+use crate::api::FIELD_MANAGER;
+use crate::metrics::Metrics;
+
+/// Writes `status` on `obj` unless it already has exactly that status; returns whether
+/// it wrote.
+pub async fn write_if_changed<K, S>(
+    api: &Api<K>,
+    metrics: &Metrics,
+    resource: &str,
+    obj: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(false);
+    }
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    metrics.write(resource, "apply");
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
+    Ok(true)
+}

@@ -177,7 +177,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
 
 /// The organization's resource namespaces per declared type (the home namespace and
 /// types the organization does not declare are not resources).
-fn resources_by_type(
+pub fn resources_by_type(
     org: &Organization,
     home: &str,
     namespaces: &[&Namespace],

@@ -211,8 +211,10 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(%error, "reconcile failed");
+            match result {
+                // Triggers for an organization deleted meanwhile: nothing to do.
+                Err(kube::runtime::controller::Error::ObjectNotFound(_)) | Ok(_) => {}
+                Err(error) => warn!(%error, "reconcile failed"),
             }
         })
         .await;

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::apply::{self, sync};
 use super::status::write_if_changed;
 use super::{Context, Error};
-use crate::access::desired::{AccessInput, DesiredAccess, desired_access};
+use crate::access::desired::{AccessInput, DesiredAccess, desired_access, resources_by_type};
 use crate::access::leave::{LeaveRefusal, is_owner, may_leave};
 use crate::access::names::{
     ANNOTATION_SOURCE, LABEL_MANAGED_BY, LABEL_ORGANIZATION, LABEL_OWNER, MANAGER,
@@ -203,9 +203,34 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
             .any(|c| c.name_any() == b.name_any())
     }));
     let namespaces: Vec<&Namespace> = snapshot.namespaces.iter().map(|n| n.as_ref()).collect();
+    let resource_count: usize = resources_by_type(org, &org.home_namespace(), &namespaces)
+        .values()
+        .map(Vec::len)
+        .sum();
+
+    // A member refused leave stays a member, with all their access.
+    let refusals = leave_refusals(org, &memberships, &bindings, resource_count);
+    let reprieved: Vec<Membership> = memberships
+        .iter()
+        .filter(|m| refusals.contains_key(&m.name_any()))
+        .map(|m| {
+            let mut kept = (*m).clone();
+            kept.metadata.deletion_timestamp = None;
+            kept
+        })
+        .collect();
+    let access_members: Vec<&Membership> = memberships
+        .iter()
+        .map(|m| {
+            reprieved
+                .iter()
+                .find(|r| r.name_any() == m.name_any())
+                .unwrap_or(m)
+        })
+        .collect();
     let desired = desired_access(&AccessInput {
         org,
-        memberships: memberships.clone(),
+        memberships: access_members,
         bindings: bindings.clone(),
         namespaces,
     });
@@ -236,11 +261,9 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         info!(organization = %name, applied = rb.applied + cr.applied + crb.applied, deleted = rb.deleted + cr.deleted + crb.deleted, "access updated");
     }
 
-    let resource_count: usize = desired.resources.values().map(Vec::len).sum();
-    let leaving =
-        release_leaving_members(org, ctx, &memberships, &bindings, resource_count).await?;
+    release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
     write_binding_statuses(ctx, &snapshot.bindings, &desired).await?;
-    write_membership_statuses(org, ctx, &snapshot.memberships, &desired, &leaving).await?;
+    write_membership_statuses(org, ctx, &snapshot.memberships, &desired, &refusals).await?;
 
     let members = desired.members.len();
     let owners = desired
@@ -528,23 +551,43 @@ async fn patch_finalizers(
     }
 }
 
-/// Members whose Membership is being deleted: access is already revoked (the
-/// computation left them out); delete their RoleBindings and let the Membership go,
-/// unless the last-owner rules refuse. Returns the refusals by Membership name.
+/// The Memberships being deleted whose member may not leave yet, with the reason.
+fn leave_refusals(
+    org: &Organization,
+    memberships: &[&Membership],
+    bindings: &[&RoleBinding],
+    resources: usize,
+) -> BTreeMap<String, LeaveRefusal> {
+    memberships
+        .iter()
+        .filter(|m| {
+            m.meta().deletion_timestamp.is_some()
+                && m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
+        })
+        .filter_map(|m| {
+            may_leave(org, m, memberships, bindings, resources)
+                .err()
+                .map(|r| (m.name_any(), r))
+        })
+        .collect()
+}
+
+/// Members whose Membership is being deleted: those allowed to leave already lost their
+/// access (the computation left them out); delete their RoleBindings and let the
+/// Membership go. Those refused get an Event (once per reason).
 async fn release_leaving_members(
     org: &Organization,
     ctx: &Context,
     memberships: &[&Membership],
     bindings: &[&RoleBinding],
-    resources: usize,
-) -> Result<BTreeMap<String, LeaveRefusal>, Error> {
-    let mut refusals = BTreeMap::new();
+    refusals: &BTreeMap<String, LeaveRefusal>,
+) -> Result<(), Error> {
     for leaving in memberships.iter().filter(|m| {
         m.meta().deletion_timestamp.is_some()
             && m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
     }) {
         let email = leaving.spec.email.normalized();
-        match may_leave(org, leaving, memberships, bindings, resources) {
+        match refusals.get(&leaving.name_any()).map_or(Ok(()), Err) {
             Ok(()) => {
                 for b in bindings
                     .iter()
@@ -591,11 +634,10 @@ async fn release_leaving_members(
                     )
                     .await;
                 }
-                refusals.insert(leaving.name_any(), refusal);
             }
         }
     }
-    Ok(refusals)
+    Ok(())
 }
 
 async fn write_binding_statuses(

@@ -55,8 +55,9 @@ const (
 	logTailLines = 40
 
 	// controllers are the only kube-controller-manager controllers kube-org relies on:
-	// ownerReference cascading deletion and namespace finalization.
-	controllers          = "garbage-collector-controller,namespace-controller"
+	// ownerReference cascading deletion, namespace finalization, and the aggregation
+	// that fills the built-in admin, edit and view ClusterRoles with their rules.
+	controllers          = "garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller"
 	serviceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
 	serviceClusterRange  = "10.0.0.0/24"
 	adminUser            = "kube-org-admin"

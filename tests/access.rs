@@ -1,0 +1,720 @@
+//! Organizations, members and scoped roles against the real control plane, asserted the
+//! way the cluster decides: SubjectAccessReview for the member.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Can, can, client, eventually, eventually_can, operator, unique};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding as NativeRoleBinding};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use kube_org::api::{Membership, Organization, RoleBinding};
+
+/// How long the operator may take to react to a change in these tests. Reaction time
+/// itself is measured by `make bench-access`; this only bounds a hung test.
+const REACT: Duration = Duration::from_secs(10);
+
+/// A test organization with a unique name, deleted when the test ends well.
+struct TestOrg {
+    client: Client,
+    name: String,
+    home: String,
+}
+
+impl TestOrg {
+    async fn new(owners: &[&str]) -> TestOrg {
+        Self::with_spec(owners, serde_json::json!({})).await
+    }
+
+    /// An organization with extra spec fields (merged over owners and resource types).
+    async fn with_spec(owners: &[&str], extra: serde_json::Value) -> TestOrg {
+        let client = client().await;
+        operator().await;
+        let name = unique("org");
+        let mut spec =
+            serde_json::json!({"owners": owners, "resourceTypes": ["deployment", "elasticsearch"]});
+        for (key, value) in extra.as_object().expect("an object") {
+            spec[key] = value.clone();
+        }
+        let org: Organization = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-org.io/v1alpha1", "kind": "Organization",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .expect("organization");
+        Api::<Organization>::all(client.clone())
+            .create(&PostParams::default(), &org)
+            .await
+            .expect("creating the organization");
+        let home = format!("org-{name}");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        eventually("the home namespace", REACT, || async {
+            namespaces.get_opt(&home).await.ok().flatten()
+        })
+        .await;
+        TestOrg { client, name, home }
+    }
+
+    /// A namespace labelled into the organization as a resource of `kind`.
+    async fn resource(&self, kind: &str) -> String {
+        let name = unique(kind);
+        self.label_resource(&name, kind).await;
+        name
+    }
+
+    async fn label_resource(&self, name: &str, kind: &str) {
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {
+            "name": name,
+            "labels": {"kube-org.io/organization": self.name, "kube-org.io/resource-type": kind},
+        }}))
+        .expect("namespace");
+        Api::<Namespace>::all(self.client.clone())
+            .patch(
+                name,
+                &PatchParams::apply("kube-org-tests").force(),
+                &Patch::Apply(&ns),
+            )
+            .await
+            .expect("labelling a resource namespace");
+    }
+
+    async fn member(&self, email: &str) {
+        let m: Membership = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-org.io/v1alpha1", "kind": "Membership",
+            "metadata": {"name": email.replace(['@', '.'], "-"), "namespace": self.home},
+            "spec": {"email": email},
+        }))
+        .expect("membership");
+        self.memberships()
+            .create(&PostParams::default(), &m)
+            .await
+            .expect("creating a membership");
+    }
+
+    async fn bind(
+        &self,
+        name: &str,
+        member: &str,
+        role: &str,
+        scope: serde_json::Value,
+        access: &str,
+    ) {
+        let b: RoleBinding = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-org.io/v1alpha1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": self.home},
+            "spec": {"member": member, "role": role, "scope": scope, "access": access},
+        }))
+        .expect("rolebinding");
+        self.bindings()
+            .create(&PostParams::default(), &b)
+            .await
+            .expect("creating a rolebinding");
+    }
+
+    fn memberships(&self) -> Api<Membership> {
+        Api::namespaced(self.client.clone(), &self.home)
+    }
+
+    fn bindings(&self) -> Api<RoleBinding> {
+        Api::namespaced(self.client.clone(), &self.home)
+    }
+
+    async fn delete(self) {
+        let _ = Api::<Organization>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::default())
+            .await;
+    }
+}
+
+fn all(kind: &str) -> serde_json::Value {
+    serde_json::json!({"resourceType": kind, "all": true})
+}
+
+fn named(kind: &str, names: &[&str]) -> serde_json::Value {
+    serde_json::json!({"resourceType": kind, "resources": names})
+}
+
+fn org_scope() -> serde_json::Value {
+    serde_json::json!({"organization": {}})
+}
+
+/// What admin, editor and viewer may do in a namespace, as three questions.
+fn admin_only(ns: &str) -> Can<'_> {
+    Can::new("create", "rolebindings.rbac.authorization.k8s.io", Some(ns))
+}
+fn editor_up(ns: &str) -> Can<'_> {
+    Can::new("create", "deployments.apps", Some(ns))
+}
+fn viewer_up(ns: &str) -> Can<'_> {
+    Can::new("list", "pods", Some(ns))
+}
+
+/// Asserts the exact level a user holds in a namespace: "admin", "editor", "viewer" or
+/// "none", waiting for the operator to converge first.
+async fn assert_level(client: &Client, user: &str, ns: &str, level: &str) {
+    let (admin, edit, view) = match level {
+        "admin" => (true, true, true),
+        "editor" => (false, true, true),
+        "viewer" => (false, false, true),
+        "none" => (false, false, false),
+        other => panic!("unknown level {other}"),
+    };
+    eventually_can(client, user, viewer_up(ns), view, REACT).await;
+    eventually_can(client, user, editor_up(ns), edit, REACT).await;
+    eventually_can(client, user, admin_only(ns), admin, REACT).await;
+}
+
+#[tokio::test]
+async fn an_owner_administers_every_resource_and_manages_the_organization() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let c = &org.client;
+    let deployment = org.resource("deployment").await;
+    let search = org.resource("elasticsearch").await;
+    assert_level(c, "alice@example.com", &deployment, "admin").await;
+    assert_level(c, "alice@example.com", &search, "admin").await;
+    eventually_can(
+        c,
+        "alice@example.com",
+        Can::new("create", "invitations.kube-org.io", Some(&org.home)),
+        true,
+        REACT,
+    )
+    .await;
+    let get_org = Can {
+        name: Some(&org.name),
+        ..Can::new("get", "organizations.kube-org.io", None)
+    };
+    eventually_can(c, "alice@example.com", get_org, true, REACT).await;
+    assert!(
+        !can(c, "alice@example.com", viewer_up("default")).await,
+        "nothing outside the organization"
+    );
+
+    let orgs: Api<Organization> = Api::all(c.clone());
+    let status = eventually("organization status counts", REACT, || async {
+        let status = orgs.get(&org.name).await.ok()?.status?;
+        (status.owners == 1
+            && status.members == 1
+            && status.resources.get("deployment") == Some(&1))
+        .then_some(status)
+    })
+    .await;
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.observed_generation,
+        orgs.get(&org.name).await.unwrap().metadata.generation
+    );
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn a_billing_admin_reads_the_organization_and_nothing_inside_resources() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let c = &org.client;
+    let res = org.resource("deployment").await;
+    org.member("bob@example.com").await;
+    org.bind(
+        "bob-billing",
+        "bob@example.com",
+        "billing-admin",
+        org_scope(),
+        "full",
+    )
+    .await;
+    eventually_can(
+        c,
+        "bob@example.com",
+        Can::new("list", "memberships.kube-org.io", Some(&org.home)),
+        true,
+        REACT,
+    )
+    .await;
+    let get_org = Can {
+        name: Some(&org.name),
+        ..Can::new("get", "organizations.kube-org.io", None)
+    };
+    eventually_can(c, "bob@example.com", get_org, true, REACT).await;
+    assert_level(c, "bob@example.com", &res, "none").await;
+    assert!(
+        !can(
+            c,
+            "bob@example.com",
+            Can::new("create", "invitations.kube-org.io", Some(&org.home))
+        )
+        .await
+    );
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn all_scope_roles_cover_resources_labelled_later() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let c = &org.client;
+    let before = org.resource("deployment").await;
+    let search = org.resource("elasticsearch").await;
+    for (who, role) in [("bob", "admin"), ("carol", "editor"), ("dave", "viewer")] {
+        let email = format!("{who}@example.com");
+        org.member(&email).await;
+        org.bind(
+            &format!("{who}-{role}"),
+            &email,
+            role,
+            all("deployment"),
+            "full",
+        )
+        .await;
+    }
+    let later = org.resource("deployment").await;
+    for ns in [&before, &later] {
+        assert_level(c, "bob@example.com", ns, "admin").await;
+        assert_level(c, "carol@example.com", ns, "editor").await;
+        assert_level(c, "dave@example.com", ns, "viewer").await;
+    }
+    assert_level(c, "bob@example.com", &search, "none").await;
+
+    // Unlabelling a namespace takes it out of every scope.
+    let namespaces: Api<Namespace> = Api::all(c.clone());
+    let unlabel = serde_json::json!({"metadata": {"labels": {"kube-org.io/organization": null}}});
+    namespaces
+        .patch(&later, &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await
+        .expect("unlabelling");
+    assert_level(c, "dave@example.com", &later, "none").await;
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn named_scopes_bind_what_exists_and_report_what_does_not() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let c = &org.client;
+    let (one, two) = (
+        org.resource("deployment").await,
+        org.resource("deployment").await,
+    );
+    let missing = unique("missing");
+    for email in ["bob@example.com", "carol@example.com", "dave@example.com"] {
+        org.member(email).await;
+    }
+    org.bind(
+        "bob-admin",
+        "bob@example.com",
+        "admin",
+        named("deployment", &[&one, &missing]),
+        "full",
+    )
+    .await;
+    org.bind(
+        "carol-editor",
+        "carol@example.com",
+        "editor",
+        named("deployment", &[&one]),
+        "full",
+    )
+    .await;
+    org.bind(
+        "dave-viewer",
+        "dave@example.com",
+        "viewer",
+        named("deployment", &[&two]),
+        "full",
+    )
+    .await;
+    assert_level(c, "bob@example.com", &one, "admin").await;
+    assert_level(c, "bob@example.com", &two, "none").await;
+    assert_level(c, "carol@example.com", &one, "editor").await;
+    assert_level(c, "carol@example.com", &two, "none").await;
+    assert_level(c, "dave@example.com", &two, "viewer").await;
+    assert_level(c, "dave@example.com", &one, "none").await;
+
+    let bindings = org.bindings();
+    let status = eventually(
+        "bob's binding reports the missing resource",
+        REACT,
+        || async {
+            let status = bindings.get("bob-admin").await.ok()?.status?;
+            (!status.problems.is_empty()).then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(status.resources, vec![one.clone()]);
+    assert_eq!(status.problems[0].resource, missing);
+    assert_eq!(status.problems[0].reason, "ResourceNotFound");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ResourcesMissing")
+    );
+
+    // The missing resource appears: bound at once, the problem clears.
+    org.label_resource(&missing, "deployment").await;
+    assert_level(c, "bob@example.com", &missing, "admin").await;
+    eventually("the problem clears", REACT, || async {
+        bindings
+            .get("bob-admin")
+            .await
+            .ok()?
+            .status
+            .filter(|s| s.problems.is_empty())
+            .map(|_| ())
+    })
+    .await;
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn console_access_shows_resources_but_grants_nothing_inside() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let c = &org.client;
+    let res = org.resource("deployment").await;
+    org.member("bob@example.com").await;
+    org.bind(
+        "bob-console",
+        "bob@example.com",
+        "admin",
+        all("deployment"),
+        "console",
+    )
+    .await;
+    let see_ns = Can {
+        name: Some(&res),
+        ..Can::new("get", "namespaces", None)
+    };
+    eventually_can(c, "bob@example.com", see_ns, true, REACT).await;
+    assert_level(c, "bob@example.com", &res, "none").await;
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn a_custom_role_grants_its_cluster_role() {
+    let client = client().await;
+    let role_name = unique("kube-org-test-cm-reader");
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": role_name},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+    }))
+    .expect("cluster role");
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("creating the ClusterRole");
+    let org = TestOrg::with_spec(
+        &["alice@example.com"],
+        serde_json::json!({"roles": [{"name": "cm-reader", "clusterRole": role_name, "description": "reads ConfigMaps"}]}),
+    )
+    .await;
+    let res = org.resource("deployment").await;
+    org.member("bob@example.com").await;
+    org.bind(
+        "bob-cm",
+        "bob@example.com",
+        "cm-reader",
+        all("deployment"),
+        "full",
+    )
+    .await;
+    eventually_can(
+        &client,
+        "bob@example.com",
+        Can::new("list", "configmaps", Some(&res)),
+        true,
+        REACT,
+    )
+    .await;
+    assert!(
+        !can(
+            &client,
+            "bob@example.com",
+            Can::new("list", "secrets", Some(&res))
+        )
+        .await
+    );
+    assert!(!can(&client, "bob@example.com", viewer_up(&res)).await);
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn overlapping_roles_combine_and_removing_one_leaves_no_gap() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let c = &org.client;
+    let res = org.resource("deployment").await;
+    org.member("bob@example.com").await;
+    org.bind(
+        "bob-viewer",
+        "bob@example.com",
+        "viewer",
+        all("deployment"),
+        "full",
+    )
+    .await;
+    org.bind(
+        "bob-editor",
+        "bob@example.com",
+        "editor",
+        named("deployment", &[&res]),
+        "full",
+    )
+    .await;
+    assert_level(c, "bob@example.com", &res, "editor").await;
+
+    // Watch the viewer's access continuously while the editor role goes away.
+    let watcher = {
+        let (c, res) = (c.clone(), res.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut checks = 0;
+            while Instant::now() < deadline {
+                assert!(
+                    can(&c, "bob@example.com", viewer_up(&res)).await,
+                    "viewer access had a gap"
+                );
+                checks += 1;
+            }
+            checks
+        })
+    };
+    org.bindings()
+        .delete("bob-editor", &DeleteParams::default())
+        .await
+        .expect("deleting the editor binding");
+    assert_level(c, "bob@example.com", &res, "viewer").await;
+    let checks = watcher.await.expect("the gap watcher");
+    assert!(checks > 10, "only {checks} checks ran");
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn removing_a_member_revokes_access_at_once_and_deletes_their_bindings() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let c = &org.client;
+    let res = org.resource("deployment").await;
+    org.member("bob@example.com").await;
+    org.bind(
+        "bob-viewer",
+        "bob@example.com",
+        "viewer",
+        all("deployment"),
+        "full",
+    )
+    .await;
+    assert_level(c, "bob@example.com", &res, "viewer").await;
+    let memberships = org.memberships();
+    eventually("the finalizer on bob's Membership", REACT, || async {
+        let m = memberships.get("bob-example-com").await.ok()?;
+        m.finalizers()
+            .iter()
+            .any(|f| f == "kube-org.io/membership")
+            .then_some(())
+    })
+    .await;
+
+    let started = Instant::now();
+    memberships
+        .delete("bob-example-com", &DeleteParams::default())
+        .await
+        .expect("deleting the membership");
+    eventually_can(c, "bob@example.com", viewer_up(&res), false, REACT).await;
+    eprintln!(
+        "access revoked {:?} after the Membership was deleted",
+        started.elapsed()
+    );
+    let bindings = org.bindings();
+    eventually(
+        "bob's RoleBinding deleted and the Membership gone",
+        REACT,
+        || async {
+            let gone = bindings.get_opt("bob-viewer").await.ok()?.is_none()
+                && memberships.get_opt("bob-example-com").await.ok()?.is_none();
+            gone.then_some(())
+        },
+    )
+    .await;
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn a_tampered_or_deleted_native_binding_is_restored() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let c = &org.client;
+    let res = org.resource("deployment").await;
+    org.member("bob@example.com").await;
+    org.bind(
+        "bob-viewer",
+        "bob@example.com",
+        "viewer",
+        all("deployment"),
+        "full",
+    )
+    .await;
+    assert_level(c, "bob@example.com", &res, "viewer").await;
+    let natives: Api<NativeRoleBinding> = Api::namespaced(c.clone(), &res);
+    let name = format!("kube-org:{}:view", org.name);
+
+    let tamper = serde_json::json!({"subjects": [{"kind": "User", "name": "mallory@example.com", "apiGroup": "rbac.authorization.k8s.io"}]});
+    natives
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&tamper))
+        .await
+        .expect("tampering");
+    eventually("the tampered binding repaired", REACT, || async {
+        let rb = natives.get(&name).await.ok()?;
+        let names: Vec<String> = rb
+            .subjects
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        (names == ["bob@example.com"]).then_some(())
+    })
+    .await;
+
+    natives
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("deleting the native binding");
+    eventually("the deleted binding restored", REACT, || async {
+        natives.get_opt(&name).await.ok().flatten().map(|_| ())
+    })
+    .await;
+    assert_level(c, "bob@example.com", &res, "viewer").await;
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn the_last_owner_cannot_leave_while_others_remain() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    org.member("bob@example.com").await;
+    let memberships = org.memberships();
+    let owner = eventually(
+        "alice's owner Membership with its finalizer",
+        REACT,
+        || async {
+            let list = memberships.list(&Default::default()).await.ok()?;
+            list.items.into_iter().find(|m| {
+                m.spec.email.0 == "alice@example.com"
+                    && m.finalizers().iter().any(|f| f == "kube-org.io/membership")
+            })
+        },
+    )
+    .await;
+    memberships
+        .delete(&owner.name_any(), &DeleteParams::default())
+        .await
+        .expect("asking alice to leave");
+    let condition = eventually("the refusal in alice's status", REACT, || async {
+        let m = memberships.get(&owner.name_any()).await.ok()?;
+        m.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "LastOwner")
+    })
+    .await;
+    assert_eq!(condition.status, "False");
+    assert!(
+        condition.message.contains("last owner"),
+        "{}",
+        condition.message
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(org.client.clone(), &org.home);
+    eventually("a LastOwner Event", REACT, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("LastOwner"))
+            .map(|_| ())
+    })
+    .await;
+    // Still a member, still an owner.
+    assert!(memberships.get(&owner.name_any()).await.is_ok());
+    let res = org.resource("deployment").await;
+    assert_level(&org.client, "alice@example.com", &res, "admin").await;
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn admins_of_all_resources_see_the_organizations_bindings_admins_of_named_ones_do_not() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let c = &org.client;
+    let res = org.resource("deployment").await;
+    org.member("bob@example.com").await;
+    org.member("carol@example.com").await;
+    org.bind(
+        "bob-admin",
+        "bob@example.com",
+        "admin",
+        all("deployment"),
+        "full",
+    )
+    .await;
+    org.bind(
+        "carol-admin",
+        "carol@example.com",
+        "admin",
+        named("deployment", &[&res]),
+        "full",
+    )
+    .await;
+    let org_bindings = Can::new("list", "rolebindings.kube-org.io", Some(&org.home));
+    let native_bindings = Can::new("list", "rolebindings.rbac.authorization.k8s.io", Some(&res));
+    eventually_can(c, "bob@example.com", org_bindings, true, REACT).await;
+    eventually_can(c, "carol@example.com", native_bindings, true, REACT).await;
+    assert!(
+        !can(c, "carol@example.com", org_bindings).await,
+        "admins of named resources see only their namespaces' bindings"
+    );
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn deleting_an_organization_removes_what_kube_org_created_and_keeps_resources() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let c = org.client.clone();
+    let res = org.resource("deployment").await;
+    assert_level(&c, "alice@example.com", &res, "admin").await;
+    let (name, home) = (org.name.clone(), org.home.clone());
+    org.delete().await;
+    let namespaces: Api<Namespace> = Api::all(c.clone());
+    let roles: Api<ClusterRole> = Api::all(c.clone());
+    let natives: Api<NativeRoleBinding> = Api::namespaced(c.clone(), &res);
+    eventually(
+        "the organization's objects garbage-collected",
+        Duration::from_secs(60),
+        || async {
+            let home_gone = namespaces
+                .get_opt(&home)
+                .await
+                .ok()?
+                .is_none_or(|ns| ns.metadata.deletion_timestamp.is_some());
+            let role_gone = roles
+                .get_opt(&format!("kube-org:organization:{name}"))
+                .await
+                .ok()?
+                .is_none();
+            let natives_gone = natives
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .iter()
+                .all(|rb| !rb.name_any().starts_with("kube-org:"));
+            (home_gone && role_gone && natives_gone).then_some(())
+        },
+    )
+    .await;
+    let kept = namespaces
+        .get(&res)
+        .await
+        .expect("the resource namespace still exists");
+    assert!(kept.metadata.deletion_timestamp.is_none());
+    assert_level(&c, "alice@example.com", &res, "none").await;
+}

@@ -192,8 +192,9 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         .iter()
         .map(|b| b.as_ref())
         .filter(|b| {
-            !(b.labels().contains_key(LABEL_OWNER)
-                && !owner_bindings.iter().any(|o| o.name_any() == b.name_any()))
+            // Owner bindings of emails no longer in spec.owners are on their way out.
+            !b.labels().contains_key(LABEL_OWNER)
+                || owner_bindings.iter().any(|o| o.name_any() == b.name_any())
         })
         .collect();
     bindings.extend(owner_bindings.iter().filter(|b| {

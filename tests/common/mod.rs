@@ -287,6 +287,11 @@ pub fn free_port() -> u16 {
 
 /// The status code of a plain HTTP GET, or `None` when nothing answers.
 pub async fn http_get_status(url: &str) -> Option<u16> {
+    http_get(url).await.map(|(status, _)| status)
+}
+
+/// A plain HTTP/1.1 GET: status code and body (no chunked encoding expected).
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest
@@ -299,7 +304,51 @@ pub async fn http_get_status(url: &str) -> Option<u16> {
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.ok()?;
     let text = String::from_utf8_lossy(&response);
-    text.split_whitespace().nth(1)?.parse().ok()
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+impl Operator {
+    /// The value of one metric (the sum over its label sets) from `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = http_get(&format!("{}/metrics", self.base_url))
+            .await
+            .expect("/metrics answers");
+        body.lines()
+            .filter(|line| line.split(['{', ' ']).next() == Some(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// API write requests the operator made so far.
+    pub async fn writes(&self) -> u64 {
+        self.metric("kube_org_api_writes_all_total").await as u64
+    }
+
+    /// Waits until the operator has made no write for `quiet`, and returns its writes.
+    pub async fn settle(&self, quiet: Duration, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = self.writes().await;
+        let mut since = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = self.writes().await;
+            if now != last {
+                (last, since) = (now, tokio::time::Instant::now());
+            } else if since.elapsed() >= quiet {
+                return now;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the operator kept writing for {timeout:?} (a hot loop?); log:\n{}",
+                self.log_tail()
+            );
+        }
+    }
 }
 
 /// Polls `check` every 50ms until it returns `Some`, or panics with `what` after

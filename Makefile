@@ -1,5 +1,5 @@
 # kube-org — the commands a developer needs. Each works on a fresh machine.
-.PHONY: run test crds lint build controlplane
+.PHONY: run test crds lint build controlplane bench-access
 
 ## run: local control plane + CRDs + the operator + examples (no cluster needed).
 run:
@@ -24,3 +24,10 @@ build:
 ## controlplane: build (or reuse) etcd, kube-apiserver, kube-controller-manager, Mailpit.
 controlplane:
 	tests/controlplane/build.sh
+
+## bench-access: converge 1,000 members x 100 resources on a local control plane; print
+## convergence time, writes, idle writes and restart writes.
+bench-access:
+	cargo build --release --benches --locked
+	bins=$$(tests/controlplane/build.sh) && work=$$(mktemp -d) && \
+	  "$$bins/launcher" --bin-dir "$$bins" --work-dir "$$work" -- cargo bench --locked --bench access

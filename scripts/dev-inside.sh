@@ -5,23 +5,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target/debug/kube-org crds | kubectl apply --server-side -f - >/dev/null
+kubectl apply --server-side -f manifests/access-clusterroles.yaml >/dev/null
 kubectl wait --for condition=Established --timeout=60s crd --all >/dev/null
 
 target/debug/kube-org run --listen 127.0.0.1:8080 &
 operator=$!
 trap 'kill -TERM $operator 2>/dev/null; wait $operator' EXIT INT TERM
 
-# The home namespace is created by the operator; create it here too so the examples
-# apply even before the operator has reconciled the Organization.
+# The organization first: kube-org creates its home namespace, where the rest lives.
 kubectl apply --server-side -f examples/01-organization.yaml
-kubectl create namespace org-acme --dry-run=client -o yaml | kubectl apply --server-side -f - >/dev/null
+for _ in $(seq 1 100); do
+  kubectl get namespace org-acme >/dev/null 2>&1 && break
+  sleep 0.1
+done
 kubectl apply --server-side -f examples/
 
 cat <<MSG
 
-kube-org is running (operator log above and below).
+kube-org is running (its log is above and below).
   export KUBECONFIG=$KUBECONFIG
   kubectl get kube-org -A
+  kubectl auth can-i create deployments --as bob@example.com -n acme-prod
   Mailpit (invitation emails): $KUBE_ORG_MAILPIT_API
 Press Ctrl-C to stop everything.
 MSG

@@ -21,7 +21,10 @@ const RESOURCES: usize = 100;
 const PARALLEL: usize = 16;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn create_all<K>(api: &Api<K>, objects: Vec<K>)
@@ -30,7 +33,9 @@ where
 {
     stream::iter(objects)
         .for_each_concurrent(PARALLEL, |obj| async move {
-            api.create(&PostParams::default(), &obj).await.expect("creating a benchmark object");
+            api.create(&PostParams::default(), &obj)
+                .await
+                .expect("creating a benchmark object");
         })
         .await;
 }
@@ -42,11 +47,17 @@ async fn setup(client: &Client, members: usize, resources: usize) -> (String, St
     // The home namespace is created here so the objects can exist before the operator
     // starts: the benchmark measures convergence from a cold start.
     let home_ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": home, "labels": {"kube-org.io/organization": org}}})).expect("ns");
-    namespaces.create(&PostParams::default(), &home_ns).await.expect("home namespace");
+    namespaces
+        .create(&PostParams::default(), &home_ns)
+        .await
+        .expect("home namespace");
     let org_obj: Organization = serde_json::from_value(serde_json::json!({"apiVersion": "kube-org.io/v1alpha1", "kind": "Organization",
         "metadata": {"name": org}, "spec": {"owners": ["owner@example.com"], "resourceTypes": ["deployment"]}}))
     .expect("org");
-    Api::<Organization>::all(client.clone()).create(&PostParams::default(), &org_obj).await.expect("organization");
+    Api::<Organization>::all(client.clone())
+        .create(&PostParams::default(), &org_obj)
+        .await
+        .expect("organization");
 
     let resource_names: Vec<String> = (0..resources).map(|i| format!("{org}-r{i}")).collect();
     stream::iter(resource_names.clone())
@@ -99,39 +110,70 @@ async fn main() {
     let client = client().await;
     let started = Instant::now();
     let (org, home) = setup(&client, members, resources).await;
-    println!("setup: {members} members, {resources} resource namespaces, {members} bindings created in {:.1}s", started.elapsed().as_secs_f64());
+    println!(
+        "setup: {members} members, {resources} resource namespaces, {members} bindings created in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 
     let operator = Operator::start(&[]).await;
     let started = Instant::now();
     let orgs: Api<Organization> = Api::all(client.clone());
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &home);
     loop {
-        let members_seen = orgs.get(&org).await.ok().and_then(|o| o.status).map(|s| s.members).unwrap_or_default();
-        let with_status = bindings.list(&ListParams::default()).await.expect("bindings").items.iter().filter(|b| b.status.is_some()).count();
+        let members_seen = orgs
+            .get(&org)
+            .await
+            .ok()
+            .and_then(|o| o.status)
+            .map(|s| s.members)
+            .unwrap_or_default();
+        let with_status = bindings
+            .list(&ListParams::default())
+            .await
+            .expect("bindings")
+            .items
+            .iter()
+            .filter(|b| b.status.is_some())
+            .count();
         if members_seen as usize == members + 1 && with_status == members + 1 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(1800), "no convergence within 30 minutes; log:\n{}", operator.log_tail());
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "no convergence within 30 minutes; log:\n{}",
+            operator.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let converged_at = started.elapsed();
-    let writes = operator.settle(Duration::from_secs(3), Duration::from_secs(600)).await;
+    let writes = operator
+        .settle(Duration::from_secs(3), Duration::from_secs(600))
+        .await;
     let natives = Api::<NativeRoleBinding>::all(client.clone())
         .list(&ListParams::default().labels(&format!("kube-org.io/organization={org}")))
         .await
         .expect("native bindings")
         .items
         .len();
-    println!("converged: {:.1}s (every member and binding reconciled)", converged_at.as_secs_f64());
+    println!(
+        "converged: {:.1}s (every member and binding reconciled)",
+        converged_at.as_secs_f64()
+    );
     println!("native RoleBindings written: {natives} (for {resources} namespaces)");
     println!("API write requests: {writes}");
 
     tokio::time::sleep(idle).await;
-    println!("API writes during {}s idle: {}", idle.as_secs(), operator.writes().await - writes);
+    println!(
+        "API writes during {}s idle: {}",
+        idle.as_secs(),
+        operator.writes().await - writes
+    );
 
     operator.stop();
     let restarted = Operator::start(&[]).await;
-    let restart_writes = restarted.settle(Duration::from_secs(5), Duration::from_secs(600)).await;
+    let restart_writes = restarted
+        .settle(Duration::from_secs(5), Duration::from_secs(600))
+        .await;
     println!("API writes on restart with nothing changed: {restart_writes}");
     restarted.stop();
     let _ = orgs.delete(&org, &Default::default()).await;

@@ -112,6 +112,19 @@ impl TestOrg {
             .expect("creating a rolebinding");
     }
 
+    /// "May the user read this Organization object?"
+    fn get_org(&self) -> Can<'_> {
+        Can {
+            name: Some(&self.name),
+            ..Can::new("get", "organizations.kube-org.io", None)
+        }
+    }
+
+    /// "May the user `verb` these kube-org objects in the home namespace?"
+    fn in_home<'a>(&'a self, verb: &'a str, resource: &'a str) -> Can<'a> {
+        Can::new(verb, resource, Some(&self.home))
+    }
+
     fn memberships(&self) -> Api<Membership> {
         Api::namespaced(self.client.clone(), &self.home)
     }
@@ -125,6 +138,34 @@ impl TestOrg {
             .delete(&self.name, &DeleteParams::default())
             .await;
     }
+}
+
+/// An organization with one deployment where bob, a member, holds `role` in the scope
+/// `scope(resource)` with `access`; returns both.
+async fn org_where_bob_has(
+    role: &str,
+    scope: impl FnOnce(&str) -> serde_json::Value,
+    access: &str,
+) -> (TestOrg, String) {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let res = org.resource("deployment").await;
+    org.member("bob@example.com").await;
+    org.bind(
+        &format!("bob-{role}"),
+        "bob@example.com",
+        role,
+        scope(&res),
+        access,
+    )
+    .await;
+    (org, res)
+}
+
+/// An organization where bob views every deployment; returns it and one resource.
+async fn bob_views_all() -> (TestOrg, String) {
+    let (org, res) = org_where_bob_has("viewer", |_| all("deployment"), "full").await;
+    assert_level(&org.client, "bob@example.com", &res, "viewer").await;
+    (org, res)
 }
 
 fn all(kind: &str) -> serde_json::Value {
@@ -176,16 +217,12 @@ async fn an_owner_administers_every_resource_and_manages_the_organization() {
     eventually_can(
         c,
         "alice@example.com",
-        Can::new("create", "invitations.kube-org.io", Some(&org.home)),
+        org.in_home("create", "invitations.kube-org.io"),
         true,
         REACT,
     )
     .await;
-    let get_org = Can {
-        name: Some(&org.name),
-        ..Can::new("get", "organizations.kube-org.io", None)
-    };
-    eventually_can(c, "alice@example.com", get_org, true, REACT).await;
+    eventually_can(c, "alice@example.com", org.get_org(), true, REACT).await;
     assert!(
         !can(c, "alice@example.com", viewer_up("default")).await,
         "nothing outside the organization"
@@ -216,37 +253,23 @@ async fn an_owner_administers_every_resource_and_manages_the_organization() {
 
 #[tokio::test]
 async fn a_billing_admin_reads_the_organization_and_nothing_inside_resources() {
-    let org = TestOrg::new(&["alice@example.com"]).await;
+    let (org, res) = org_where_bob_has("billing-admin", |_| org_scope(), "full").await;
     let c = &org.client;
-    let res = org.resource("deployment").await;
-    org.member("bob@example.com").await;
-    org.bind(
-        "bob-billing",
-        "bob@example.com",
-        "billing-admin",
-        org_scope(),
-        "full",
-    )
-    .await;
     eventually_can(
         c,
         "bob@example.com",
-        Can::new("list", "memberships.kube-org.io", Some(&org.home)),
+        org.in_home("list", "memberships.kube-org.io"),
         true,
         REACT,
     )
     .await;
-    let get_org = Can {
-        name: Some(&org.name),
-        ..Can::new("get", "organizations.kube-org.io", None)
-    };
-    eventually_can(c, "bob@example.com", get_org, true, REACT).await;
+    eventually_can(c, "bob@example.com", org.get_org(), true, REACT).await;
     assert_level(c, "bob@example.com", &res, "none").await;
     assert!(
         !can(
             c,
             "bob@example.com",
-            Can::new("create", "invitations.kube-org.io", Some(&org.home))
+            org.in_home("create", "invitations.kube-org.io")
         )
         .await
     );
@@ -374,18 +397,8 @@ async fn named_scopes_bind_what_exists_and_report_what_does_not() {
 
 #[tokio::test]
 async fn console_access_shows_resources_but_grants_nothing_inside() {
-    let org = TestOrg::new(&["alice@example.com"]).await;
+    let (org, res) = org_where_bob_has("admin", |_| all("deployment"), "console").await;
     let c = &org.client;
-    let res = org.resource("deployment").await;
-    org.member("bob@example.com").await;
-    org.bind(
-        "bob-console",
-        "bob@example.com",
-        "admin",
-        all("deployment"),
-        "console",
-    )
-    .await;
     let see_ns = Can {
         name: Some(&res),
         ..Can::new("get", "namespaces", None)
@@ -495,19 +508,8 @@ async fn overlapping_roles_combine_and_removing_one_leaves_no_gap() {
 
 #[tokio::test]
 async fn removing_a_member_revokes_access_at_once_and_deletes_their_bindings() {
-    let org = TestOrg::new(&["alice@example.com"]).await;
+    let (org, res) = bob_views_all().await;
     let c = &org.client;
-    let res = org.resource("deployment").await;
-    org.member("bob@example.com").await;
-    org.bind(
-        "bob-viewer",
-        "bob@example.com",
-        "viewer",
-        all("deployment"),
-        "full",
-    )
-    .await;
-    assert_level(c, "bob@example.com", &res, "viewer").await;
     let memberships = org.memberships();
     eventually("the finalizer on bob's Membership", REACT, || async {
         let m = memberships.get("bob-example-com").await.ok()?;
@@ -544,19 +546,8 @@ async fn removing_a_member_revokes_access_at_once_and_deletes_their_bindings() {
 
 #[tokio::test]
 async fn a_tampered_or_deleted_native_binding_is_restored() {
-    let org = TestOrg::new(&["alice@example.com"]).await;
+    let (org, res) = bob_views_all().await;
     let c = &org.client;
-    let res = org.resource("deployment").await;
-    org.member("bob@example.com").await;
-    org.bind(
-        "bob-viewer",
-        "bob@example.com",
-        "viewer",
-        all("deployment"),
-        "full",
-    )
-    .await;
-    assert_level(c, "bob@example.com", &res, "viewer").await;
     let natives: Api<NativeRoleBinding> = Api::namespaced(c.clone(), &res);
     let name = format!("kube-org:{}:view", org.name);
 
@@ -664,7 +655,7 @@ async fn admins_of_all_resources_see_the_organizations_bindings_admins_of_named_
         "full",
     )
     .await;
-    let org_bindings = Can::new("list", "rolebindings.kube-org.io", Some(&org.home));
+    let org_bindings = org.in_home("list", "rolebindings.kube-org.io");
     let native_bindings = Can::new("list", "rolebindings.rbac.authorization.k8s.io", Some(&res));
     eventually_can(c, "bob@example.com", org_bindings, true, REACT).await;
     eventually_can(c, "carol@example.com", native_bindings, true, REACT).await;

@@ -117,22 +117,12 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         let email = normalize_email(&binding.spec.member.0);
         let scope = binding.spec.scope.summary();
         let Some((membership, user)) = members.get(&email) else {
-            let ready = DesiredCondition::new(
-                READY,
-                false,
-                "MemberNotFound",
-                format!(
-                    "{email} is not a member of the organization: add a Membership or send an Invitation; this binding grants nothing until then"
-                ),
+            let message = format!(
+                "{email} is not a member of the organization: add a Membership or send an Invitation; this binding grants nothing until then"
             );
             outcomes.insert(
                 binding.name_any(),
-                BindingOutcome {
-                    scope,
-                    resources: vec![],
-                    problems: vec![],
-                    ready,
-                },
+                grants_nothing(scope, "MemberNotFound", message),
             );
             continue;
         };
@@ -218,18 +208,22 @@ fn grant(grants: &mut Grants, namespace: &str, cluster_role: &str, user: &str) {
         .insert(user.to_string());
 }
 
-fn refused(scope: String, problem: RoleProblem) -> BindingOutcome {
+/// The status of a binding that grants nothing.
+fn grants_nothing(scope: String, reason: &str, message: String) -> BindingOutcome {
     BindingOutcome {
         scope,
         resources: vec![],
         problems: vec![],
-        ready: DesiredCondition::new(
-            READY,
-            false,
-            problem.reason(),
-            format!("{problem}; this binding grants nothing"),
-        ),
+        ready: DesiredCondition::new(READY, false, reason, message),
     }
+}
+
+fn refused(scope: String, problem: RoleProblem) -> BindingOutcome {
+    grants_nothing(
+        scope,
+        problem.reason(),
+        format!("{problem}; this binding grants nothing"),
+    )
 }
 
 /// Resolves one binding of an active member into grants and its status.
@@ -242,17 +236,8 @@ fn bind(
     let spec = &binding.spec;
     let scope = spec.scope.summary();
     let Some(target) = spec.scope.target() else {
-        return BindingOutcome {
-            scope,
-            resources: vec![],
-            problems: vec![],
-            ready: DesiredCondition::new(
-                READY,
-                false,
-                "InvalidScope",
-                "scope must be exactly one of organization: {}, {resourceType, all: true} or {resourceType, resources: [...]}",
-            ),
-        };
+        let message = "scope must be exactly one of organization: {}, {resourceType, all: true} or {resourceType, resources: [...]}";
+        return grants_nothing(scope, "InvalidScope", message.to_string());
     };
     let (role, targets, problems) = match target {
         ScopeTarget::Organization => match ctx.table.organization_role(&spec.role) {

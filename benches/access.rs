@@ -102,6 +102,88 @@ async fn setup(client: &Client, members: usize, resources: usize) -> (String, St
     (org, home)
 }
 
+/// How long one change takes to reach the authorizer, measured with SubjectAccessReview.
+async fn time_until(client: &Client, user: &str, what: common::Can<'_>, allowed: bool) -> Duration {
+    let started = Instant::now();
+    while common::can(client, user, what).await != allowed {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no reaction within 60s"
+        );
+    }
+    started.elapsed()
+}
+
+/// Reaction times on the converged organization: a member removed, a namespace labelled
+/// in, a managed binding deleted behind kube-org's back.
+async fn reaction_times(client: &Client, org: &str, home: &str) {
+    // user0 views every resource (every third member has an all-scope binding).
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let fresh = format!("{org}-late");
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": fresh,
+        "labels": {"kube-org.io/organization": org, "kube-org.io/resource-type": "deployment"}}}))
+    .expect("ns");
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("a new resource namespace");
+    let labelled = time_until(
+        client,
+        "user0@example.com",
+        common::Can::new("list", "pods", Some(&fresh)),
+        true,
+    )
+    .await;
+    println!(
+        "new resource namespace bound for all-scope members in: {} ms",
+        labelled.as_millis()
+    );
+
+    let existing = format!("{org}-r0");
+    let natives: Api<NativeRoleBinding> = Api::namespaced(client.clone(), &existing);
+    let name = format!("kube-org:{org}:view");
+    let deleted = natives
+        .delete(&name, &Default::default())
+        .await
+        .expect("deleting a managed binding");
+    let old_uid = deleted.left().and_then(|rb| rb.metadata.uid);
+    let started = Instant::now();
+    while natives
+        .get_opt(&name)
+        .await
+        .expect("get")
+        .and_then(|rb| rb.metadata.uid)
+        == old_uid
+        || natives.get_opt(&name).await.expect("get").is_none()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not restored within 60s"
+        );
+    }
+    println!(
+        "deleted managed binding re-created in: {} ms",
+        started.elapsed().as_millis()
+    );
+
+    let memberships: Api<Membership> = Api::namespaced(client.clone(), home);
+    memberships
+        .delete("m0", &Default::default())
+        .await
+        .expect("removing a member");
+    let revoked = time_until(
+        client,
+        "user0@example.com",
+        common::Can::new("list", "pods", Some(&existing)),
+        false,
+    )
+    .await;
+    println!(
+        "member removed: access revoked in {} ms",
+        revoked.as_millis()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let members = env_usize("BENCH_MEMBERS", MEMBERS);
@@ -168,6 +250,8 @@ async fn main() {
         idle.as_secs(),
         operator.writes().await - writes
     );
+
+    reaction_times(&client, &org, &home).await;
 
     operator.stop();
     let restarted = Operator::start(&[]).await;

@@ -21,4 +21,4 @@ cargo build --all-targets --locked
 work=$(mktemp -d "${TMPDIR:-/tmp}/kube-org-test.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 step "tests against a local control plane (logs: $work)"
-"$bins/launcher" --bin-dir "$bins" --work-dir "$work" -- cargo test --all-targets --locked "$@"
+"$bins/launcher" --bin-dir "$bins" --work-dir "$work" -- cargo test --locked --lib --bins --tests "$@"

@@ -12,7 +12,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Error;
+use super::{Error, concurrently};
 use crate::api::FIELD_MANAGER;
 use crate::metrics::Metrics;
 
@@ -152,31 +152,39 @@ where
             _ => gaining.push(obj),
         }
     }
-    let mut report = SyncReport::default();
-    for obj in gaining.into_iter().chain(losing) {
-        apply(
-            &K::api(client, obj.namespace().as_deref()),
-            metrics,
-            K::RESOURCE,
-            obj,
-        )
-        .await?;
-        report.applied += 1;
-    }
     let wanted: BTreeSet<(String, String)> = desired.iter().map(key).collect();
-    for obj in actual {
-        if !wanted.contains(&key(obj)) && obj.meta().deletion_timestamp.is_none() {
-            delete(
-                &K::api(client, obj.namespace().as_deref()),
-                metrics,
-                K::RESOURCE,
-                &obj.name_any(),
-            )
-            .await?;
-            report.deleted += 1;
+    let stale: Vec<&K> = actual
+        .iter()
+        .filter(|obj| !wanted.contains(&key(*obj)) && obj.meta().deletion_timestamp.is_none())
+        .collect();
+    let report = SyncReport {
+        applied: gaining.len() + losing.len(),
+        deleted: stale.len(),
+    };
+    // Phases in order; writes within a phase are independent.
+    for phase in [gaining, losing] {
+        let mut writes = Vec::new();
+        for obj in phase {
+            writes.push(apply_one(client, metrics, obj));
         }
+        concurrently(writes).await?;
     }
+    let mut deletes = Vec::new();
+    for obj in stale {
+        deletes.push(delete_one(client, metrics, obj));
+    }
+    concurrently(deletes).await?;
     Ok(report)
+}
+
+async fn apply_one<K: Managed>(client: &Client, metrics: &Metrics, obj: &K) -> Result<(), Error> {
+    let api = K::api(client, obj.namespace().as_deref());
+    apply(&api, metrics, K::RESOURCE, obj).await.map(|_| ())
+}
+
+async fn delete_one<K: Managed>(client: &Client, metrics: &Metrics, obj: &K) -> Result<(), Error> {
+    let api = K::api(client, obj.namespace().as_deref());
+    delete(&api, metrics, K::RESOURCE, &obj.name_any()).await
 }
 
 /// Whether replacing `current` by `self` removes nothing anyone holds.

@@ -8,7 +8,7 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, RoleBinding as NativeRoleBinding,
@@ -67,6 +67,20 @@ impl Error {
             Error::HomeNamespaceTaken { .. } => "HomeNamespaceTaken",
         }
     }
+}
+
+/// How many independent writes a reconcile sends at once.
+pub const WRITE_CONCURRENCY: usize = 16;
+
+/// Runs independent writes with bounded concurrency; fails on the first error.
+pub async fn concurrently<F>(writes: impl IntoIterator<Item = F>) -> Result<(), Error>
+where
+    F: std::future::Future<Output = Result<(), Error>>,
+{
+    futures::stream::iter(writes)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_for_each(|()| async { Ok(()) })
+        .await
 }
 
 /// A watch feeding a cache, as a stream of touched objects for controller triggers.

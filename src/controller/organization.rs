@@ -19,8 +19,10 @@ use tracing::{info, warn};
 
 use super::apply::{self, sync};
 use super::status::write_if_changed;
-use super::{Context, Error};
-use crate::access::desired::{AccessInput, DesiredAccess, desired_access, resources_by_type};
+use super::{Context, Error, concurrently};
+use crate::access::desired::{
+    AccessInput, BindingOutcome, DesiredAccess, desired_access, resources_by_type,
+};
 use crate::access::leave::{LeaveRefusal, is_owner, may_leave};
 use crate::access::names::{
     ANNOTATION_SOURCE, LABEL_MANAGED_BY, LABEL_ORGANIZATION, LABEL_OWNER, MANAGER,
@@ -519,15 +521,16 @@ async fn ensure_membership_finalizers(
     ctx: &Context,
     memberships: &[Arc<Membership>],
 ) -> Result<(), Error> {
+    let mut writes = Vec::new();
     for m in memberships.iter().filter(|m| {
         m.meta().deletion_timestamp.is_none()
             && !m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
     }) {
         let mut finalizers = m.finalizers().to_vec();
         finalizers.push(MEMBERSHIP_FINALIZER.to_string());
-        patch_finalizers(ctx, m, finalizers).await?;
+        writes.push(patch_finalizers(ctx, m, finalizers));
     }
-    Ok(())
+    concurrently(writes).await
 }
 
 async fn patch_finalizers(
@@ -646,56 +649,54 @@ async fn write_binding_statuses(
     cached: &[Arc<RoleBinding>],
     desired: &DesiredAccess,
 ) -> Result<(), Error> {
+    let mut writes = Vec::new();
     for binding in cached {
-        let Some(outcome) = desired.bindings.get(&binding.name_any()) else {
-            continue;
-        };
-        let current = binding.status.clone().unwrap_or_default();
-        let status = RoleBindingStatus {
-            conditions: merge_conditions(
-                &current.conditions,
-                std::slice::from_ref(&outcome.ready),
-                binding.metadata.generation,
-                &now(),
-            ),
-            observed_generation: binding.metadata.generation,
-            scope: Some(outcome.scope.clone()),
-            resources: outcome.resources.clone(),
-            problems: outcome.problems.clone(),
-        };
-        let before = current
-            .conditions
-            .iter()
-            .find(|c| c.type_ == READY)
-            .map(|c| (c.status.clone(), c.reason.clone()));
-        if write_if_changed(
-            &namespaced(ctx, binding.as_ref()),
-            &ctx.metrics,
-            "rolebindings.kube-org.io",
-            binding.as_ref(),
-            binding.status.as_ref(),
-            &status,
-        )
-        .await?
-        {
-            let after = (
-                if outcome.ready.status {
-                    "True"
-                } else {
-                    "False"
-                }
-                .to_string(),
-                outcome.ready.reason.clone(),
-            );
-            if before.as_ref() != Some(&after) {
-                let (kind, reason) = if outcome.ready.status {
-                    (EventType::Normal, "Granted")
-                } else {
-                    (EventType::Warning, outcome.ready.reason.as_str())
-                };
-                publish(ctx, binding.as_ref(), kind, reason, &outcome.ready.message).await;
-            }
+        if let Some(outcome) = desired.bindings.get(&binding.name_any()) {
+            writes.push(write_binding_status(ctx, binding, outcome));
         }
+    }
+    concurrently(writes).await
+}
+
+/// One binding's status; an Event when its Ready condition changes.
+async fn write_binding_status(
+    ctx: &Context,
+    binding: &RoleBinding,
+    outcome: &BindingOutcome,
+) -> Result<(), Error> {
+    let current = binding.status.clone().unwrap_or_default();
+    let status = RoleBindingStatus {
+        conditions: merge_conditions(
+            &current.conditions,
+            std::slice::from_ref(&outcome.ready),
+            binding.metadata.generation,
+            &now(),
+        ),
+        observed_generation: binding.metadata.generation,
+        scope: Some(outcome.scope.clone()),
+        resources: outcome.resources.clone(),
+        problems: outcome.problems.clone(),
+    };
+    let ready_before = current.conditions.iter().find(|c| c.type_ == READY);
+    let changed_ready = ready_before.is_none_or(|c| {
+        (c.status == "True") != outcome.ready.status || c.reason != outcome.ready.reason
+    });
+    let wrote = write_if_changed(
+        &namespaced(ctx, binding),
+        &ctx.metrics,
+        "rolebindings.kube-org.io",
+        binding,
+        binding.status.as_ref(),
+        &status,
+    )
+    .await?;
+    if wrote && changed_ready {
+        let (kind, reason) = if outcome.ready.status {
+            (EventType::Normal, "Granted")
+        } else {
+            (EventType::Warning, outcome.ready.reason.as_str())
+        };
+        publish(ctx, binding, kind, reason, &outcome.ready.message).await;
     }
     Ok(())
 }
@@ -717,6 +718,7 @@ async fn write_membership_statuses(
     desired: &DesiredAccess,
     refusals: &BTreeMap<String, LeaveRefusal>,
 ) -> Result<(), Error> {
+    let mut writes = Vec::new();
     for m in cached {
         let name = m.name_any();
         let ready = if let Some(refusal) = refusals.get(&name) {
@@ -763,17 +765,21 @@ async fn write_membership_statuses(
             roles: outcome.roles,
             access: outcome.access,
         };
-        write_if_changed(
-            &namespaced(ctx, m.as_ref()),
-            &ctx.metrics,
-            "memberships",
-            m.as_ref(),
-            m.status.as_ref(),
-            &status,
-        )
-        .await?;
+        writes.push(async move {
+            let api = namespaced(ctx, m.as_ref());
+            write_if_changed(
+                &api,
+                &ctx.metrics,
+                "memberships",
+                m.as_ref(),
+                m.status.as_ref(),
+                &status,
+            )
+            .await
+            .map(|_| ())
+        });
     }
-    Ok(())
+    concurrently(writes).await
 }
 
 /// Deleting an Organization: garbage collection removes what it owns (home namespace

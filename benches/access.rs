@@ -116,7 +116,7 @@ async fn time_until(client: &Client, user: &str, what: common::Can<'_>, allowed:
 
 /// Reaction times on the converged organization: a member removed, a namespace labelled
 /// in, a managed binding deleted behind kube-org's back.
-async fn reaction_times(client: &Client, org: &str, home: &str) {
+async fn reaction_times(client: &Client, operator: &Operator, org: &str, home: &str) {
     // user0 views every resource (every third member has an all-scope binding).
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let fresh = format!("{org}-late");
@@ -251,7 +251,7 @@ async fn main() {
         operator.writes().await - writes
     );
 
-    reaction_times(&client, &org, &home).await;
+    reaction_times(&client, &operator, &org, &home).await;
 
     operator.stop();
     let restarted = Operator::start(&[]).await;

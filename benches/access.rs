@@ -138,6 +138,11 @@ async fn reaction_times(client: &Client, operator: &Operator, org: &str, home: &
         "new resource namespace bound for all-scope members in: {} ms",
         labelled.as_millis()
     );
+    // Each measurement starts from a settled operator (labelling a namespace rewrites the
+    // status of every all-scope member, which a following change would queue behind).
+    operator
+        .settle(Duration::from_secs(2), Duration::from_secs(300))
+        .await;
 
     let existing = format!("{org}-r0");
     let natives: Api<NativeRoleBinding> = Api::namespaced(client.clone(), &existing);
@@ -165,6 +170,9 @@ async fn reaction_times(client: &Client, operator: &Operator, org: &str, home: &
         "deleted managed binding re-created in: {} ms",
         started.elapsed().as_millis()
     );
+    operator
+        .settle(Duration::from_secs(2), Duration::from_secs(300))
+        .await;
 
     let memberships: Api<Membership> = Api::namespaced(client.clone(), home);
     memberships

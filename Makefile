@@ -1,5 +1,5 @@
 # kube-org — the commands a developer needs. Each works on a fresh machine.
-.PHONY: run test crds lint build controlplane bench-access
+.PHONY: run test crds lint build controlplane bench-access static
 
 ## run: local control plane + CRDs + the operator + examples (no cluster needed).
 run:
@@ -31,3 +31,7 @@ bench-access:
 	cargo build --release --benches --locked
 	bins=$$(tests/controlplane/build.sh) && work=$$(mktemp -d) && \
 	  "$$bins/launcher" --bin-dir "$$bins" --work-dir "$$work" -- cargo bench --locked --bench access
+
+## static: the release binaries, statically linked (what the Dockerfile ships).
+static:
+	RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target x86_64-unknown-linux-gnu --bins

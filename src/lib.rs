@@ -6,5 +6,6 @@ pub mod api;
 pub mod catalog;
 pub mod controller;
 pub mod crdgen;
+pub mod leader;
 pub mod metrics;
 pub mod run;

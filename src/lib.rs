@@ -5,4 +5,5 @@ pub mod access;
 pub mod api;
 pub mod catalog;
 pub mod crdgen;
+pub mod invitations;
 pub mod run;

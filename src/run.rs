@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// end the operator by exiting, whatever way it exits.
     #[arg(long, env = "KUBE_ORG_STOP_ON_STDIN_CLOSE", hide = true)]
     pub stop_on_stdin_close: bool,
+
+    /// Invitations: SMTP, sender, accept link, rate limit.
+    #[command(flatten)]
+    pub invitations: crate::invitations::InvitationArgs,
 }
 
 /// How log lines are written.
@@ -62,28 +66,52 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
 
+    // Invitations: the controller, the accept endpoint and their metrics.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let invitations =
+        crate::invitations::Invitations::new(client.clone(), &args.invitations, &mut registry)
+            .await
+            .context("setting up invitations")?;
+    let extra_routes = invitations.router();
+    let mut invitations_stop = stop_rx.clone();
+    let invitations = invitations.run(async move {
+        let _ = invitations_stop.changed().await;
+    });
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     info!(address = %args.listen, "HTTP server listening");
-    let server = tokio::spawn(serve(listener, ready.clone(), stop_rx.clone()));
+    let server = tokio::spawn(serve(
+        listener,
+        ready.clone(),
+        stop_rx.clone(),
+        extra_routes,
+        Arc::new(registry),
+    ));
 
-    let watches = futures::future::join4(
-        log_watch::<Organization>(Api::all(client.clone()), stop_rx.clone()),
-        log_watch::<Membership>(Api::all(client.clone()), stop_rx.clone()),
-        log_watch::<Invitation>(Api::all(client.clone()), stop_rx.clone()),
-        log_watch::<RoleBinding>(Api::all(client.clone()), stop_rx.clone()),
+    let watches = futures::future::join(
+        futures::future::join4(
+            log_watch::<Organization>(Api::all(client.clone()), stop_rx.clone()),
+            log_watch::<Membership>(Api::all(client.clone()), stop_rx.clone()),
+            log_watch::<Invitation>(Api::all(client.clone()), stop_rx.clone()),
+            log_watch::<RoleBinding>(Api::all(client.clone()), stop_rx.clone()),
+        ),
+        invitations,
     );
     ready.store(true, Ordering::SeqCst);
     info!("kube-org started");
 
     let signal = shutdown_signal(args.stop_on_stdin_close);
+    tokio::pin!(watches);
     tokio::select! {
-        _ = watches => warn!("watches ended unexpectedly"),
+        _ = &mut watches => warn!("watches ended unexpectedly"),
         name = signal => info!(signal = name, "shutting down"),
     }
     ready.store(false, Ordering::SeqCst);
     let _ = stop_tx.send(true);
+    // Let the controllers finish what they are doing (graceful shutdown).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), watches).await;
     server.await.context("HTTP server task")??;
     info!("kube-org stopped");
     Ok(())
@@ -138,17 +166,39 @@ async fn serve(
     listener: tokio::net::TcpListener,
     ready: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
+    extra_routes: Router,
+    registry: Arc<prometheus_client::registry::Registry>,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(ready);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.changed().await;
-        })
-        .await
-        .context("HTTP server")
+        .with_state(ready)
+        .route("/metrics", get(move || metrics(registry.clone())))
+        .merge(extra_routes);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.changed().await;
+    })
+    .await
+    .context("HTTP server")
+}
+
+async fn metrics(registry: Arc<prometheus_client::registry::Registry>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match crate::invitations::metrics::render(&registry) {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn readyz(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static str) {

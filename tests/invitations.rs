@@ -110,6 +110,26 @@ impl Org {
         Api::namespaced(self.client.clone(), &self.home)
     }
 
+    /// The Memberships of `email` (the organization's owners have their own).
+    async fn members_of(&self, email: &str) -> Vec<Membership> {
+        let list = self.memberships().list(&ListParams::default()).await;
+        let items = list.expect("listing Memberships").items;
+        items
+            .into_iter()
+            .filter(|m| m.spec.email.normalized() == email.to_lowercase())
+            .collect()
+    }
+
+    /// The kube-org RoleBindings of `email`.
+    async fn bindings_of(&self, email: &str) -> Vec<RoleBinding> {
+        let list = self.bindings().list(&ListParams::default()).await;
+        let items = list.expect("listing RoleBindings").items;
+        items
+            .into_iter()
+            .filter(|b| b.spec.member.normalized() == email.to_lowercase())
+            .collect()
+    }
+
     /// Creates an Invitation; `extra` is merged into the object (spec, metadata).
     async fn invite(&self, name: &str, email: &str, extra: serde_json::Value) -> Invitation {
         let mut object = json!({
@@ -309,12 +329,7 @@ async fn invite_email_link_and_confirm_make_a_member() {
     assert_eq!(confirmed.header("cache-control"), Some("no-store"));
 
     // Membership: named after the email, its source the Invitation, no owner reference.
-    let members = org
-        .memberships()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
+    let members = org.members_of(&dave).await;
     assert_eq!(members.len(), 1, "{members:?}");
     let member = &members[0];
     assert_eq!(member.spec.email.0, dave);
@@ -376,15 +391,7 @@ async fn invite_email_link_and_confirm_make_a_member() {
             .unwrap()
             .is_some()
     );
-    assert_eq!(
-        org.bindings()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        2
-    );
+    assert_eq!(org.bindings_of(&dave).await.len(), 2);
 
     // Metrics show the work.
     let metrics = http::get(&format!("{}/metrics", operator.base_url)).await;
@@ -426,12 +433,7 @@ async fn accepted_invitation_grants_the_roles() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["status"], "accepted");
 
-    let bindings = org
-        .bindings()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
+    let bindings = org.bindings_of(&erin).await;
     assert_eq!(bindings.len(), 2, "{bindings:?}");
     for offered in &invitation.spec.roles {
         let name = kube_org::invitations::join::binding_name(&erin, offered);
@@ -534,14 +536,7 @@ async fn deleting_a_pending_invitation_kills_its_link() {
         .unwrap();
     // At once: the token Secret may still be waiting for the garbage collector.
     assert_neutral(operator, &token, "the link of a deleted invitation").await;
-    assert!(
-        org.memberships()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(org.members_of(&hal).await.is_empty());
     org.delete().await;
 }
 
@@ -761,15 +756,7 @@ async fn an_exclusive_organization_refuses_a_member_of_another() {
         message.contains(&format!("member of organization {}", open.name)),
         "{message}"
     );
-    assert!(
-        strict
-            .memberships()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(strict.members_of(&rae).await.is_empty());
     // The link still works once the person has left the other organization.
     open.memberships()
         .delete(
@@ -809,22 +796,8 @@ async fn two_concurrent_accepts_make_exactly_one_membership() {
     let mut statuses = vec![a.status, b.status, c.status];
     statuses.sort();
     assert_eq!(statuses, vec![200, 404, 404], "{a:?}\n{b:?}\n{c:?}");
-    let members = org
-        .memberships()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
-    assert_eq!(members.len(), 1);
-    assert_eq!(
-        org.bindings()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(org.members_of(&sam).await.len(), 1);
+    assert_eq!(org.bindings_of(&sam).await.len(), 1);
     org.delete().await;
 }
 

@@ -1,5 +1,8 @@
 //! A minimal HTTP/1.0 client for the local servers under test (the accept endpoint,
 //! Mailpit's API): one request per connection, the whole answer read until close.
+//! Shared by the invitation tests and the invitation benchmark.
+
+#![allow(dead_code)] // the benchmark uses only part of it
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -75,12 +75,7 @@ pub async fn accept(client: &Client, token: &str) -> Result<Outcome, AcceptError
         if !link_is_current(&invitation, &stored, Timestamp::now()) {
             return Ok(Outcome::Invalid);
         }
-        let organizations: Api<Organization> = Api::all(client.clone());
-        let organizations = organizations
-            .list(&ListParams::default())
-            .await
-            .map_err(read("Organizations"))?
-            .items;
+        let organizations = list(Api::<Organization>::all(client.clone()), "Organizations").await?;
         let Some(org) = organizations
             .iter()
             .find(|o| o.home_namespace() == stored.namespace)
@@ -122,6 +117,17 @@ pub async fn accept(client: &Client, token: &str) -> Result<Outcome, AcceptError
     Err(AcceptError::Contended)
 }
 
+async fn list<K>(api: Api<K>, what: &'static str) -> Result<Vec<K>, AcceptError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .map_err(read(what))?
+        .items)
+}
+
 /// The token's Secret, if the token is one.
 async fn find(client: &Client, token: &str) -> Result<Option<StoredToken>, AcceptError> {
     let secrets: Api<Secret> = Api::all(client.clone());
@@ -161,18 +167,12 @@ async fn refusal(
     organizations: &[Organization],
 ) -> Result<Option<String>, AcceptError> {
     let namespace = org.home_namespace();
-    let memberships: Api<Membership> = Api::all(client.clone());
-    let memberships = memberships
-        .list(&ListParams::default())
-        .await
-        .map_err(read("Memberships"))?
-        .items;
-    let siblings: Api<Invitation> = Api::namespaced(client.clone(), &namespace);
-    let siblings = siblings
-        .list(&ListParams::default())
-        .await
-        .map_err(read("Invitations"))?
-        .items;
+    let memberships = list(Api::<Membership>::all(client.clone()), "Memberships").await?;
+    let siblings = list(
+        Api::<Invitation>::namespaced(client.clone(), &namespace),
+        "Invitations",
+    )
+    .await?;
     let home_members: Vec<&Membership> = memberships
         .iter()
         .filter(|m| m.namespace().as_deref() == Some(namespace.as_str()))
@@ -233,16 +233,16 @@ pub fn exclusive_conflict(
 mod tests {
     use super::*;
     use crate::api::InvitationStatus;
+    use crate::invitations::fixtures::{self, organization};
     use crate::invitations::lifecycle::LinkGeneration;
     use crate::invitations::token::{Token, read_secret, secret_for};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn org(name: &str, exclusive: bool) -> Organization {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name},
-            "spec": {"owners": ["o@example.com"], "membership": {"exclusive": exclusive}}
-        }))
-        .unwrap()
+        organization(
+            name,
+            serde_json::json!({"membership": {"exclusive": exclusive}}),
+        )
     }
 
     fn member(namespace: &str, email: &str) -> Membership {
@@ -254,11 +254,10 @@ mod tests {
     }
 
     fn invitation() -> Invitation {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "dave", "namespace": "org-a", "uid": "u1"},
-            "spec": {"email": "Dave@example.com", "roles": []}
-        }))
-        .unwrap()
+        let mut invitation = fixtures::invitation("dave", "Dave@example.com", vec![]);
+        invitation.metadata.namespace = Some("org-a".into());
+        invitation.metadata.uid = Some("u1".into());
+        invitation
     }
 
     #[test]

@@ -285,15 +285,15 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Scope;
     use crate::api::organization::CustomRole;
-    use crate::api::{InvitationSpec, OrganizationSpec, RoleAssignment, Scope};
+    use crate::invitations::fixtures::{self, organization, role};
 
     fn org() -> Organization {
-        let mut org: Organization = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "acme"},
-            "spec": {"displayName": "Acme <Platform> Team", "owners": ["alice@example.com"]}
-        }))
-        .unwrap();
+        let mut org = organization(
+            "acme",
+            serde_json::json!({"displayName": "Acme <Platform> Team"}),
+        );
         org.spec.roles.push(CustomRole {
             name: "auditor".into(),
             level: RoleLevel::Resource,
@@ -301,35 +301,22 @@ mod tests {
             cluster_role: Some("view".into()),
             description: Some("Reads everything for the audit.".into()),
         });
-        let _: &OrganizationSpec = &org.spec;
         org
     }
 
     fn invitation() -> Invitation {
-        Invitation::new(
+        fixtures::invitation(
             "dave",
-            InvitationSpec {
-                email: "Dave@Example.com".into(),
-                roles: vec![
-                    RoleAssignment {
-                        role: "viewer".into(),
-                        scope: Scope::all_of("deployment"),
-                        access: Access::Full,
-                    },
-                    RoleAssignment {
-                        role: "auditor".into(),
-                        scope: Scope::named("deployment", &["prod"]),
-                        access: Access::Console,
-                    },
-                    RoleAssignment {
-                        role: "billing-admin".into(),
-                        scope: Scope::organization(),
-                        access: Access::Full,
-                    },
-                ],
-                ttl: None,
-                resend: 0,
-            },
+            "Dave@Example.com",
+            vec![
+                role("viewer", Scope::all_of("deployment"), Access::Full),
+                role(
+                    "auditor",
+                    Scope::named("deployment", &["prod"]),
+                    Access::Console,
+                ),
+                role("billing-admin", Scope::organization(), Access::Full),
+            ],
         )
     }
 

@@ -193,31 +193,23 @@ pub async fn burn(client: &Client, invitation: &Invitation) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Access, InvitationSpec, Scope};
+    use crate::api::{Access, Scope};
+    use crate::invitations::fixtures::{self, role};
 
     #[test]
     fn names_are_deterministic_and_objects_carry_their_source() {
-        let mut invitation = Invitation::new(
+        let invitation = fixtures::invitation(
             "dave",
-            InvitationSpec {
-                email: "Dave@Example.com".into(),
-                roles: vec![
-                    RoleAssignment {
-                        role: "viewer".into(),
-                        scope: Scope::all_of("deployment"),
-                        access: Access::Full,
-                    },
-                    RoleAssignment {
-                        role: "viewer".into(),
-                        scope: Scope::named("deployment", &["prod"]),
-                        access: Access::Full,
-                    },
-                ],
-                ttl: None,
-                resend: 0,
-            },
+            "Dave@Example.com",
+            vec![
+                role("viewer", Scope::all_of("deployment"), Access::Full),
+                role(
+                    "viewer",
+                    Scope::named("deployment", &["prod"]),
+                    Access::Full,
+                ),
+            ],
         );
-        invitation.metadata.namespace = Some("org-acme".into());
         let membership = membership_for(&invitation);
         assert_eq!(membership.spec.email.0, "dave@example.com");
         assert_eq!(membership.name_any(), membership_name("DAVE@example.com"));

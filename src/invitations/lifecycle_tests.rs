@@ -1,7 +1,8 @@
 //! The invitation state machine, without a cluster.
 
 use super::*;
-use crate::api::{Access, InvitationSpec, RoleAssignment, Scope};
+use crate::api::{Access, Scope};
+use crate::invitations::fixtures::{self, organization, role};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 fn at(second: i64) -> Timestamp {
@@ -9,33 +10,20 @@ fn at(second: i64) -> Timestamp {
 }
 
 fn org(json: serde_json::Value) -> Organization {
-    let mut base = serde_json::json!({
-        "metadata": {"name": "acme"},
-        "spec": {"displayName": "Acme", "owners": ["alice@example.com"], "homeNamespace": "org-acme"}
-    });
-    if let (Some(spec), Some(extra)) = (base["spec"].as_object_mut(), json.as_object()) {
+    let mut spec = serde_json::json!({"displayName": "Acme", "homeNamespace": "org-acme"});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), json.as_object()) {
         spec.extend(extra.clone());
     }
-    serde_json::from_value(base).unwrap()
+    organization("acme", spec)
 }
 
 fn invitation(name: &str, email: &str, created: i64) -> Invitation {
-    let mut invitation = Invitation::new(
+    let mut invitation = fixtures::invitation(
         name,
-        InvitationSpec {
-            email: email.into(),
-            roles: vec![RoleAssignment {
-                role: "viewer".into(),
-                scope: Scope::all_of("deployment"),
-                access: Access::Full,
-            }],
-            ttl: Some("1h".into()),
-            resend: 0,
-        },
+        email,
+        vec![role("viewer", Scope::all_of("deployment"), Access::Full)],
     );
-    invitation.metadata.namespace = Some("org-acme".into());
-    invitation.metadata.generation = Some(1);
-    invitation.metadata.uid = Some(format!("uid-{name}"));
+    invitation.spec.ttl = Some("1h".into());
     invitation.metadata.creation_timestamp = Some(Time(at(created)));
     invitation
 }

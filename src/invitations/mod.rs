@@ -20,6 +20,9 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod token;
 
+#[cfg(test)]
+mod fixtures;
+
 use std::sync::Arc;
 
 use axum::Router;

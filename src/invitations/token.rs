@@ -223,19 +223,10 @@ pub fn read_secret(secret: &Secret) -> Result<StoredToken, TokenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::InvitationSpec;
+    use crate::invitations::fixtures;
 
     fn invitation() -> Invitation {
-        let mut invitation = Invitation::new(
-            "dave",
-            InvitationSpec {
-                email: "dave@example.com".into(),
-                roles: vec![],
-                ttl: None,
-                resend: 0,
-            },
-        );
-        invitation.metadata.namespace = Some("org-acme".into());
+        let mut invitation = fixtures::invitation("dave", "dave@example.com", vec![]);
         invitation.metadata.uid = Some("uid-1".into());
         invitation
     }

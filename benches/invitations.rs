@@ -79,6 +79,7 @@ async fn main() {
     let recorder = seen.clone();
     let watch = tokio::spawn(
         watcher(api.clone(), watcher::Config::default())
+            .default_backoff()
             .applied_objects()
             .try_for_each(move |invitation: Invitation| {
                 let now_instant = Instant::now();

@@ -1,5 +1,5 @@
 # kube-org — the commands a developer needs. Each works on a fresh machine.
-.PHONY: run test crds lint build controlplane bench-access static
+.PHONY: run test crds lint build controlplane bench-access bench-invitations static
 
 ## run: local control plane + CRDs + the operator + examples (no cluster needed).
 run:
@@ -8,6 +8,11 @@ run:
 ## test: build everything (control plane, Mailpit, crates) and run the whole suite.
 test:
 	scripts/test.sh
+
+## bench-invitations: 1,000 invitations against a local control plane (release build);
+## prints emails delivered per second and the p50/p99 lateness of expiry.
+bench-invitations:
+	scripts/bench-invitations.sh
 
 ## crds: regenerate crds/ from the Rust types.
 crds:

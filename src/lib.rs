@@ -6,6 +6,7 @@ pub mod api;
 pub mod catalog;
 pub mod controller;
 pub mod crdgen;
+pub mod invitations;
 pub mod leader;
 pub mod metrics;
 pub mod run;

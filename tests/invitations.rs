@@ -431,14 +431,15 @@ async fn invite_email_link_and_confirm_make_a_member() {
 }
 
 /// The roles an accepted invitation offered become kube-org RoleBindings, one per
-/// role, named deterministically. Once the access controller (issue 3) is merged this
-/// test also asserts the access itself with a SubjectAccessReview.
+/// role, named deterministically, and the access controller turns them into access the
+/// cluster's authorizer grants (asserted with SubjectAccessReview).
 #[tokio::test]
 async fn accepted_invitation_grants_the_roles() {
     let (operator, org) = shared_org(json!({})).await;
     let erin = email("erin");
+    let prod = unique("prod");
     let roles = json!([
-        {"role": "editor", "scope": {"resourceType": "deployment", "resources": ["prod"]}},
+        {"role": "editor", "scope": {"resourceType": "deployment", "resources": [prod]}},
         {"role": "viewer", "scope": {"resourceType": "elasticsearch", "all": true}, "access": "console"}
     ]);
     let (invitation, mail) = org
@@ -463,9 +464,26 @@ async fn accepted_invitation_grants_the_roles() {
         assert_eq!(binding.spec.access, offered.access);
         assert!(binding.owner_references().is_empty());
     }
-    // TODO(after merging the access controller, issue 3): label a namespace `prod` into
-    // the organization and assert
-    // common::eventually_can(&client, &erin, Can::new("update", "deployments.apps", Some("prod")), true, ..).
+    let namespace: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(json!({"metadata": {
+        "name": prod,
+        "labels": {"kube-org.io/organization": org.name, "kube-org.io/resource-type": "deployment"},
+    }}))
+    .expect("a namespace");
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(org.client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("labelling a resource namespace");
+    let edit = common::Can::new("update", "deployments.apps", Some(&prod));
+    common::eventually_can(&org.client, &erin, edit, true, Duration::from_secs(10)).await;
+    let admin_only = common::Can::new(
+        "create",
+        "rolebindings.rbac.authorization.k8s.io",
+        Some(&prod),
+    );
+    assert!(
+        !common::can(&org.client, &erin, admin_only).await,
+        "editor, not admin"
+    );
     org.delete().await;
 }
 

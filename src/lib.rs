@@ -7,4 +7,5 @@ pub mod catalog;
 pub mod controller;
 pub mod crdgen;
 pub mod metrics;
+pub mod plugin;
 pub mod run;

@@ -98,7 +98,7 @@ pub fn invitations_table(invitations: &[Invitation], now: Timestamp) -> Table {
 /// `kubectl org invitations`.
 pub async fn list(ctx: &OrgContext, args: &ListArgs) -> Result<(), PluginError> {
     let mut invitations = ctx.list_invitations().await?;
-    invitations.sort_by(|a, b| a.spec.email.normalized().cmp(&b.spec.email.normalized()));
+    invitations.sort_by_key(|i| i.spec.email.normalized());
     let views: Vec<InvitationView> = invitations.iter().map(InvitationView::new).collect();
     let table = invitations_table(&invitations, Timestamp::now());
     let empty = format!("No invitations in organization {}.", ctx.name);

@@ -9,7 +9,7 @@ use crate::api::fields::normalize_email;
 use crate::api::{Access, GoDuration, Invitation, InvitationSpec, RoleAssignment};
 
 use super::cli::InviteArgs;
-use super::cluster::{FIELD_MANAGER, OrgContext, invitations_for, phase_name};
+use super::cluster::{FIELD_MANAGER, OrgContext, invitations_for, phase};
 use super::error::PluginError;
 use super::output::{emit, note, role_label};
 use super::scope::assignments;
@@ -68,24 +68,28 @@ pub async fn invite(ctx: &OrgContext, args: &InviteArgs) -> Result<(), PluginErr
     let roles = assignments(&args.roles, &args.scopes, &access, &table, &ctx.name)?;
     let existing = ctx.list_invitations().await?;
     let emails = distinct_emails(&args.emails);
-    let mut failed = 0;
+    let mut failures = Vec::new();
     for email in &emails {
         let invitation = build_invitation(email, &ctx.home, &roles, args.ttl.as_ref());
         match create(ctx, &existing, invitation).await {
             Ok(created) => emit(&created)?,
-            Err(error) => {
-                failed += 1;
-                note(&format!("error: {error}"));
-            }
+            Err(error) => failures.push(error),
         }
     }
-    if failed > 0 {
-        return Err(PluginError::SomeInvitationsFailed {
+    // One email: its error is the error. Several: each on its own line, then a count.
+    if emails.len() == 1 {
+        return failures.pop().map_or(Ok(()), Err);
+    }
+    for error in &failures {
+        note(&format!("error: {error}"));
+    }
+    match failures.len() {
+        0 => Ok(()),
+        failed => Err(PluginError::SomeInvitationsFailed {
             failed,
             total: emails.len(),
-        });
+        }),
     }
-    Ok(())
 }
 
 /// Creates one invitation unless one exists for the email; the line to print.
@@ -104,7 +108,8 @@ async fn create(
     };
     if let Some(other) = invitations_for(existing.to_vec(), &email).first() {
         let other_name = other.metadata.name.clone().unwrap_or_default();
-        return Err(already(other_name, phase_name(other)));
+        let phase = phase(other).map_or_else(|| "not sent yet".to_string(), |p| format!("{p:?}"));
+        return Err(already(other_name, phase));
     }
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),

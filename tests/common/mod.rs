@@ -271,11 +271,15 @@ impl Operator {
     }
 }
 
-/// The operator shared by every test of one test binary, started on first use.
+/// The operator shared by every test of one test binary, started on first use, after
+/// the CRDs are installed (its watches would otherwise start in back-off).
 pub async fn operator() -> &'static Operator {
     static OPERATOR: OnceCell<Operator> = OnceCell::const_new();
     OPERATOR
-        .get_or_init(|| async { Operator::start(&[]).await })
+        .get_or_init(|| async {
+            client().await;
+            Operator::start(&[]).await
+        })
         .await
 }
 

@@ -5,34 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::org::{REACT, TestOrg, all, named, org_scope};
+use common::org::{REACT, TestOrg, all, named, org_scope, org_where_bob_has};
 use common::{Can, can, client, eventually, eventually_can, unique};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding as NativeRoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use kube_org::api::Organization;
-
-/// An organization with one deployment where bob, a member, holds `role` in the scope
-/// `scope(resource)` with `access`; returns both.
-async fn org_where_bob_has(
-    role: &str,
-    scope: impl FnOnce(&str) -> serde_json::Value,
-    access: &str,
-) -> (TestOrg, String) {
-    let org = TestOrg::new(&["alice@example.com"]).await;
-    let res = org.resource("deployment").await;
-    org.member("bob@example.com").await;
-    org.bind(
-        &format!("bob-{role}"),
-        "bob@example.com",
-        role,
-        scope(&res),
-        access,
-    )
-    .await;
-    (org, res)
-}
 
 /// An organization where bob views every deployment; returns it and one resource.
 async fn bob_views_all() -> (TestOrg, String) {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::org::{REACT, TestOrg, all};
+use common::org::{REACT, TestOrg, all, org_where_bob_has};
 use common::{client, eventually, free_port, operator, unique};
 use kube::Api;
 use kube::api::ListParams;
@@ -36,21 +36,21 @@ async fn kubectl_org(args: &[&str]) -> Run {
     }
 }
 
-/// Runs the plugin, expects exit code `code`, returns the run.
-async fn expect(code: i32, args: &[&str]) -> Run {
-    let run = kubectl_org(args).await;
+/// Runs `kubectl org LINE` (words split at white space), expects exit code `code`.
+async fn expect(code: i32, line: &str) -> Run {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let run = kubectl_org(&args).await;
     assert_eq!(
         run.code, code,
-        "kubectl org {args:?} exited {}\nstdout:\n{}\nstderr:\n{}",
+        "kubectl org {line} exited {}\nstdout:\n{}\nstderr:\n{}",
         run.code, run.stdout, run.stderr
     );
     run
 }
 
-/// Runs the plugin with `-o json` appended, expects success, parses standard output.
-async fn json(args: &[&str]) -> Value {
-    let args: Vec<&str> = args.iter().copied().chain(["-o", "json"]).collect();
-    let run = expect(0, &args).await;
+/// Runs `kubectl org LINE -o json`, expects success, parses standard output.
+async fn json(line: &str) -> Value {
+    let run = expect(0, &format!("{line} -o json")).await;
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 
@@ -68,30 +68,7 @@ async fn invitations(org: &TestOrg) -> Vec<Invitation> {
 #[tokio::test]
 async fn invite_creates_one_invitation_per_email_with_the_roles_asked_for() {
     let org = TestOrg::new(&["alice@example.com"]).await;
-    let run = expect(
-        0,
-        &[
-            "invite",
-            "bob@example.com",
-            "Carol@Example.com",
-            "--org",
-            &org.name,
-            "--role",
-            "viewer",
-            "--scope",
-            "deployment/*",
-            "--role",
-            "developer",
-            "--scope",
-            "elasticsearch/search-a,search-b",
-            "--access",
-            "full",
-            "--access",
-            "console",
-            "--ttl",
-            "24h",
-        ],
-    )
+    let run = expect(0, &format!("invite bob@example.com Carol@Example.com --org {} --role viewer --scope deployment/* --role developer --scope elasticsearch/search-a,search-b --access full --access console --ttl 24h", org.name))
     .await;
     for email in ["bob@example.com", "carol@example.com"] {
         let line = format!(
@@ -130,15 +107,10 @@ async fn invite_creates_one_invitation_per_email_with_the_roles_asked_for() {
     // An email already invited fails alone; the others are still invited; exit 1.
     let again = expect(
         1,
-        &[
-            "invite",
-            "BOB@example.com",
-            "dave@example.com",
-            "--org",
-            &org.name,
-            "--role",
-            "billing-admin",
-        ],
+        &format!(
+            "invite BOB@example.com dave@example.com --org {} --role billing-admin",
+            org.name
+        ),
     )
     .await;
     assert!(
@@ -160,16 +132,10 @@ async fn invite_creates_one_invitation_per_email_with_the_roles_asked_for() {
     // A role the organization does not have creates nothing.
     let unknown = expect(
         1,
-        &[
-            "invite",
-            "erin@example.com",
-            "--org",
-            &org.name,
-            "--role",
-            "no-such-role",
-            "--scope",
-            "deployment/*",
-        ],
+        &format!(
+            "invite erin@example.com --org {} --role no-such-role --scope deployment/*",
+            org.name
+        ),
     )
     .await;
     let hint = format!("kubectl org roles --org {}", org.name);
@@ -181,22 +147,11 @@ async fn invite_creates_one_invitation_per_email_with_the_roles_asked_for() {
 #[tokio::test]
 async fn invitations_lists_them_as_a_table_yaml_and_json() {
     let org = TestOrg::new(&["alice@example.com"]).await;
-    expect(
-        0,
-        &[
-            "invite",
-            "bob@example.com",
-            "carol@example.com",
-            "--org",
-            &org.name,
-            "--role",
-            "viewer",
-            "--scope",
-            "deployment/prod",
-        ],
-    )
+    expect(0, &format!("invite bob@example.com carol@example.com --org {} --role viewer --scope deployment/prod", org.name))
     .await;
-    let table = expect(0, &["invitations", "--org", &org.name]).await.stdout;
+    let table = expect(0, &format!("invitations --org {}", org.name))
+        .await
+        .stdout;
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().expect("a header").split_whitespace().collect();
     assert_eq!(
@@ -217,7 +172,7 @@ async fn invitations_lists_them_as_a_table_yaml_and_json() {
     );
     assert!(rows[1].contains("carol@example.com"), "{table}");
 
-    let listed = json(&["invitations", "--org", &org.name]).await;
+    let listed = json(&format!("invitations --org {}", org.name)).await;
     let emails: Vec<&str> = listed
         .as_array()
         .expect("an array")
@@ -228,7 +183,7 @@ async fn invitations_lists_them_as_a_table_yaml_and_json() {
     assert_eq!(listed[0]["roles"][0]["scope"], "deployment/prod");
     assert_eq!(listed[0]["resend"], 0);
 
-    let yaml = expect(0, &["invitations", "--org", &org.name, "-o", "yaml"])
+    let yaml = expect(0, &format!("invitations --org {} -o yaml", org.name))
         .await
         .stdout;
     let parsed: Value = serde_yaml::from_str(&yaml).expect("YAML");
@@ -243,20 +198,14 @@ async fn resend_raises_the_counter_and_cancel_deletes() {
     let name = invitation_name("bob@example.com");
     expect(
         0,
-        &[
-            "invite",
-            "bob@example.com",
-            "--org",
-            &org.name,
-            "--role",
-            "viewer",
-            "--scope",
-            "deployment/*",
-        ],
+        &format!(
+            "invite bob@example.com --org {} --role viewer --scope deployment/*",
+            org.name
+        ),
     )
     .await;
 
-    let by_email = expect(0, &["resend", "Bob@Example.com", "--org", &org.name]).await;
+    let by_email = expect(0, &format!("resend Bob@Example.com --org {}", org.name)).await;
     assert!(
         by_email
             .stdout
@@ -265,10 +214,10 @@ async fn resend_raises_the_counter_and_cancel_deletes() {
         by_email.stdout
     );
     assert_eq!(api.get(&name).await.expect("the invitation").spec.resend, 1);
-    expect(0, &["resend", &name, "--org", &org.name]).await;
+    expect(0, &format!("resend {name} --org {}", org.name)).await;
     assert_eq!(api.get(&name).await.expect("the invitation").spec.resend, 2);
 
-    let cancel = expect(0, &["cancel", "bob@example.com", "--org", &org.name]).await;
+    let cancel = expect(0, &format!("cancel bob@example.com --org {}", org.name)).await;
     assert!(
         cancel
             .stdout
@@ -286,7 +235,7 @@ async fn resend_raises_the_counter_and_cancel_deletes() {
     .await;
 
     for command in ["cancel", "resend"] {
-        let missing = expect(1, &[command, "bob@example.com", "--org", &org.name]).await;
+        let missing = expect(1, &format!("{command} bob@example.com --org {}", org.name)).await;
         let message = format!("no invitation bob@example.com in organization {}", org.name);
         assert!(missing.stderr.contains(&message), "{}", missing.stderr);
     }
@@ -295,23 +244,14 @@ async fn resend_raises_the_counter_and_cancel_deletes() {
 
 #[tokio::test]
 async fn members_and_access_show_roles_scopes_and_namespaces() {
-    let org = TestOrg::new(&["alice@example.com"]).await;
-    let res = org.resource("deployment").await;
-    org.member("bob@example.com").await;
-    org.bind(
-        "bob-viewer",
-        "bob@example.com",
-        "viewer",
-        all("deployment"),
-        "full",
-    )
-    .await;
+    // bob views every deployment, through the binding bob-viewer.
+    let (org, res) = org_where_bob_has("viewer", |_| all("deployment"), "full").await;
 
     let members = eventually(
         "bob Ready with his role in `members -o json`",
         REACT,
         || async {
-            let members = json(&["members", "--org", &org.name]).await;
+            let members = json(&format!("members --org {}", org.name)).await;
             let bob = members
                 .as_array()?
                 .iter()
@@ -331,7 +271,9 @@ async fn members_and_access_show_roles_scopes_and_namespaces() {
         .expect("alice, the owner");
     assert_eq!(alice["roles"][0]["role"], "organization-owner");
 
-    let table = expect(0, &["members", "--org", &org.name]).await.stdout;
+    let table = expect(0, &format!("members --org {}", org.name))
+        .await
+        .stdout;
     let header: Vec<&str> = table
         .lines()
         .next()
@@ -347,7 +289,7 @@ async fn members_and_access_show_roles_scopes_and_namespaces() {
     assert!(bob.ends_with("True"), "{table}");
 
     let access = eventually("bob's access in `access -o json`", REACT, || async {
-        let access = json(&["access", "bob@example.com", "--org", &org.name]).await;
+        let access = json(&format!("access bob@example.com --org {}", org.name)).await;
         let entries = access["access"].as_array()?;
         entries
             .iter()
@@ -360,7 +302,7 @@ async fn members_and_access_show_roles_scopes_and_namespaces() {
         access["access"],
         serde_json::json!([{"namespace": res, "clusterRoles": ["view"]}])
     );
-    let table = expect(0, &["access", "bob@example.com", "--org", &org.name])
+    let table = expect(0, &format!("access bob@example.com --org {}", org.name))
         .await
         .stdout;
     let rows: Vec<Vec<&str>> = table
@@ -375,7 +317,7 @@ async fn members_and_access_show_roles_scopes_and_namespaces() {
         ]
     );
 
-    let nobody = expect(1, &["access", "carol@example.com", "--org", &org.name]).await;
+    let nobody = expect(1, &format!("access carol@example.com --org {}", org.name)).await;
     let message = format!(
         "no Membership for carol@example.com in organization {}",
         org.name
@@ -386,7 +328,7 @@ async fn members_and_access_show_roles_scopes_and_namespaces() {
 
 #[tokio::test]
 async fn roles_lists_the_catalog_and_an_organizations_own_roles() {
-    let catalog = expect(0, &["roles"]).await.stdout;
+    let catalog = expect(0, "roles").await.stdout;
     let analyst: Vec<&str> = catalog
         .lines()
         .find(|l| l.starts_with("tier-1-analyst "))
@@ -398,7 +340,7 @@ async fn roles_lists_the_catalog_and_an_organizations_own_roles() {
         analyst,
         ["tier-1-analyst", "resource", "security", "view", "builtin"]
     );
-    let all_roles = json(&["roles"]).await;
+    let all_roles = json("roles").await;
     assert!(all_roles.as_array().expect("an array").iter().any(
         |r| r["name"] == "soc-manager" && r["resourceTypes"] == serde_json::json!(["security"])
     ));
@@ -411,7 +353,7 @@ async fn roles_lists_the_catalog_and_an_organizations_own_roles() {
         ]}),
     )
     .await;
-    let own = json(&["roles", "--org", &org.name]).await;
+    let own = json(&format!("roles --org {}", org.name)).await;
     let find = |name: &str, source: &str| {
         own.as_array()
             .expect("an array")
@@ -431,7 +373,7 @@ async fn roles_lists_the_catalog_and_an_organizations_own_roles() {
         find("tier-1-analyst", "builtin").is_none(),
         "security is not one of its types"
     );
-    let table = expect(0, &["roles", "--org", &org.name]).await.stdout;
+    let table = expect(0, &format!("roles --org {}", org.name)).await.stdout;
     assert!(
         table
             .lines()
@@ -495,7 +437,7 @@ async fn accept_posts_the_token_and_explains_every_failure() {
     )
     .await;
     let link = format!("{base}/invitations/accept?token=t0k3n");
-    let ok = expect(0, &["accept", &link]).await;
+    let ok = expect(0, &format!("accept {link}")).await;
     assert_eq!(ok.stdout, "Welcome to acme: you are a member now.\n");
     let request = served.await.expect("the server");
     assert!(
@@ -517,7 +459,7 @@ async fn accept_posts_the_token_and_explains_every_failure() {
         r#"{"status":"invalid-link","message":"This invitation link cannot be used."}"#,
     )
     .await;
-    let refused = expect(1, &["accept", "t0k3n", "--url", &base]).await;
+    let refused = expect(1, &format!("accept t0k3n --url {base}")).await;
     assert!(
         refused.stderr.contains(
             "the invitation was not accepted (404): This invitation link cannot be used."
@@ -528,7 +470,7 @@ async fn accept_posts_the_token_and_explains_every_failure() {
 
     // Something that is not the accept endpoint.
     let (base, _served) = fake_endpoint("404 Not Found", "text/plain", "404 page not found").await;
-    let wrong = expect(1, &["accept", "t0k3n", "--url", &base]).await;
+    let wrong = expect(1, &format!("accept t0k3n --url {base}")).await;
     assert!(
         wrong
             .stderr
@@ -540,7 +482,7 @@ async fn accept_posts_the_token_and_explains_every_failure() {
 
     // Nothing listening.
     let nothing = format!("http://127.0.0.1:{}", free_port());
-    let unreachable = expect(1, &["accept", "t0k3n", "--url", &nothing]).await;
+    let unreachable = expect(1, &format!("accept t0k3n --url {nothing}")).await;
     assert!(
         unreachable.stderr.contains(&format!(
             "could not reach the accept endpoint {nothing}/invitations/accept"
@@ -554,13 +496,13 @@ async fn accept_posts_the_token_and_explains_every_failure() {
     let operator = operator().await;
     let bogus = expect(
         1,
-        &["accept", "not-a-real-token", "--url", &operator.base_url],
+        &format!("accept not-a-real-token --url {}", operator.base_url),
     )
     .await;
     assert!(bogus.stderr.contains("404"), "{}", bogus.stderr);
 
     // No address at all is a usage error.
-    let usage = expect(2, &["accept", "t0k3n"]).await;
+    let usage = expect(2, "accept t0k3n").await;
     assert!(
         usage.stderr.contains("KUBE_ORG_ACCEPT_URL"),
         "{}",
@@ -573,39 +515,23 @@ async fn exit_codes_tell_scripts_what_went_wrong() {
     client().await;
     let missing = unique("no-such-org");
     for command in [
-        vec!["members", "--org", &missing],
-        vec!["invitations", "--org", &missing],
-        vec!["access", "bob@example.com", "--org", &missing],
-        vec!["roles", "--org", &missing],
-        vec![
-            "invite",
-            "bob@example.com",
-            "--org",
-            &missing,
-            "--role",
-            "billing-admin",
-        ],
+        "members",
+        "invitations",
+        "access bob@example.com",
+        "roles",
+        "invite bob@example.com --role billing-admin",
     ] {
-        let run = expect(1, &command).await;
+        let run = expect(1, &format!("{command} --org {missing}")).await;
         let message = format!(
             "error: organization {missing} not found: list organizations with `kubectl get organizations.kube-org.io`"
         );
-        assert_eq!(run.stderr.trim(), message, "{command:?}");
+        assert_eq!(run.stderr.trim(), message, "{command}");
         assert!(run.stdout.is_empty());
     }
 
     let bad_scope = expect(
         2,
-        &[
-            "invite",
-            "bob@example.com",
-            "--org",
-            "acme",
-            "--role",
-            "viewer",
-            "--scope",
-            "prod",
-        ],
+        "invite bob@example.com --org acme --role viewer --scope prod",
     )
     .await;
     assert!(
@@ -616,9 +542,9 @@ async fn exit_codes_tell_scripts_what_went_wrong() {
         "{}",
         bad_scope.stderr
     );
-    let no_org = expect(2, &["members"]).await;
+    let no_org = expect(2, "members").await;
     assert!(no_org.stderr.contains("--org <ORG>"), "{}", no_org.stderr);
-    expect(2, &["invite", "bob@example.com", "--org", "acme"]).await;
-    expect(2, &["no-such-command"]).await;
-    expect(0, &["--help"]).await;
+    expect(2, "invite bob@example.com --org acme").await;
+    expect(2, "no-such-command").await;
+    expect(0, "--help").await;
 }

@@ -209,8 +209,9 @@ mod tests {
     use clap::CommandFactory;
     use clap::error::ErrorKind;
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("kubectl-org").chain(args.iter().copied()))
+    /// Parses `kubectl org LINE` (words split at white space).
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kubectl-org").chain(line.split_whitespace()))
     }
 
     #[test]
@@ -220,19 +221,7 @@ mod tests {
 
     #[test]
     fn invite_takes_several_emails_roles_and_scopes() {
-        let cli = parse(&[
-            "invite",
-            "a@example.com",
-            "b@example.com",
-            "--org",
-            "acme",
-            "--role",
-            "viewer",
-            "--scope",
-            "deployment/*",
-            "--ttl",
-            "24h",
-        ])
+        let cli = parse("invite a@example.com b@example.com --org acme --role viewer --scope deployment/* --ttl 24h")
         .expect("parses");
         let Command::Invite(args) = cli.command else {
             panic!("not invite")
@@ -245,40 +234,22 @@ mod tests {
 
     #[test]
     fn malformed_values_are_usage_errors() {
-        let bad_scope = parse(&[
-            "invite",
-            "a@example.com",
-            "--org",
-            "acme",
-            "--role",
-            "viewer",
-            "--scope",
-            "prod",
-        ])
-        .expect_err("a scope without a type");
+        let bad_scope = parse("invite a@example.com --org acme --role viewer --scope prod")
+            .expect_err("a scope without a type");
         assert_eq!(bad_scope.kind(), ErrorKind::ValueValidation);
         assert_eq!(bad_scope.exit_code(), 2);
-        let bad_ttl = parse(&[
-            "invite",
-            "a@example.com",
-            "--org",
-            "acme",
-            "--role",
-            "viewer",
-            "--ttl",
-            "soon",
-        ])
-        .expect_err("a ttl that is no duration");
+        let bad_ttl = parse("invite a@example.com --org acme --role viewer --ttl soon")
+            .expect_err("a ttl that is no duration");
         assert_eq!(bad_ttl.kind(), ErrorKind::ValueValidation);
-        let no_role = parse(&["invite", "a@example.com", "--org", "acme"]).expect_err("no role");
+        let no_role = parse("invite a@example.com --org acme").expect_err("no role");
         assert_eq!(no_role.kind(), ErrorKind::MissingRequiredArgument);
-        let bad_format = parse(&["roles", "-o", "xml"]).expect_err("no such format");
+        let bad_format = parse("roles -o xml").expect_err("no such format");
         assert_eq!(bad_format.kind(), ErrorKind::InvalidValue);
     }
 
     #[test]
     fn roles_need_no_organization() {
-        let cli = parse(&["roles", "-o", "json"]).expect("parses");
+        let cli = parse("roles -o json").expect("parses");
         let Command::Roles(args) = cli.command else {
             panic!("not roles")
         };

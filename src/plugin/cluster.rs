@@ -70,20 +70,23 @@ impl OrgContext {
 
     /// Every Invitation of the organization.
     pub async fn list_invitations(&self) -> Result<Vec<Invitation>, PluginError> {
-        self.invitations()
-            .list(&Default::default())
+        self.list(self.invitations(), "listing the invitations")
             .await
-            .map(|list| list.items)
-            .map_err(|e| self.error("listing the invitations", e))
     }
 
     /// Every Membership of the organization.
     pub async fn list_memberships(&self) -> Result<Vec<Membership>, PluginError> {
-        self.memberships()
-            .list(&Default::default())
-            .await
-            .map(|list| list.items)
-            .map_err(|e| self.error("listing the members", e))
+        self.list(self.memberships(), "listing the members").await
+    }
+
+    async fn list<K>(&self, api: Api<K>, action: &str) -> Result<Vec<K>, PluginError>
+    where
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        match api.list(&Default::default()).await {
+            Ok(list) => Ok(list.items),
+            Err(error) => Err(self.error(action, error)),
+        }
     }
 
     /// The Invitation named `target`, or the one for the email `target`.

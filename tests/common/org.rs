@@ -152,3 +152,24 @@ pub fn named(kind: &str, names: &[&str]) -> serde_json::Value {
 pub fn org_scope() -> serde_json::Value {
     serde_json::json!({"organization": {}})
 }
+
+/// An organization with one deployment where bob, a member, holds `role` in the scope
+/// `scope(resource)` with `access`; returns both.
+pub async fn org_where_bob_has(
+    role: &str,
+    scope: impl FnOnce(&str) -> serde_json::Value,
+    access: &str,
+) -> (TestOrg, String) {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let res = org.resource("deployment").await;
+    org.member("bob@example.com").await;
+    org.bind(
+        &format!("bob-{role}"),
+        "bob@example.com",
+        role,
+        scope(&res),
+        access,
+    )
+    .await;
+    (org, res)
+}

@@ -19,16 +19,29 @@ struct Run {
     stderr: String,
 }
 
-/// Runs `kubectl-org ARGS` with the harness's environment, minus the plugin's own
-/// variables (so a developer's shell cannot change what is tested).
-async fn kubectl_org(args: &[&str]) -> Run {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-org"))
+/// Runs `kubectl-org ARGS` with `stdin` as standard input and the harness's
+/// environment, minus the plugin's own variables (so a developer's shell cannot change
+/// what is tested).
+async fn kubectl_org(args: &[&str], stdin: &str) -> Run {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-org"))
         .args(args)
         .env_remove("KUBE_ORG_ORGANIZATION")
         .env_remove("KUBE_ORG_ACCEPT_URL")
-        .output()
-        .await
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("running kubectl-org");
+    let mut input = child.stdin.take().expect("a pipe");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("writing stdin");
+    drop(input);
+    let output = child
+        .wait_with_output()
+        .await
+        .expect("kubectl-org's output");
     Run {
         code: output.status.code().expect("kubectl-org exited"),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -38,8 +51,13 @@ async fn kubectl_org(args: &[&str]) -> Run {
 
 /// Runs `kubectl org LINE` (words split at white space), expects exit code `code`.
 async fn expect(code: i32, line: &str) -> Run {
+    expect_fed(code, line, "").await
+}
+
+/// [`expect`] with `stdin` as standard input.
+async fn expect_fed(code: i32, line: &str, stdin: &str) -> Run {
     let args: Vec<&str> = line.split_whitespace().collect();
-    let run = kubectl_org(&args).await;
+    let run = kubectl_org(&args, stdin).await;
     assert_eq!(
         run.code, code,
         "kubectl org {line} exited {}\nstdout:\n{}\nstderr:\n{}",
@@ -429,7 +447,8 @@ async fn fake_endpoint(
 
 #[tokio::test]
 async fn accept_posts_the_token_and_explains_every_failure() {
-    // The link from the email carries the endpoint and the token.
+    // The link from the email carries the endpoint and the token; `-` reads it from
+    // standard input.
     let (base, served) = fake_endpoint(
         "200 OK",
         "application/json",
@@ -437,7 +456,7 @@ async fn accept_posts_the_token_and_explains_every_failure() {
     )
     .await;
     let link = format!("{base}/invitations/accept?token=t0k3n");
-    let ok = expect(0, &format!("accept {link}")).await;
+    let ok = expect_fed(0, "accept -", &format!("{link}\n")).await;
     assert_eq!(ok.stdout, "Welcome to acme: you are a member now.\n");
     let request = served.await.expect("the server");
     assert!(

@@ -348,15 +348,7 @@ pub fn cluster_roles() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn is_dns_label(s: &str) -> bool {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-')
-    }
+    use crate::api::fields::is_dns_label;
 
     #[test]
     fn names_are_dns_labels() {

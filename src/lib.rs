@@ -9,4 +9,5 @@ pub mod crdgen;
 pub mod invitations;
 pub mod leader;
 pub mod metrics;
+pub mod plugin;
 pub mod run;

@@ -5,179 +5,19 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Can, can, client, eventually, eventually_can, operator, unique};
+use common::org::{REACT, TestOrg, all, named, org_scope, org_where_bob_has};
+use common::{Can, can, client, eventually, eventually_can, unique};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding as NativeRoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use kube_org::api::{Membership, Organization, RoleBinding};
-
-/// How long the operator may take to react to a change in these tests. Reaction time
-/// itself is measured by `make bench-access`; this only bounds a hung test.
-const REACT: Duration = Duration::from_secs(10);
-
-/// A test organization with a unique name, deleted when the test ends well.
-struct TestOrg {
-    client: Client,
-    name: String,
-    home: String,
-}
-
-impl TestOrg {
-    async fn new(owners: &[&str]) -> TestOrg {
-        Self::with_spec(owners, serde_json::json!({})).await
-    }
-
-    /// An organization with extra spec fields (merged over owners and resource types).
-    async fn with_spec(owners: &[&str], extra: serde_json::Value) -> TestOrg {
-        let client = client().await;
-        operator().await;
-        let name = unique("org");
-        let mut spec =
-            serde_json::json!({"owners": owners, "resourceTypes": ["deployment", "elasticsearch"]});
-        for (key, value) in extra.as_object().expect("an object") {
-            spec[key] = value.clone();
-        }
-        let org: Organization = serde_json::from_value(serde_json::json!({
-            "apiVersion": "kube-org.io/v1alpha1", "kind": "Organization",
-            "metadata": {"name": name}, "spec": spec,
-        }))
-        .expect("organization");
-        Api::<Organization>::all(client.clone())
-            .create(&PostParams::default(), &org)
-            .await
-            .expect("creating the organization");
-        let home = format!("org-{name}");
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        eventually("the home namespace", REACT, || async {
-            namespaces.get_opt(&home).await.ok().flatten()
-        })
-        .await;
-        TestOrg { client, name, home }
-    }
-
-    /// A namespace labelled into the organization as a resource of `kind`.
-    async fn resource(&self, kind: &str) -> String {
-        let name = unique(kind);
-        self.label_resource(&name, kind).await;
-        name
-    }
-
-    async fn label_resource(&self, name: &str, kind: &str) {
-        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {
-            "name": name,
-            "labels": {"kube-org.io/organization": self.name, "kube-org.io/resource-type": kind},
-        }}))
-        .expect("namespace");
-        Api::<Namespace>::all(self.client.clone())
-            .patch(
-                name,
-                &PatchParams::apply("kube-org-tests").force(),
-                &Patch::Apply(&ns),
-            )
-            .await
-            .expect("labelling a resource namespace");
-    }
-
-    async fn member(&self, email: &str) {
-        let m: Membership = serde_json::from_value(serde_json::json!({
-            "apiVersion": "kube-org.io/v1alpha1", "kind": "Membership",
-            "metadata": {"name": email.replace(['@', '.'], "-"), "namespace": self.home},
-            "spec": {"email": email},
-        }))
-        .expect("membership");
-        self.memberships()
-            .create(&PostParams::default(), &m)
-            .await
-            .expect("creating a membership");
-    }
-
-    async fn bind(
-        &self,
-        name: &str,
-        member: &str,
-        role: &str,
-        scope: serde_json::Value,
-        access: &str,
-    ) {
-        let b: RoleBinding = serde_json::from_value(serde_json::json!({
-            "apiVersion": "kube-org.io/v1alpha1", "kind": "RoleBinding",
-            "metadata": {"name": name, "namespace": self.home},
-            "spec": {"member": member, "role": role, "scope": scope, "access": access},
-        }))
-        .expect("rolebinding");
-        self.bindings()
-            .create(&PostParams::default(), &b)
-            .await
-            .expect("creating a rolebinding");
-    }
-
-    /// "May the user read this Organization object?"
-    fn get_org(&self) -> Can<'_> {
-        Can {
-            name: Some(&self.name),
-            ..Can::new("get", "organizations.kube-org.io", None)
-        }
-    }
-
-    /// "May the user `verb` these kube-org objects in the home namespace?"
-    fn in_home<'a>(&'a self, verb: &'a str, resource: &'a str) -> Can<'a> {
-        Can::new(verb, resource, Some(&self.home))
-    }
-
-    fn memberships(&self) -> Api<Membership> {
-        Api::namespaced(self.client.clone(), &self.home)
-    }
-
-    fn bindings(&self) -> Api<RoleBinding> {
-        Api::namespaced(self.client.clone(), &self.home)
-    }
-
-    async fn delete(self) {
-        let _ = Api::<Organization>::all(self.client.clone())
-            .delete(&self.name, &DeleteParams::default())
-            .await;
-    }
-}
-
-/// An organization with one deployment where bob, a member, holds `role` in the scope
-/// `scope(resource)` with `access`; returns both.
-async fn org_where_bob_has(
-    role: &str,
-    scope: impl FnOnce(&str) -> serde_json::Value,
-    access: &str,
-) -> (TestOrg, String) {
-    let org = TestOrg::new(&["alice@example.com"]).await;
-    let res = org.resource("deployment").await;
-    org.member("bob@example.com").await;
-    org.bind(
-        &format!("bob-{role}"),
-        "bob@example.com",
-        role,
-        scope(&res),
-        access,
-    )
-    .await;
-    (org, res)
-}
+use kube_org::api::Organization;
 
 /// An organization where bob views every deployment; returns it and one resource.
 async fn bob_views_all() -> (TestOrg, String) {
     let (org, res) = org_where_bob_has("viewer", |_| all("deployment"), "full").await;
     assert_level(&org.client, "bob@example.com", &res, "viewer").await;
     (org, res)
-}
-
-fn all(kind: &str) -> serde_json::Value {
-    serde_json::json!({"resourceType": kind, "all": true})
-}
-
-fn named(kind: &str, names: &[&str]) -> serde_json::Value {
-    serde_json::json!({"resourceType": kind, "resources": names})
-}
-
-fn org_scope() -> serde_json::Value {
-    serde_json::json!({"organization": {}})
 }
 
 /// What admin, editor and viewer may do in a namespace, as three questions.

@@ -142,6 +142,16 @@ impl JsonSchema for GoDuration {
     }
 }
 
+/// Whether `s` is a lower-case DNS label (RFC 1123): what [`dns_label_schema`] admits.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 /// Schema for a Kubernetes object name that is also a DNS label (namespaces, roles).
 pub fn dns_label_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
@@ -165,6 +175,15 @@ mod tests {
             "jane@example.com"
         );
         assert_eq!(Email::from("Jane@Example.COM").domain(), "example.com");
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("deployment"));
+        assert!(is_dns_label("tier-1-analyst"));
+        for bad in ["", "-a", "a-", "A", "a.b", "a_b", &"x".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod org;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -269,11 +271,15 @@ impl Operator {
     }
 }
 
-/// The operator shared by every test of one test binary, started on first use.
+/// The operator shared by every test of one test binary, started on first use, after
+/// the CRDs are installed (its watches would otherwise start in back-off).
 pub async fn operator() -> &'static Operator {
     static OPERATOR: OnceCell<Operator> = OnceCell::const_new();
     OPERATOR
-        .get_or_init(|| async { Operator::start(&[]).await })
+        .get_or_init(|| async {
+            client().await;
+            Operator::start(&[]).await
+        })
         .await
 }
 

@@ -1,0 +1,258 @@
+//! The command line of `kubectl org` (clap derive). Values whose shape alone is wrong
+//! (`--scope`, `--ttl`, `-o`) are refused here, by clap, with exit code 2.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::output::Format;
+use super::scope::parse_scope;
+use crate::api::{Access, GoDuration, Scope};
+
+/// What `--help` says about exit codes; the README repeats it.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the cluster refused or failed, or the input names something that does not exist
+     (an organization, invitation, member or role); for invite: any email failed
+  2  usage: an unknown flag, a missing argument or a malformed value";
+
+/// Organizations, members, invitations and roles of kube-org, from kubectl.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-org",
+    bin_name = "kubectl org",
+    version,
+    about = "Organizations, members, invitations and roles of kube-org",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which cluster to talk to.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Cluster options")]
+pub struct KubeArgs {
+    /// The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context (default: the current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Invite people by email: one Invitation each, with the roles to grant on accepting.
+    #[command(after_help = INVITE_HELP)]
+    Invite(InviteArgs),
+    /// Send an invitation again: a new link and a new expiry (the old link stops working).
+    Resend(TargetArgs),
+    /// Cancel an invitation: delete it, so its link stops working at once.
+    Cancel(TargetArgs),
+    /// List the members: email, where they came from, roles with scopes, Ready.
+    Members(ListArgs),
+    /// List the invitations: email, roles, phase, expiry, delivery.
+    Invitations(ListArgs),
+    /// List the roles: the built-in catalog, and with --org the organization's own.
+    Roles(RolesArgs),
+    /// Show where a member can go: each resource namespace and the ClusterRoles held there.
+    Access(AccessArgs),
+    /// Accept an invitation with the token (or the whole link) from the email.
+    Accept(AcceptArgs),
+}
+
+const INVITE_HELP: &str = "\
+Scopes: `organization`, `TYPE/*` (every resource of the type, including later ones) or
+`TYPE/name1,name2` (named resources). Give --scope and --access once for every role, or
+once per --role in the same order; without --scope an organization-level role applies to
+the organization.
+
+Examples:
+  kubectl org invite bob@example.com carol@example.com --org acme --role viewer --scope 'deployment/*'
+  kubectl org invite dave@example.com --org acme --role admin --scope deployment/prod,staging --ttl 24h
+  kubectl org invite erin@example.com --org acme --role billing-admin";
+
+/// The organization a command works on.
+#[derive(Debug, Clone, Args)]
+pub struct OrgArg {
+    /// The organization (its home namespace holds the kube-org objects).
+    #[arg(long, env = "KUBE_ORG_ORGANIZATION", value_name = "ORG")]
+    pub org: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InviteArgs {
+    /// The invitees' email addresses.
+    #[arg(required = true, value_name = "EMAIL")]
+    pub emails: Vec<String>,
+
+    #[command(flatten)]
+    pub org: OrgArg,
+
+    /// A role to offer (see `kubectl org roles`); repeat for several.
+    #[arg(long = "role", required = true, value_name = "ROLE")]
+    pub roles: Vec<String>,
+
+    /// Where the role applies: organization, TYPE/* or TYPE/name1,name2.
+    #[arg(long = "scope", value_name = "SCOPE", value_parser = parse_scope)]
+    pub scopes: Vec<Scope>,
+
+    /// full (default): the role inside each resource; console: sees the organization
+    /// and its resources only.
+    #[arg(long = "access", value_name = "ACCESS", value_enum)]
+    pub access: Vec<AccessArg>,
+
+    /// How long the link stays valid, e.g. 24h (default: the organization's, 72h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub ttl: Option<GoDuration>,
+}
+
+/// `--access` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessArg {
+    Full,
+    Console,
+}
+
+impl From<AccessArg> for Access {
+    fn from(value: AccessArg) -> Self {
+        match value {
+            AccessArg::Full => Access::Full,
+            AccessArg::Console => Access::Console,
+        }
+    }
+}
+
+/// An invitation named by its object name or by the invitee's email.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// The Invitation's name, or the invitee's email.
+    #[arg(value_name = "NAME|EMAIL")]
+    pub target: String,
+
+    #[command(flatten)]
+    pub org: OrgArg,
+}
+
+/// A listing of one organization.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub org: OrgArg,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RolesArgs {
+    /// Also show this organization's custom roles and overrides, and only the roles its
+    /// resource types can use.
+    #[arg(long, env = "KUBE_ORG_ORGANIZATION", value_name = "ORG")]
+    pub org: Option<String>,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AccessArgs {
+    /// The member's email.
+    #[arg(value_name = "EMAIL")]
+    pub email: String,
+
+    #[command(flatten)]
+    pub org: OrgArg,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// `-o yaml|json`; a table without it.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArg {
+    /// Print YAML or JSON instead of a table.
+    #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT")]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AcceptArgs {
+    /// The token from the invitation email, the whole link, or `-` to read either from
+    /// standard input (keeps it out of the shell history).
+    #[arg(value_name = "TOKEN")]
+    pub token: String,
+
+    /// The accept endpoint's base URL, e.g. https://org.example.com (default: the host of
+    /// a link given as TOKEN).
+    #[arg(long, env = "KUBE_ORG_ACCEPT_URL", value_name = "URL")]
+    pub url: Option<String>,
+}
+
+/// `--ttl`: a positive Go duration.
+fn parse_ttl(value: &str) -> Result<GoDuration, String> {
+    let ttl = GoDuration::from(value);
+    ttl.to_std().map_err(|e| e.to_string())?;
+    Ok(ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    /// Parses `kubectl org LINE` (words split at white space).
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kubectl-org").chain(line.split_whitespace()))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn invite_takes_several_emails_roles_and_scopes() {
+        let cli = parse("invite a@example.com b@example.com --org acme --role viewer --scope deployment/* --ttl 24h")
+        .expect("parses");
+        let Command::Invite(args) = cli.command else {
+            panic!("not invite")
+        };
+        assert_eq!(args.emails, ["a@example.com", "b@example.com"]);
+        assert_eq!(args.org.org, "acme");
+        assert_eq!(args.scopes, [Scope::all_of("deployment")]);
+        assert_eq!(args.ttl, Some(GoDuration::from("24h")));
+    }
+
+    #[test]
+    fn malformed_values_are_usage_errors() {
+        let bad_scope = parse("invite a@example.com --org acme --role viewer --scope prod")
+            .expect_err("a scope without a type");
+        assert_eq!(bad_scope.kind(), ErrorKind::ValueValidation);
+        assert_eq!(bad_scope.exit_code(), 2);
+        let bad_ttl = parse("invite a@example.com --org acme --role viewer --ttl soon")
+            .expect_err("a ttl that is no duration");
+        assert_eq!(bad_ttl.kind(), ErrorKind::ValueValidation);
+        let no_role = parse("invite a@example.com --org acme").expect_err("no role");
+        assert_eq!(no_role.kind(), ErrorKind::MissingRequiredArgument);
+        let bad_format = parse("roles -o xml").expect_err("no such format");
+        assert_eq!(bad_format.kind(), ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn roles_need_no_organization() {
+        let cli = parse("roles -o json").expect("parses");
+        let Command::Roles(args) = cli.command else {
+            panic!("not roles")
+        };
+        assert_eq!(args.output.format, Some(Format::Json));
+    }
+}

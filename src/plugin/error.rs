@@ -1,0 +1,214 @@
+//! The plugin's errors: each says what went wrong and what to do, and maps to the exit
+//! code scripts rely on ([`PluginError::exit_code`]).
+
+use std::error::Error as StdError;
+
+use crate::access::roles::RoleProblem;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the cluster refused or failed, or the input names something that does not
+/// exist (an organization, an invitation, a member, a role).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: the command line itself is wrong (clap uses the same code for its errors).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Everything a plugin command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The command line is wrong in a way clap cannot see on its own.
+    #[error("{0}")]
+    Usage(String),
+
+    #[error(
+        "cannot load the Kubernetes configuration: {0}: set KUBECONFIG, or pass --kubeconfig or --context"
+    )]
+    KubeConfig(String),
+
+    #[error(
+        "organization {0} not found: list organizations with `kubectl get organizations.kube-org.io`"
+    )]
+    OrganizationNotFound(String),
+
+    #[error("{action}: {}", describe_kube_error(.error))]
+    Kube {
+        /// What the plugin was doing, e.g. "listing the invitations of acme".
+        action: String,
+        error: kube::Error,
+    },
+
+    #[error("{0}; list the roles with `kubectl org roles --org {1}`")]
+    Role(RoleProblem, String),
+
+    #[error(
+        "{email} is already invited (invitation {name}, {phase}): send a new link with `kubectl org resend {email} --org {org}`, or remove it with `kubectl org cancel {name} --org {org}`"
+    )]
+    AlreadyInvited {
+        email: String,
+        name: String,
+        phase: String,
+        org: String,
+    },
+
+    #[error(
+        "no invitation {target} in organization {org}: list them with `kubectl org invitations --org {org}`"
+    )]
+    InvitationNotFound { target: String, org: String },
+
+    #[error(
+        "{email} has several invitations in organization {org} ({names}): name one of them instead of the email"
+    )]
+    AmbiguousInvitation {
+        email: String,
+        org: String,
+        names: String,
+    },
+
+    #[error(
+        "invitation {name} for {email} was accepted already: there is nothing to resend; {email} is a member"
+    )]
+    AlreadyAccepted { name: String, email: String },
+
+    #[error(
+        "no Membership for {email} in organization {org}: list members with `kubectl org members --org {org}`"
+    )]
+    MemberNotFound { email: String, org: String },
+
+    #[error("{failed} of {total} invitations were not created (see the errors above)")]
+    SomeInvitationsFailed { failed: usize, total: usize },
+
+    #[error(
+        "could not reach the accept endpoint {url}: {reason}: check --url or KUBE_ORG_ACCEPT_URL (the base URL the invitation emails link to)"
+    )]
+    AcceptUnreachable { url: String, reason: String },
+
+    #[error(
+        "{url} answered {status}: it does not look like kube-org's accept endpoint; check --url or KUBE_ORG_ACCEPT_URL (the base URL the invitation emails link to, e.g. https://org.example.com)"
+    )]
+    AcceptNotAnEndpoint { url: String, status: u16 },
+
+    #[error("the invitation was not accepted ({status}): {message}")]
+    AcceptRefused { status: u16, message: String },
+
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
+
+    #[error("rendering the output: {0}")]
+    Render(String),
+}
+
+impl PluginError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PluginError::Usage(_) => EXIT_USAGE,
+            _ => EXIT_ERROR,
+        }
+    }
+
+    /// A [`PluginError::Kube`] for `action`.
+    pub fn kube(action: impl Into<String>, error: kube::Error) -> Self {
+        PluginError::Kube {
+            action: action.into(),
+            error,
+        }
+    }
+}
+
+/// What a person needs from a Kubernetes client error: the API server's own message, with
+/// a hint for the usual causes; or the whole chain of a transport error.
+pub fn describe_kube_error(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            let hint = match status.code {
+                401 => ": log in again (the credentials in the kubeconfig were refused)",
+                403 => ": ask an owner of the organization or a cluster admin for access",
+                404 if status.details.as_ref().is_none_or(|d| d.name.is_empty()) => {
+                    ": are kube-org's CRDs installed? `kubectl apply --server-side -f crds/`"
+                }
+                _ => "",
+            };
+            format!("{}{hint}", status.message)
+        }
+        other => format!(
+            "cannot reach the Kubernetes API server ({}): check KUBECONFIG or --context",
+            chain(other)
+        ),
+    }
+}
+
+/// An error and its sources, joined by ": ".
+pub fn chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn api_error(code: u16, message: &str, name: Option<&str>) -> kube::Error {
+        let mut status = Status::failure(message, "NotFound").with_code(code);
+        if let Some(name) = name {
+            let details = serde_json::json!({ "name": name });
+            status = status.with_details(serde_json::from_value(details).expect("details"));
+        }
+        kube::Error::Api(status.boxed())
+    }
+
+    #[test]
+    fn usage_errors_exit_2_and_the_others_1() {
+        assert_eq!(PluginError::Usage("x".into()).exit_code(), EXIT_USAGE);
+        assert_eq!(
+            PluginError::OrganizationNotFound("acme".into()).exit_code(),
+            EXIT_ERROR
+        );
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let error = PluginError::OrganizationNotFound("acme".into());
+        assert_eq!(
+            error.to_string(),
+            "organization acme not found: list organizations with `kubectl get organizations.kube-org.io`"
+        );
+        let forbidden = PluginError::kube(
+            "listing the invitations of acme",
+            api_error(403, "invitations are forbidden", None),
+        );
+        assert!(
+            forbidden
+                .to_string()
+                .starts_with("listing the invitations of acme: invitations are forbidden: ask"),
+            "{forbidden}"
+        );
+    }
+
+    #[test]
+    fn a_missing_kind_suggests_installing_the_crds() {
+        let missing_kind = api_error(
+            404,
+            "the server could not find the requested resource",
+            None,
+        );
+        assert!(describe_kube_error(&missing_kind).contains("crds/"));
+        let missing_object = api_error(404, "\"x\" not found", Some("x"));
+        assert_eq!(describe_kube_error(&missing_object), "\"x\" not found");
+    }
+
+    #[test]
+    fn chains_skip_repeated_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(chain(&io), "refused");
+    }
+}

@@ -1,0 +1,569 @@
+//! The `kubectl org` plugin, run as a process against the real control plane with the
+//! harness's KUBECONFIG: every command, its output and its exit code.
+
+mod common;
+
+use common::org::{REACT, TestOrg, all, org_where_bob_has};
+use common::{client, eventually, free_port, operator, unique};
+use kube::Api;
+use kube::api::ListParams;
+use kube_org::api::{Access, GoDuration, Invitation, RoleAssignment, Scope};
+use kube_org::plugin::invite::invitation_name;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What one run of the plugin did.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `kubectl-org ARGS` with `stdin` as standard input and the harness's
+/// environment, minus the plugin's own variables (so a developer's shell cannot change
+/// what is tested).
+async fn kubectl_org(args: &[&str], stdin: &str) -> Run {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-org"))
+        .args(args)
+        .env_remove("KUBE_ORG_ORGANIZATION")
+        .env_remove("KUBE_ORG_ACCEPT_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running kubectl-org");
+    let mut input = child.stdin.take().expect("a pipe");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("writing stdin");
+    drop(input);
+    let output = child
+        .wait_with_output()
+        .await
+        .expect("kubectl-org's output");
+    Run {
+        code: output.status.code().expect("kubectl-org exited"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `kubectl org LINE` (words split at white space), expects exit code `code`.
+async fn expect(code: i32, line: &str) -> Run {
+    expect_fed(code, line, "").await
+}
+
+/// [`expect`] with `stdin` as standard input.
+async fn expect_fed(code: i32, line: &str, stdin: &str) -> Run {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let run = kubectl_org(&args, stdin).await;
+    assert_eq!(
+        run.code, code,
+        "kubectl org {line} exited {}\nstdout:\n{}\nstderr:\n{}",
+        run.code, run.stdout, run.stderr
+    );
+    run
+}
+
+/// Runs `kubectl org LINE -o json`, expects success, parses standard output.
+async fn json(line: &str) -> Value {
+    let run = expect(0, &format!("{line} -o json")).await;
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+}
+
+async fn invitations(org: &TestOrg) -> Vec<Invitation> {
+    let api: Api<Invitation> = Api::namespaced(org.client.clone(), &org.home);
+    let mut items = api
+        .list(&ListParams::default())
+        .await
+        .expect("invitations")
+        .items;
+    items.sort_by(|a, b| a.spec.email.cmp(&b.spec.email));
+    items
+}
+
+#[tokio::test]
+async fn invite_creates_one_invitation_per_email_with_the_roles_asked_for() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let run = expect(0, &format!("invite bob@example.com Carol@Example.com --org {} --role viewer --scope deployment/* --role developer --scope elasticsearch/search-a,search-b --access full --access console --ttl 24h", org.name))
+    .await;
+    for email in ["bob@example.com", "carol@example.com"] {
+        let line = format!(
+            "invitation.kube-org.io/{} created for {email}",
+            invitation_name(email)
+        );
+        assert!(run.stdout.contains(&line), "{line} in:\n{}", run.stdout);
+    }
+
+    let created = invitations(&org).await;
+    let emails: Vec<&str> = created.iter().map(|i| i.spec.email.0.as_str()).collect();
+    assert_eq!(emails, ["bob@example.com", "carol@example.com"]);
+    for invitation in &created {
+        assert_eq!(
+            invitation.metadata.name,
+            Some(invitation_name(&invitation.spec.email.0))
+        );
+        assert_eq!(invitation.spec.ttl, Some(GoDuration::from("24h")));
+        assert_eq!(
+            invitation.spec.roles,
+            [
+                RoleAssignment {
+                    role: "viewer".into(),
+                    scope: Scope::all_of("deployment"),
+                    access: Access::Full,
+                },
+                RoleAssignment {
+                    role: "developer".into(),
+                    scope: Scope::named("elasticsearch", &["search-a", "search-b"]),
+                    access: Access::Console,
+                },
+            ]
+        );
+    }
+
+    // An email already invited fails alone; the others are still invited; exit 1.
+    let again = expect(
+        1,
+        &format!(
+            "invite BOB@example.com dave@example.com --org {} --role billing-admin",
+            org.name
+        ),
+    )
+    .await;
+    assert!(
+        again.stderr.contains("bob@example.com is already invited")
+            && again.stderr.contains("kubectl org resend bob@example.com"),
+        "{}",
+        again.stderr
+    );
+    assert!(again.stderr.contains("1 of 2 invitations were not created"));
+    assert!(
+        again.stdout.contains("created for dave@example.com"),
+        "{}",
+        again.stdout
+    );
+    let dave = invitations(&org).await.pop().expect("dave's invitation");
+    assert_eq!(dave.spec.email.0, "dave@example.com");
+    assert_eq!(dave.spec.roles[0].scope, Scope::organization());
+
+    // A role the organization does not have creates nothing.
+    let unknown = expect(
+        1,
+        &format!(
+            "invite erin@example.com --org {} --role no-such-role --scope deployment/*",
+            org.name
+        ),
+    )
+    .await;
+    let hint = format!("kubectl org roles --org {}", org.name);
+    assert!(unknown.stderr.contains(&hint), "{}", unknown.stderr);
+    assert_eq!(invitations(&org).await.len(), 3);
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn invitations_lists_them_as_a_table_yaml_and_json() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    expect(0, &format!("invite bob@example.com carol@example.com --org {} --role viewer --scope deployment/prod", org.name))
+    .await;
+    let table = expect(0, &format!("invitations --org {}", org.name))
+        .await
+        .stdout;
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "EMAIL", "ROLES", "PHASE", "EXPIRES", "DELIVERED"]
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(
+        rows[0].starts_with(&invitation_name("bob@example.com")),
+        "{table}"
+    );
+    let bob: Vec<&str> = rows[0].split_whitespace().take(5).collect();
+    assert_eq!(
+        bob[1..],
+        ["bob@example.com", "viewer", "on", "deployment/prod"],
+        "{table}"
+    );
+    assert!(rows[1].contains("carol@example.com"), "{table}");
+
+    let listed = json(&format!("invitations --org {}", org.name)).await;
+    let emails: Vec<&str> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|i| i["email"].as_str().expect("an email"))
+        .collect();
+    assert_eq!(emails, ["bob@example.com", "carol@example.com"]);
+    assert_eq!(listed[0]["roles"][0]["scope"], "deployment/prod");
+    assert_eq!(listed[0]["resend"], 0);
+
+    let yaml = expect(0, &format!("invitations --org {} -o yaml", org.name))
+        .await
+        .stdout;
+    let parsed: Value = serde_yaml::from_str(&yaml).expect("YAML");
+    assert_eq!(parsed, listed);
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn resend_raises_the_counter_and_cancel_deletes() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let api: Api<Invitation> = Api::namespaced(org.client.clone(), &org.home);
+    let name = invitation_name("bob@example.com");
+    expect(
+        0,
+        &format!(
+            "invite bob@example.com --org {} --role viewer --scope deployment/*",
+            org.name
+        ),
+    )
+    .await;
+
+    let by_email = expect(0, &format!("resend Bob@Example.com --org {}", org.name)).await;
+    assert!(
+        by_email
+            .stdout
+            .contains(&format!("invitation.kube-org.io/{name} resend raised to 1")),
+        "{}",
+        by_email.stdout
+    );
+    assert_eq!(api.get(&name).await.expect("the invitation").spec.resend, 1);
+    expect(0, &format!("resend {name} --org {}", org.name)).await;
+    assert_eq!(api.get(&name).await.expect("the invitation").spec.resend, 2);
+
+    let cancel = expect(0, &format!("cancel bob@example.com --org {}", org.name)).await;
+    assert!(
+        cancel
+            .stdout
+            .contains(&format!("invitation.kube-org.io/{name} deleted")),
+        "{}",
+        cancel.stdout
+    );
+    eventually("the invitation gone", REACT, || async {
+        api.get_opt(&name)
+            .await
+            .expect("reading")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    for command in ["cancel", "resend"] {
+        let missing = expect(1, &format!("{command} bob@example.com --org {}", org.name)).await;
+        let message = format!("no invitation bob@example.com in organization {}", org.name);
+        assert!(missing.stderr.contains(&message), "{}", missing.stderr);
+    }
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn members_and_access_show_roles_scopes_and_namespaces() {
+    // bob views every deployment, through the binding bob-viewer.
+    let (org, res) = org_where_bob_has("viewer", |_| all("deployment"), "full").await;
+
+    let members = eventually(
+        "bob Ready with his role in `members -o json`",
+        REACT,
+        || async {
+            let members = json(&format!("members --org {}", org.name)).await;
+            let bob = members
+                .as_array()?
+                .iter()
+                .find(|m| m["email"] == "bob@example.com")?;
+            let has_role = bob["roles"].as_array()?.iter().any(|r| {
+                r["role"] == "viewer"
+                    && r["scope"] == "deployment/*"
+                    && r["binding"] == "bob-viewer"
+            });
+            (has_role && bob["ready"] == "True").then_some(members)
+        },
+    )
+    .await;
+    let alice = members
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["email"] == "alice@example.com"))
+        .expect("alice, the owner");
+    assert_eq!(alice["roles"][0]["role"], "organization-owner");
+
+    let table = expect(0, &format!("members --org {}", org.name))
+        .await
+        .stdout;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .expect("a header")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["EMAIL", "SOURCE", "ROLES", "READY"]);
+    let bob = table
+        .lines()
+        .find(|l| l.starts_with("bob@example.com"))
+        .expect("bob's row");
+    assert!(bob.contains("viewer on deployment/*"), "{table}");
+    assert!(bob.ends_with("True"), "{table}");
+
+    let access = eventually("bob's access in `access -o json`", REACT, || async {
+        let access = json(&format!("access bob@example.com --org {}", org.name)).await;
+        let entries = access["access"].as_array()?;
+        entries
+            .iter()
+            .any(|a| a["namespace"] == res.as_str())
+            .then_some(access)
+    })
+    .await;
+    assert_eq!(access["email"], "bob@example.com");
+    assert_eq!(
+        access["access"],
+        serde_json::json!([{"namespace": res, "clusterRoles": ["view"]}])
+    );
+    let table = expect(0, &format!("access bob@example.com --org {}", org.name))
+        .await
+        .stdout;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["NAMESPACE", "CLUSTERROLES"],
+            vec![res.as_str(), "view"]
+        ]
+    );
+
+    let nobody = expect(1, &format!("access carol@example.com --org {}", org.name)).await;
+    let message = format!(
+        "no Membership for carol@example.com in organization {}",
+        org.name
+    );
+    assert!(nobody.stderr.contains(&message), "{}", nobody.stderr);
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn roles_lists_the_catalog_and_an_organizations_own_roles() {
+    let catalog = expect(0, "roles").await.stdout;
+    let analyst: Vec<&str> = catalog
+        .lines()
+        .find(|l| l.starts_with("tier-1-analyst "))
+        .expect("a security role")
+        .split_whitespace()
+        .take(5)
+        .collect();
+    assert_eq!(
+        analyst,
+        ["tier-1-analyst", "resource", "security", "view", "builtin"]
+    );
+    let all_roles = json("roles").await;
+    assert!(all_roles.as_array().expect("an array").iter().any(
+        |r| r["name"] == "soc-manager" && r["resourceTypes"] == serde_json::json!(["security"])
+    ));
+
+    let org = TestOrg::with_spec(
+        &["alice@example.com"],
+        serde_json::json!({"roles": [
+            {"name": "auditor", "clusterRole": "view", "description": "Reads everything, changes nothing."},
+            {"name": "viewer", "resourceTypes": ["deployment"], "clusterRole": "edit"},
+        ]}),
+    )
+    .await;
+    let own = json(&format!("roles --org {}", org.name)).await;
+    let find = |name: &str, source: &str| {
+        own.as_array()
+            .expect("an array")
+            .iter()
+            .find(|r| r["name"] == name && r["source"] == source)
+            .cloned()
+    };
+    let auditor = find("auditor", "custom").expect("the custom role");
+    assert_eq!(auditor["clusterRole"], "view");
+    assert_eq!(auditor["description"], "Reads everything, changes nothing.");
+    assert_eq!(
+        find("viewer", "override").expect("the override")["clusterRole"],
+        "edit"
+    );
+    assert!(find("viewer", "overridden").is_some(), "{own:#}");
+    assert!(
+        find("tier-1-analyst", "builtin").is_none(),
+        "security is not one of its types"
+    );
+    let table = expect(0, &format!("roles --org {}", org.name)).await.stdout;
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("auditor ") && l.contains("custom")),
+        "{table}"
+    );
+    org.delete().await;
+}
+
+/// A one-shot HTTP server on 127.0.0.1: answers the first request with `status`, a
+/// content type and `body`; yields the request it received.
+async fn fake_endpoint(
+    status: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+) -> (String, tokio::task::JoinHandle<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    let served = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("a connection");
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let read = stream.read(&mut buffer).await.expect("reading the request");
+            request.extend_from_slice(&buffer[..read]);
+            let text = String::from_utf8_lossy(&request).to_lowercase();
+            let Some((head, rest)) = text.split_once("\r\n\r\n") else {
+                assert!(read > 0, "the connection closed mid-request");
+                continue;
+            };
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().expect("a length"));
+            if rest.len() >= length || read == 0 {
+                break;
+            }
+        }
+        let response = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream
+            .write_all(response.as_bytes())
+            .await
+            .expect("answering");
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    (base, served)
+}
+
+#[tokio::test]
+async fn accept_posts_the_token_and_explains_every_failure() {
+    // The link from the email carries the endpoint and the token; `-` reads it from
+    // standard input.
+    let (base, served) = fake_endpoint(
+        "200 OK",
+        "application/json",
+        r#"{"status":"accepted","message":"Welcome to acme: you are a member now."}"#,
+    )
+    .await;
+    let link = format!("{base}/invitations/accept?token=t0k3n");
+    let ok = expect_fed(0, "accept -", &format!("{link}\n")).await;
+    assert_eq!(ok.stdout, "Welcome to acme: you are a member now.\n");
+    let request = served.await.expect("the server");
+    assert!(
+        request.starts_with("POST /invitations/accept HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(
+        request
+            .to_lowercase()
+            .contains("content-type: application/json"),
+        "{request}"
+    );
+    assert!(request.ends_with(r#"{"token":"t0k3n"}"#), "{request}");
+
+    // kube-org's answer to an unknown, used or expired token.
+    let (base, _served) = fake_endpoint(
+        "404 Not Found",
+        "application/json",
+        r#"{"status":"invalid-link","message":"This invitation link cannot be used."}"#,
+    )
+    .await;
+    let refused = expect(1, &format!("accept t0k3n --url {base}")).await;
+    assert!(
+        refused.stderr.contains(
+            "the invitation was not accepted (404): This invitation link cannot be used."
+        ),
+        "{}",
+        refused.stderr
+    );
+
+    // Something that is not the accept endpoint.
+    let (base, _served) = fake_endpoint("404 Not Found", "text/plain", "404 page not found").await;
+    let wrong = expect(1, &format!("accept t0k3n --url {base}")).await;
+    assert!(
+        wrong
+            .stderr
+            .contains(&format!("{base}/invitations/accept answered 404"))
+            && wrong.stderr.contains("check --url"),
+        "{}",
+        wrong.stderr
+    );
+
+    // Nothing listening.
+    let nothing = format!("http://127.0.0.1:{}", free_port());
+    let unreachable = expect(1, &format!("accept t0k3n --url {nothing}")).await;
+    assert!(
+        unreachable.stderr.contains(&format!(
+            "could not reach the accept endpoint {nothing}/invitations/accept"
+        )),
+        "{}",
+        unreachable.stderr
+    );
+
+    // The operator refuses a made-up token (before the accept endpoint exists in this
+    // build: 404 for the path; after: kube-org's 404 for an unusable link).
+    let operator = operator().await;
+    let bogus = expect(
+        1,
+        &format!("accept not-a-real-token --url {}", operator.base_url),
+    )
+    .await;
+    assert!(bogus.stderr.contains("404"), "{}", bogus.stderr);
+
+    // No address at all is a usage error.
+    let usage = expect(2, "accept t0k3n").await;
+    assert!(
+        usage.stderr.contains("KUBE_ORG_ACCEPT_URL"),
+        "{}",
+        usage.stderr
+    );
+}
+
+#[tokio::test]
+async fn exit_codes_tell_scripts_what_went_wrong() {
+    client().await;
+    let missing = unique("no-such-org");
+    for command in [
+        "members",
+        "invitations",
+        "access bob@example.com",
+        "roles",
+        "invite bob@example.com --role billing-admin",
+    ] {
+        let run = expect(1, &format!("{command} --org {missing}")).await;
+        let message = format!(
+            "error: organization {missing} not found: list organizations with `kubectl get organizations.kube-org.io`"
+        );
+        assert_eq!(run.stderr.trim(), message, "{command}");
+        assert!(run.stdout.is_empty());
+    }
+
+    let bad_scope = expect(
+        2,
+        "invite bob@example.com --org acme --role viewer --scope prod",
+    )
+    .await;
+    assert!(
+        bad_scope
+            .stderr
+            .contains("invalid value 'prod' for '--scope <SCOPE>'")
+            && bad_scope.stderr.contains("TYPE/name1,name2"),
+        "{}",
+        bad_scope.stderr
+    );
+    let no_org = expect(2, "members").await;
+    assert!(no_org.stderr.contains("--org <ORG>"), "{}", no_org.stderr);
+    expect(2, "invite bob@example.com --org acme").await;
+    expect(2, "no-such-command").await;
+    expect(0, "--help").await;
+}

@@ -88,6 +88,20 @@ fn labelled_for<K: Resource>(obj: &K, org: &str) -> bool {
         && obj.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGER)
 }
 
+/// The cached objects kube-org manages for `org`, owned (the sync compares by value).
+fn managed_for<K>(store: &kube::runtime::reflector::Store<K>, org: &str) -> Vec<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| labelled_for(o.as_ref(), org))
+        .map(|o| (**o).clone())
+        .collect()
+}
+
 fn dereference(org: &Organization, ctx: &Context) -> Snapshot {
     let name = org.name_any();
     let home = org.home_namespace();
@@ -112,27 +126,9 @@ fn dereference(org: &Organization, ctx: &Context) -> Snapshot {
             .into_iter()
             .filter(|ns| ns.labels().get(LABEL_ORGANIZATION) == Some(&name))
             .collect(),
-        native_bindings: s
-            .native_bindings
-            .state()
-            .iter()
-            .filter(|o| labelled_for(o.as_ref(), &name))
-            .map(|o| (**o).clone())
-            .collect(),
-        cluster_roles: s
-            .cluster_roles
-            .state()
-            .iter()
-            .filter(|o| labelled_for(o.as_ref(), &name))
-            .map(|o| (**o).clone())
-            .collect(),
-        cluster_role_bindings: s
-            .cluster_role_bindings
-            .state()
-            .iter()
-            .filter(|o| labelled_for(o.as_ref(), &name))
-            .map(|o| (**o).clone())
-            .collect(),
+        native_bindings: managed_for(&s.native_bindings, &name),
+        cluster_roles: managed_for(&s.cluster_roles, &name),
+        cluster_role_bindings: managed_for(&s.cluster_role_bindings, &name),
         pending_invitations: s
             .invitations
             .state()

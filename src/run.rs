@@ -13,7 +13,7 @@ use axum::routing::get;
 use kube::Client;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 
@@ -111,10 +111,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(signal = name, "shutting down");
     ready.store(false, Ordering::SeqCst);
     let _ = stop_tx.send(true);
-    server.await.context("HTTP server task")??;
-    controller.await.context("access controller task")?;
+    // Graceful, but bounded: an open keep-alive connection or a slow reconcile must not
+    // keep the process alive after SIGTERM.
+    let grace = std::time::Duration::from_secs(10);
+    match tokio::time::timeout(grace, server).await {
+        Ok(joined) => joined.context("HTTP server task")??,
+        Err(_) => warn!("HTTP server did not stop within {grace:?}; exiting anyway"),
+    }
+    if tokio::time::timeout(grace, controller).await.is_err() {
+        warn!("access controller did not stop within {grace:?}; exiting anyway");
+    }
     // Let the invitation controller finish what it is doing (graceful shutdown).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), invitations).await;
+    let _ = tokio::time::timeout(grace, invitations).await;
     info!("kube-org stopped");
     Ok(())
 }

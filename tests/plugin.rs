@@ -265,29 +265,38 @@ async fn members_and_access_show_roles_scopes_and_namespaces() {
     // bob views every deployment, through the binding bob-viewer.
     let (org, res) = org_where_bob_has("viewer", |_| all("deployment"), "full").await;
 
-    let members = eventually(
-        "bob Ready with his role in `members -o json`",
-        REACT,
-        || async {
-            let members = json(&format!("members --org {}", org.name)).await;
-            let bob = members
-                .as_array()?
-                .iter()
-                .find(|m| m["email"] == "bob@example.com")?;
-            let has_role = bob["roles"].as_array()?.iter().any(|r| {
-                r["role"] == "viewer"
-                    && r["scope"] == "deployment/*"
-                    && r["binding"] == "bob-viewer"
-            });
-            (has_role && bob["ready"] == "True").then_some(members)
-        },
-    )
+    // Each member with the role kube-org reports, and Ready.
+    let holds = |members: &Value, email: &str, role: &str, scope: &str| {
+        members.as_array().is_some_and(|all| {
+            all.iter().any(|m| {
+                m["email"] == email
+                    && m["ready"] == "True"
+                    && m["roles"].as_array().is_some_and(|roles| {
+                        roles
+                            .iter()
+                            .any(|r| r["role"] == role && r["scope"] == scope)
+                    })
+            })
+        })
+    };
+    let members = eventually("bob and alice Ready with their roles", REACT, || async {
+        let members = json(&format!("members --org {}", org.name)).await;
+        (holds(&members, "bob@example.com", "viewer", "deployment/*")
+            && holds(
+                &members,
+                "alice@example.com",
+                "organization-owner",
+                "organization",
+            ))
+        .then_some(members)
+    })
     .await;
-    let alice = members
+    let bob = members
         .as_array()
-        .and_then(|m| m.iter().find(|m| m["email"] == "alice@example.com"))
-        .expect("alice, the owner");
-    assert_eq!(alice["roles"][0]["role"], "organization-owner");
+        .and_then(|m| m.iter().find(|m| m["email"] == "bob@example.com"))
+        .expect("bob");
+    assert_eq!(bob["roles"][0]["binding"], "bob-viewer");
+    assert_eq!(bob["source"], "Declared");
 
     let table = expect(0, &format!("members --org {}", org.name))
         .await

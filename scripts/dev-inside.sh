@@ -8,7 +8,9 @@ target/debug/kube-org crds | kubectl apply --server-side -f - >/dev/null
 kubectl apply --server-side -f manifests/access-clusterroles.yaml >/dev/null
 kubectl wait --for condition=Established --timeout=60s crd --all >/dev/null
 
-target/debug/kube-org run --listen 127.0.0.1:8080 &
+target/debug/kube-org run --listen 127.0.0.1:8080 \
+  --smtp-url "smtp://$KUBE_ORG_MAILPIT_SMTP" --smtp-from kube-org@example.com \
+  --accept-base-url http://127.0.0.1:8080 &
 operator=$!
 trap 'kill -TERM $operator 2>/dev/null; wait $operator' EXIT INT TERM
 

@@ -6,6 +6,8 @@ pub mod api;
 pub mod catalog;
 pub mod controller;
 pub mod crdgen;
+pub mod invitations;
+pub mod leader;
 pub mod metrics;
 pub mod plugin;
 pub mod run;

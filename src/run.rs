@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// end the operator by exiting, whatever way it exits.
     #[arg(long, env = "KUBE_ORG_STOP_ON_STDIN_CLOSE", hide = true)]
     pub stop_on_stdin_close: bool,
+
+    /// Invitations: SMTP, sender, accept link, rate limit.
+    #[command(flatten)]
+    pub invitations: crate::invitations::InvitationArgs,
 }
 
 /// How log lines are written.
@@ -62,6 +66,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+
+    // Invitations: the controller, the accept endpoint and their metrics.
+    let invitations =
+        crate::invitations::Invitations::new(client.clone(), &args.invitations, &mut registry)
+            .await
+            .context("setting up invitations")?;
+    let accept_routes = invitations.router();
+    let invitations_stop = {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.changed().await;
+        }
+    };
+    let invitations = tokio::spawn(invitations.run(invitations_stop));
+
     let state = AppState {
         ready: ready.clone(),
         registry: Arc::new(registry),
@@ -71,7 +90,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     info!(address = %args.listen, "HTTP server listening");
-    let server = tokio::spawn(serve(listener, state, stop_rx.clone()));
+    let server = tokio::spawn(serve(listener, state, stop_rx.clone(), accept_routes));
 
     let controller_stop = {
         let mut stop = stop_rx.clone();
@@ -94,6 +113,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     server.await.context("HTTP server task")??;
     controller.await.context("access controller task")?;
+    // Let the invitation controller finish what it is doing (graceful shutdown).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), invitations).await;
     info!("kube-org stopped");
     Ok(())
 }
@@ -128,18 +149,23 @@ async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     mut stop: watch::Receiver<bool>,
+    accept_routes: Router,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.changed().await;
-        })
-        .await
-        .context("HTTP server")
+        .with_state(state)
+        .merge(accept_routes);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.changed().await;
+    })
+    .await
+    .context("HTTP server")
 }
 
 async fn metrics_text(

@@ -1,0 +1,438 @@
+//! The effectful shell around [`lifecycle::decide`]: a kube-runtime Controller on
+//! Invitations, re-triggered by their Organization, the Memberships of the home
+//! namespace and sibling Invitations for the same person.
+//!
+//! Decisions are made on the cache; anything that writes is decided again on the live
+//! object first, and every status write carries a resourceVersion precondition, so a
+//! stale cache cannot send a second email or overwrite an acceptance.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use super::email::{Invite, Mailer, accept_link};
+use super::join::{self, JoinError};
+use super::lifecycle::{
+    self, Decision, Defaults, Facts, Note, SendPlan, delivered_status, failed_status, retry_delay,
+    sending_status,
+};
+use super::metrics::Metrics;
+use super::token::{self, Token, TokenError};
+use super::write_status;
+use crate::api::{FIELD_MANAGER, Invitation, InvitationPhase, Membership, Organization};
+
+/// Why a reconcile failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Join(#[from] JoinError),
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub defaults: Defaults,
+    pub mailer: Option<Mailer>,
+    pub invitations: Store<Invitation>,
+    pub organizations: Store<Organization>,
+    pub memberships: Store<Membership>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Invitation uid -> no delivery retry before this instant (backoff after a failure).
+    retry_at: Mutex<HashMap<String, Instant>>,
+}
+
+/// The controller and the caches it reads, ready to run.
+pub struct InvitationController {
+    controller: Controller<Invitation>,
+    organizations: reflector::store::Writer<Organization>,
+    memberships: reflector::store::Writer<Membership>,
+    organizations_store: Store<Organization>,
+    memberships_store: Store<Membership>,
+    client: Client,
+    config: watcher::Config,
+}
+
+impl InvitationController {
+    /// Builds the controller; `selector` limits the Invitations it handles.
+    pub fn new(client: Client, selector: Option<&str>) -> Self {
+        let mut config = watcher::Config::default().any_semantic();
+        if let Some(selector) = selector {
+            config = config.labels(selector);
+        }
+        let controller = Controller::new(Api::<Invitation>::all(client.clone()), config.clone());
+        let invitations = controller.store();
+        let cache = invitations.clone();
+        let by_person = move |namespace: Option<String>, email: String, except: Option<String>| {
+            cache
+                .state()
+                .into_iter()
+                .filter(|i| i.namespace() == namespace && i.spec.email.normalized() == email)
+                .filter(|i| Some(i.name_any()) != except)
+                .map(|i| ObjectRef::from_obj(&*i))
+                .collect::<Vec<_>>()
+        };
+        let by_person = Arc::new(by_person);
+        let siblings = by_person.clone();
+        let members = by_person;
+        let in_home = invitations.clone();
+        let controller = controller
+            .watches(
+                Api::<Invitation>::all(client.clone()),
+                config.clone(),
+                move |invitation| {
+                    siblings(
+                        invitation.namespace(),
+                        invitation.spec.email.normalized(),
+                        Some(invitation.name_any()),
+                    )
+                },
+            )
+            .watches(
+                Api::<Membership>::all(client.clone()),
+                watcher::Config::default(),
+                move |membership| {
+                    members(
+                        membership.namespace(),
+                        membership.spec.email.normalized(),
+                        None,
+                    )
+                },
+            )
+            .watches(
+                Api::<Organization>::all(client.clone()),
+                watcher::Config::default(),
+                move |org| {
+                    let home = Some(org.home_namespace());
+                    in_home
+                        .state()
+                        .into_iter()
+                        .filter(|i| i.namespace() == home)
+                        .map(|i| ObjectRef::from_obj(&*i))
+                        .collect::<Vec<_>>()
+                },
+            );
+        let (organizations_store, organizations) = reflector::store();
+        let (memberships_store, memberships) = reflector::store();
+        InvitationController {
+            controller,
+            organizations,
+            memberships,
+            organizations_store,
+            memberships_store,
+            client,
+            config: watcher::Config::default(),
+        }
+    }
+
+    /// The cache of Invitations (for metrics).
+    pub fn invitations(&self) -> Store<Invitation> {
+        self.controller.store()
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(
+        self,
+        defaults: Defaults,
+        mailer: Option<Mailer>,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    ) {
+        let context = Arc::new(Context {
+            client: self.client.clone(),
+            defaults,
+            mailer,
+            invitations: self.controller.store(),
+            organizations: self.organizations_store,
+            memberships: self.memberships_store,
+            recorder,
+            metrics,
+            retry_at: Mutex::new(HashMap::new()),
+        });
+        let organizations = reflector::reflector(
+            self.organizations,
+            watcher(
+                Api::<Organization>::all(self.client.clone()),
+                self.config.clone(),
+            ),
+        )
+        .default_backoff()
+        .for_each(|_| futures::future::ready(()));
+        let memberships = reflector::reflector(
+            self.memberships,
+            watcher(Api::<Membership>::all(self.client.clone()), self.config),
+        )
+        .default_backoff()
+        .for_each(|_| futures::future::ready(()));
+        let controller = self
+            .controller
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile, error_policy, context)
+            .for_each(|result| {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "invitation reconcile");
+                }
+                futures::future::ready(())
+            });
+        tokio::select! {
+            _ = controller => {}
+            _ = organizations => tracing::warn!("Organization cache ended"),
+            _ = memberships => tracing::warn!("Membership cache ended"),
+        }
+    }
+}
+
+fn error_policy(_: Arc<Invitation>, error: &Error, _: Arc<Context>) -> Action {
+    match error {
+        Error::Kube(kube::Error::Api(status)) if status.code == 409 => {
+            Action::requeue(Duration::from_millis(200))
+        }
+        error => {
+            tracing::warn!(%error, "invitation reconcile failed; retrying");
+            Action::requeue(Duration::from_secs(5))
+        }
+    }
+}
+
+impl Context {
+    fn decide(&self, invitation: &Invitation, now: Timestamp) -> Decision {
+        let namespace = invitation.namespace();
+        let same_namespace = |ns: Option<String>| ns == namespace;
+        let organization = self
+            .organizations
+            .find(|o| Some(o.home_namespace()) == namespace);
+        let memberships = self
+            .memberships
+            .state_filter(|m| same_namespace(m.namespace()));
+        let invitations = self
+            .invitations
+            .state_filter(|i| same_namespace(i.namespace()));
+        lifecycle::decide(&Facts {
+            invitation,
+            organization: organization.as_deref(),
+            memberships: memberships.iter().map(AsRef::as_ref).collect(),
+            invitations: invitations.iter().map(AsRef::as_ref).collect(),
+            defaults: &self.defaults,
+            now,
+        })
+    }
+
+    async fn publish(&self, invitation: &Invitation, note: &Note) {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.clone(),
+            note: Some(note.message.chars().take(1000).collect()),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .recorder
+            .publish(&event, &invitation.object_ref(&()))
+            .await
+        {
+            tracing::debug!(%error, "publishing an event failed");
+        }
+    }
+}
+
+/// Whether a decision needs no write: the status is as it should be.
+fn quiet(decision: &Decision, invitation: &Invitation) -> bool {
+    match decision {
+        Decision::Nothing => true,
+        Decision::Settle { status, .. } => invitation.status.as_ref() == Some(status),
+        Decision::Send(_) | Decision::FinishAcceptance => false,
+    }
+}
+
+/// Waits until `at` (plus a millisecond, so the deadline has passed when it fires).
+fn until(at: Timestamp, now: Timestamp) -> Action {
+    let wait = at.duration_since(now).as_millis().max(0) as u64 + 1;
+    Action::requeue(Duration::from_millis(wait))
+}
+
+fn follow_up(decision: &Decision, now: Timestamp) -> Action {
+    match decision {
+        Decision::Settle {
+            wake_at: Some(at), ..
+        } => until(*at, now),
+        _ => Action::await_change(),
+    }
+}
+
+async fn reconcile(invitation: Arc<Invitation>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Decisions need the Organizations and Memberships; wait for the first listing.
+    let _ = ctx.organizations.wait_until_ready().await;
+    let _ = ctx.memberships.wait_until_ready().await;
+    let decision = ctx.decide(&invitation, Timestamp::now());
+    if quiet(&decision, &invitation) {
+        return Ok(follow_up(&decision, Timestamp::now()));
+    }
+    let api: Api<Invitation> = Api::namespaced(
+        ctx.client.clone(),
+        &invitation.namespace().unwrap_or_default(),
+    );
+    let Some(live) = api.get_opt(&invitation.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let now = Timestamp::now();
+    let decision = ctx.decide(&live, now);
+    match decision {
+        Decision::Nothing => Ok(Action::await_change()),
+        Decision::Settle {
+            ref status,
+            burn_token,
+            ref event,
+            ..
+        } => {
+            if live.status.as_ref() != Some(status) {
+                write_status(&api, &live, status.clone()).await?;
+                record_expiry(&ctx, &live, status, now);
+            }
+            if burn_token {
+                join::burn(&ctx.client, &live).await;
+            }
+            if let Some(note) = event {
+                ctx.publish(&live, note).await;
+            }
+            Ok(follow_up(&decision, Timestamp::now()))
+        }
+        Decision::FinishAcceptance => {
+            join::finish(&ctx.client, &live).await?;
+            Ok(Action::await_change())
+        }
+        Decision::Send(plan) => send(&ctx, &api, live, plan).await,
+    }
+}
+
+fn record_expiry(
+    ctx: &Context,
+    before: &Invitation,
+    after: &crate::api::InvitationStatus,
+    now: Timestamp,
+) {
+    let was = before.status.as_ref().and_then(|s| s.phase);
+    if after.phase == Some(InvitationPhase::Expired)
+        && was != Some(InvitationPhase::Expired)
+        && let Some(expires_at) = &after.expires_at
+    {
+        let late = now.duration_since(expires_at.0).as_secs_f64().max(0.0);
+        ctx.metrics.expiry_lateness.observe(late);
+    }
+}
+
+/// Mints a token, stores its hash, records the intent, emails the link, records the
+/// outcome. A crash after the email left and before the outcome is recorded sends the
+/// email once more on restart (with a new link; the first one is dead): at most one
+/// duplicate.
+async fn send(
+    ctx: &Context,
+    api: &Api<Invitation>,
+    live: Invitation,
+    plan: SendPlan,
+) -> Result<Action, Error> {
+    let uid = live.uid().unwrap_or_default();
+    if plan.attempt > 1 {
+        let not_before = ctx
+            .retry_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&uid)
+            .copied();
+        if let Some(at) = not_before
+            && at > Instant::now()
+        {
+            return Ok(Action::requeue(at - Instant::now()));
+        }
+    }
+    let namespace = live.namespace().unwrap_or_default();
+    let Some(org) = ctx.organizations.find(|o| o.home_namespace() == namespace) else {
+        return Ok(Action::await_change());
+    };
+    let token = Token::mint()?;
+    let secret = token::secret_for(&live, &token, plan.generation, plan.expires_at);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    secrets
+        .patch(
+            &token::secret_name(&live.name_any()),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    let sending = write_status(api, &live, sending_status(&live, &plan, Timestamp::now())).await?;
+
+    let link = accept_link(&plan.accept_base_url, token.expose());
+    let invite = Invite {
+        organization: &org,
+        invitation: &sending,
+        from: &plan.from,
+        link: &link,
+        expires_at: plan.expires_at,
+    };
+    let sent = match (&ctx.mailer, invite.message()) {
+        (Some(mailer), Ok(message)) => mailer.send(message).await,
+        (None, _) => Err(super::email::EmailError::Build(
+            "no SMTP server configured".to_string(),
+        )),
+        (_, Err(error)) => Err(error),
+    };
+    drop(token);
+    match sent {
+        Ok(()) => {
+            ctx.metrics.emails_sent.inc();
+            ctx.retry_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&uid);
+            write_status(api, &sending, delivered_status(&sending, Timestamp::now())).await?;
+            let note = Note {
+                warning: false,
+                reason: "Sent".to_string(),
+                message: format!(
+                    "invitation emailed to {}; the link expires at {}",
+                    live.spec.email.normalized(),
+                    plan.expires_at
+                ),
+            };
+            ctx.publish(&live, &note).await;
+            Ok(until(plan.expires_at, Timestamp::now()))
+        }
+        Err(error) => {
+            ctx.metrics.emails_failed.inc();
+            let delay = retry_delay(plan.attempt);
+            ctx.retry_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(uid, Instant::now() + delay);
+            let message = error.to_string();
+            tracing::warn!(invitation = %live.name_any(), %namespace, error = %message, "sending an invitation failed");
+            let status = failed_status(&sending, &message, delay, Timestamp::now());
+            write_status(api, &sending, status).await?;
+            let note = Note {
+                warning: true,
+                reason: "DeliveryFailed".to_string(),
+                message,
+            };
+            ctx.publish(&live, &note).await;
+            Ok(Action::requeue(delay))
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The invitation email (a text and an HTML part) and the pooled SMTP transport that
+//! sends it.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::config::{SmtpSecurity, SmtpUrl};
+use crate::api::organization::RoleLevel;
+use crate::api::scope::ScopeTarget;
+use crate::api::{Access, Invitation, Organization};
+use crate::catalog;
+
+/// The path of the accept endpoint.
+pub const ACCEPT_PATH: &str = "/invitations/accept";
+
+/// Why an email could not be built or sent.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    #[error("{0:?} is not a usable email address: {1}")]
+    Address(String, String),
+    #[error("building the email: {0}")]
+    Build(String),
+    #[error("SMTP server {server}: {error}")]
+    Smtp { server: String, error: String },
+    #[error("TLS settings for {0}: {1}")]
+    Tls(String, String),
+}
+
+/// The link in the email.
+pub fn accept_link(base: &str, token: &str) -> String {
+    format!("{}{ACCEPT_PATH}?token={token}", base.trim_end_matches('/'))
+}
+
+/// One role offered, as the email shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfferedRole {
+    pub role: String,
+    pub scope: String,
+    pub console_only: bool,
+    pub description: String,
+}
+
+/// The roles an invitation offers, with their descriptions: the Organization's own
+/// description for a custom or remapped role, else the catalog's.
+pub fn offered_roles(org: &Organization, invitation: &Invitation) -> Vec<OfferedRole> {
+    invitation
+        .spec
+        .roles
+        .iter()
+        .map(|offered| {
+            let target = offered.scope.target();
+            let kind = match &target {
+                Some(ScopeTarget::AllOfType(kind) | ScopeTarget::Named(kind, _)) => Some(kind),
+                _ => None,
+            };
+            let custom = org
+                .spec
+                .roles
+                .iter()
+                .filter(|r| r.name == offered.role)
+                .find(|r| match kind {
+                    None => r.level == RoleLevel::Organization,
+                    Some(kind) => {
+                        r.resource_types.is_empty() || r.resource_types.iter().any(|t| &t.0 == kind)
+                    }
+                })
+                .and_then(|r| r.description.clone());
+            let builtin = match kind {
+                None => catalog::organization_role(&offered.role),
+                Some(kind) => catalog::lookup(&offered.role, kind),
+            }
+            .map(|r| r.description.to_string());
+            OfferedRole {
+                role: offered.role.clone(),
+                scope: match target {
+                    Some(ScopeTarget::Organization) => "the whole organization".to_string(),
+                    Some(ScopeTarget::AllOfType(kind)) => format!("every {kind} resource"),
+                    Some(ScopeTarget::Named(kind, names)) => {
+                        format!("{kind} resources {}", names.join(", "))
+                    }
+                    None => offered.scope.summary(),
+                },
+                console_only: offered.access == Access::Console,
+                description: custom.or(builtin).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// What the email says.
+pub struct Invite<'a> {
+    pub organization: &'a Organization,
+    pub invitation: &'a Invitation,
+    pub from: &'a str,
+    pub link: &'a str,
+    pub expires_at: Timestamp,
+}
+
+impl Invite<'_> {
+    fn organization_name(&self) -> String {
+        self.organization
+            .spec
+            .display_name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| self.organization.metadata.name.clone().unwrap_or_default())
+    }
+
+    /// The subject line.
+    pub fn subject(&self) -> String {
+        format!("You are invited to join {}", self.organization_name())
+    }
+
+    /// The plain-text part.
+    pub fn text(&self) -> String {
+        let mut text = format!(
+            "You are invited to join {} as {}.\n\nRoles offered:\n",
+            self.organization_name(),
+            self.invitation.spec.email.normalized()
+        );
+        for role in offered_roles(self.organization, self.invitation) {
+            text.push_str(&format!(
+                "- {} on {}{}: {}\n",
+                role.role,
+                role.scope,
+                if role.console_only {
+                    " (console only)"
+                } else {
+                    ""
+                },
+                role.description
+            ));
+        }
+        text.push_str(&format!(
+            "\nTo accept, open this link and confirm:\n{}\n\nThe link works once and expires at {} (UTC).\nIf you did not expect this invitation, ignore this email.\n",
+            self.link,
+            show(self.expires_at)
+        ));
+        text
+    }
+
+    /// The HTML part.
+    pub fn html(&self) -> String {
+        let mut roles = String::new();
+        for role in offered_roles(self.organization, self.invitation) {
+            roles.push_str(&format!(
+                "<li><strong>{}</strong> on {}{}<br>{}</li>",
+                escape(&role.role),
+                escape(&role.scope),
+                if role.console_only {
+                    " (console only)"
+                } else {
+                    ""
+                },
+                escape(&role.description)
+            ));
+        }
+        format!(
+            "<!DOCTYPE html><html><body style=\"font-family:sans-serif\">\
+             <p>You are invited to join <strong>{org}</strong> as {email}.</p>\
+             <p>Roles offered:</p><ul>{roles}</ul>\
+             <p><a href=\"{link}\">Accept the invitation</a></p>\
+             <p>The link works once and expires at {expires} (UTC).<br>\
+             If you did not expect this invitation, ignore this email.</p></body></html>",
+            org = escape(&self.organization_name()),
+            email = escape(&self.invitation.spec.email.normalized()),
+            link = escape(self.link),
+            expires = show(self.expires_at),
+        )
+    }
+
+    /// The whole message.
+    pub fn message(&self) -> Result<Message, EmailError> {
+        let from_address = self
+            .from
+            .parse()
+            .map_err(|e: lettre::address::AddressError| {
+                EmailError::Address(self.from.to_string(), e.to_string())
+            })?;
+        let to_text = self.invitation.spec.email.normalized();
+        let to = to_text
+            .parse()
+            .map_err(|e: lettre::address::AddressError| {
+                EmailError::Address(to_text.clone(), e.to_string())
+            })?;
+        Message::builder()
+            .from(Mailbox::new(Some(self.organization_name()), from_address))
+            .to(Mailbox::new(None, to))
+            .subject(self.subject())
+            .multipart(MultiPart::alternative_plain_html(self.text(), self.html()))
+            .map_err(|e| EmailError::Build(e.to_string()))
+    }
+}
+
+fn show(time: Timestamp) -> String {
+    time.strftime("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A pooled SMTP transport.
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    server: String,
+}
+
+impl Mailer {
+    /// A transport to `url`; `credentials` win over those in the URL.
+    pub fn new(url: &SmtpUrl, credentials: Option<Credentials>) -> Result<Mailer, EmailError> {
+        let server = url.display();
+        let tls = |host: &str| {
+            TlsParameters::new(host.to_string())
+                .map_err(|e| EmailError::Tls(server.clone(), e.to_string()))
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&url.host)
+            .port(url.port)
+            .timeout(Some(Duration::from_secs(20)))
+            .pool_config(
+                PoolConfig::new()
+                    .max_size(8)
+                    .idle_timeout(Duration::from_secs(30)),
+            );
+        builder = match url.security {
+            SmtpSecurity::Plain => builder.tls(Tls::None),
+            SmtpSecurity::StartTls => builder.tls(Tls::Required(tls(&url.host)?)),
+            SmtpSecurity::Tls => builder.tls(Tls::Wrapper(tls(&url.host)?)),
+        };
+        if let Some(credentials) = credentials.or_else(|| url.url_credentials()) {
+            builder = builder.credentials(credentials);
+        }
+        Ok(Mailer {
+            transport: builder.build(),
+            server,
+        })
+    }
+
+    /// Sends one message; the error carries the server's answer.
+    pub async fn send(&self, message: Message) -> Result<(), EmailError> {
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|error| EmailError::Smtp {
+                server: self.server.clone(),
+                error: error_chain(&error),
+            })
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Scope;
+    use crate::api::organization::CustomRole;
+    use crate::invitations::fixtures::{self, organization, role};
+
+    fn org() -> Organization {
+        let mut org = organization(
+            "acme",
+            serde_json::json!({"displayName": "Acme <Platform> Team"}),
+        );
+        org.spec.roles.push(CustomRole {
+            name: "auditor".into(),
+            level: RoleLevel::Resource,
+            resource_types: vec![],
+            cluster_role: Some("view".into()),
+            description: Some("Reads everything for the audit.".into()),
+        });
+        org
+    }
+
+    fn invitation() -> Invitation {
+        fixtures::invitation(
+            "dave",
+            "Dave@Example.com",
+            vec![
+                role("viewer", Scope::all_of("deployment"), Access::Full),
+                role(
+                    "auditor",
+                    Scope::named("deployment", &["prod"]),
+                    Access::Console,
+                ),
+                role("billing-admin", Scope::organization(), Access::Full),
+            ],
+        )
+    }
+
+    #[test]
+    fn the_email_names_the_organization_roles_expiry_and_link() {
+        let org = org();
+        let invitation = invitation();
+        let link = accept_link("https://org.example.com/", &"a".repeat(64));
+        assert_eq!(
+            link,
+            format!(
+                "https://org.example.com/invitations/accept?token={}",
+                "a".repeat(64)
+            )
+        );
+        let invite = Invite {
+            organization: &org,
+            invitation: &invitation,
+            from: "noreply@example.com",
+            link: &link,
+            expires_at: Timestamp::from_second(1_767_225_600).unwrap(),
+        };
+        let text = invite.text();
+        let viewer = catalog::lookup("viewer", "deployment").unwrap().description;
+        for wanted in [
+            "Acme <Platform> Team",
+            "dave@example.com",
+            viewer,
+            "auditor on deployment resources prod (console only): Reads everything for the audit.",
+            catalog::organization_role("billing-admin")
+                .unwrap()
+                .description,
+            link.as_str(),
+            "2026-01-01 00:00:00",
+        ] {
+            assert!(text.contains(wanted), "{wanted:?} missing from:\n{text}");
+        }
+        let html = invite.html();
+        assert!(html.contains("Acme &lt;Platform&gt; Team"), "{html}");
+        assert!(!html.contains("<Platform>"));
+        assert!(html.contains(&format!("href=\"{link}\"")));
+        assert_eq!(
+            invite.subject(),
+            "You are invited to join Acme <Platform> Team"
+        );
+
+        let message = String::from_utf8(invite.message().unwrap().formatted()).unwrap();
+        assert!(message.contains("multipart/alternative"));
+        assert!(message.contains("text/plain"));
+        assert!(message.contains("text/html"));
+    }
+
+    #[test]
+    fn a_bad_sender_is_an_error() {
+        let org = org();
+        let invitation = invitation();
+        let invite = Invite {
+            organization: &org,
+            invitation: &invitation,
+            from: "not an address",
+            link: "x",
+            expires_at: Timestamp::UNIX_EPOCH,
+        };
+        assert!(matches!(invite.message(), Err(EmailError::Address(..))));
+    }
+}

@@ -1,0 +1,244 @@
+//! What accepting an invitation creates: the Membership and one kube-org RoleBinding
+//! per offered role, with deterministic names so that creating them twice is harmless.
+//! Neither has an owner reference to the Invitation: pruning the Invitation (GitOps)
+//! must not remove the member.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use super::lifecycle::joined_status;
+use super::token::secret_name;
+use super::write_status;
+use crate::access::names::{ANNOTATION_SOURCE, person_object_name};
+use crate::api::fields::normalize_email;
+use crate::api::{
+    Invitation, Membership, MembershipSpec, RoleAssignment, RoleBinding, RoleBindingSpec,
+};
+
+/// Why creating the member's objects failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("creating {kind} {name}: {source}")]
+    Create {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("Membership {0} exists for another email")]
+    NameTaken(String),
+    #[error("recording the acceptance of Invitation {0}: {1}")]
+    Status(String, kube::Error),
+}
+
+/// The name of the Membership an invitation creates.
+pub fn membership_name(email: &str) -> String {
+    person_object_name("member", &normalize_email(email))
+}
+
+/// The name of the RoleBinding created for one offered role.
+pub fn binding_name(email: &str, offered: &RoleAssignment) -> String {
+    let key = format!(
+        "{}|{}|{:?}",
+        offered.role,
+        offered.scope.summary(),
+        offered.access
+    );
+    let digest = Sha256::digest(key.as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{hash}",
+        person_object_name(&offered.role, &normalize_email(email))
+    )
+}
+
+fn source(invitation: &Invitation) -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        ANNOTATION_SOURCE.to_string(),
+        format!("Invitation/{}", invitation.name_any()),
+    )])
+}
+
+fn meta(invitation: &Invitation, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: invitation.namespace(),
+        annotations: Some(source(invitation)),
+        ..Default::default()
+    }
+}
+
+/// The Membership an invitation creates.
+pub fn membership_for(invitation: &Invitation) -> Membership {
+    let email = invitation.spec.email.normalized();
+    Membership {
+        metadata: meta(invitation, membership_name(&email)),
+        spec: MembershipSpec {
+            email: email.as_str().into(),
+            user: None,
+        },
+        status: None,
+    }
+}
+
+/// The RoleBindings an invitation creates, one per offered role.
+pub fn bindings_for(invitation: &Invitation) -> Vec<RoleBinding> {
+    let email = invitation.spec.email.normalized();
+    invitation
+        .spec
+        .roles
+        .iter()
+        .map(|offered| RoleBinding {
+            metadata: meta(invitation, binding_name(&email, offered)),
+            spec: RoleBindingSpec {
+                member: email.as_str().into(),
+                role: offered.role.clone(),
+                scope: offered.scope.clone(),
+                access: offered.access,
+            },
+            status: None,
+        })
+        .collect()
+}
+
+fn already_exists(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+/// Creates the Membership and RoleBindings (those that exist already are kept), records
+/// the invitation as Accepted and burns its token. Safe to repeat.
+pub async fn finish(client: &Client, invitation: &Invitation) -> Result<Invitation, JoinError> {
+    let namespace = invitation.namespace().unwrap_or_default();
+    let memberships: Api<Membership> = Api::namespaced(client.clone(), &namespace);
+    let membership = membership_for(invitation);
+    let name = membership.name_any();
+    if let Err(error) = memberships
+        .create(&PostParams::default(), &membership)
+        .await
+    {
+        if !already_exists(&error) {
+            return Err(JoinError::Create {
+                kind: "Membership",
+                name,
+                source: error,
+            });
+        }
+        let existing = memberships
+            .get(&name)
+            .await
+            .map_err(|source| JoinError::Create {
+                kind: "Membership",
+                name: name.clone(),
+                source,
+            })?;
+        if existing.spec.email.normalized() != membership.spec.email.normalized() {
+            return Err(JoinError::NameTaken(name));
+        }
+    }
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &namespace);
+    for binding in bindings_for(invitation) {
+        match bindings.create(&PostParams::default(), &binding).await {
+            Ok(_) => {}
+            Err(error) if already_exists(&error) => {}
+            Err(source) => {
+                return Err(JoinError::Create {
+                    kind: "RoleBinding",
+                    name: binding.name_any(),
+                    source,
+                });
+            }
+        }
+    }
+    let invitations: Api<Invitation> = Api::namespaced(client.clone(), &namespace);
+    let mut current = invitation.clone();
+    let written = loop {
+        let status = joined_status(&current, Timestamp::now());
+        match write_status(&invitations, &current, status).await {
+            Ok(written) => break written,
+            Err(error) if already_exists(&error) => {
+                current = invitations
+                    .get(&current.name_any())
+                    .await
+                    .map_err(|e| JoinError::Status(current.name_any(), e))?;
+            }
+            Err(error) => return Err(JoinError::Status(current.name_any(), error)),
+        }
+    };
+    burn(client, invitation).await;
+    Ok(written)
+}
+
+/// Deletes an invitation's token Secret; a missing Secret is fine, and a failure only
+/// leaves a dead token behind (acceptance checks the Invitation's phase).
+pub async fn burn(client: &Client, invitation: &Invitation) {
+    let namespace = invitation.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    if let Err(error) = secrets
+        .delete(
+            &secret_name(&invitation.name_any()),
+            &DeleteParams::default(),
+        )
+        .await
+        && !matches!(&error, kube::Error::Api(status) if status.code == 404)
+    {
+        tracing::warn!(invitation = %invitation.name_any(), %error, "deleting a used or expired token failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Access, Scope};
+    use crate::invitations::fixtures::{self, role};
+
+    #[test]
+    fn names_are_deterministic_and_objects_carry_their_source() {
+        let invitation = fixtures::invitation(
+            "dave",
+            "Dave@Example.com",
+            vec![
+                role("viewer", Scope::all_of("deployment"), Access::Full),
+                role(
+                    "viewer",
+                    Scope::named("deployment", &["prod"]),
+                    Access::Full,
+                ),
+            ],
+        );
+        let membership = membership_for(&invitation);
+        assert_eq!(membership.spec.email.0, "dave@example.com");
+        assert_eq!(membership.name_any(), membership_name("DAVE@example.com"));
+        assert_eq!(
+            membership
+                .annotations()
+                .get(ANNOTATION_SOURCE)
+                .map(String::as_str),
+            Some("Invitation/dave")
+        );
+        assert!(membership.metadata.owner_references.is_none());
+
+        let bindings = bindings_for(&invitation);
+        assert_eq!(bindings.len(), 2);
+        assert_ne!(bindings[0].name_any(), bindings[1].name_any());
+        assert!(
+            bindings[0]
+                .name_any()
+                .starts_with("viewer-dave-example-com-")
+        );
+        assert_eq!(
+            bindings_for(&invitation)[1].name_any(),
+            bindings[1].name_any()
+        );
+        assert_eq!(bindings[1].namespace().as_deref(), Some("org-acme"));
+        assert!(
+            bindings
+                .iter()
+                .all(|b| b.metadata.owner_references.is_none())
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Invitations: the email with a one-time link, its expiry on the second, and the
+//! accept endpoint that turns a click into a Membership and RoleBindings.
+//!
+//! - [`lifecycle`]: the state machine, a pure function (unit-tested without a cluster);
+//! - [`token`]: minting, hashing and verifying tokens, and their Secret;
+//! - [`email`]: the message and the pooled SMTP transport;
+//! - [`controller`]: the reconcile loop around the state machine;
+//! - [`accept`] and [`join`]: accepting exactly once, and what acceptance creates;
+//! - [`http`] and [`ratelimit`]: the accept endpoint as an axum Router;
+//! - [`config`]: the flags; [`metrics`]: the Prometheus metrics.
+
+pub mod accept;
+pub mod config;
+pub mod controller;
+pub mod email;
+pub mod http;
+pub mod join;
+pub mod lifecycle;
+pub mod metrics;
+pub mod ratelimit;
+pub mod token;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::sync::Arc;
+
+use axum::Router;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client, ResourceExt};
+use lettre::transport::smtp::authentication::Credentials;
+use prometheus_client::registry::Registry;
+
+pub use config::InvitationArgs;
+use config::{ConfigError, SmtpUrl};
+use controller::InvitationController;
+use email::{EmailError, Mailer};
+use lifecycle::Defaults;
+use metrics::Metrics;
+
+use crate::api::{Invitation, InvitationStatus};
+
+/// Replaces an Invitation's status, on the condition that the object is unchanged since
+/// it was read (its resourceVersion): a concurrent writer makes this fail with 409.
+pub(crate) async fn write_status(
+    api: &Api<Invitation>,
+    invitation: &Invitation,
+    status: InvitationStatus,
+) -> Result<Invitation, kube::Error> {
+    let mut object = invitation.clone();
+    object.status = Some(status);
+    api.replace_status(&invitation.name_any(), &PostParams::default(), &object)
+        .await
+}
+
+/// Why invitations could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("reading the SMTP Secret {0}: {1}")]
+    Secret(String, kube::Error),
+    #[error(transparent)]
+    Email(#[from] EmailError),
+}
+
+/// Invitations in the operator process: the controller and the accept endpoint.
+pub struct Invitations {
+    controller: InvitationController,
+    defaults: Defaults,
+    mailer: Option<Mailer>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    router: Router,
+}
+
+impl Invitations {
+    /// Reads the flags (and the SMTP Secret), registers the metrics into `registry`.
+    pub async fn new(
+        client: Client,
+        args: &InvitationArgs,
+        registry: &mut Registry,
+    ) -> Result<Invitations, SetupError> {
+        let smtp = args.smtp_url.as_deref().map(SmtpUrl::parse).transpose()?;
+        let credentials = match &args.smtp_secret {
+            Some(reference) => Some(smtp_credentials(&client, reference).await?),
+            None => None,
+        };
+        let mailer = smtp
+            .as_ref()
+            .map(|url| Mailer::new(url, credentials))
+            .transpose()?;
+        if let Some(url) = &smtp {
+            tracing::info!(server = %url.display(), "invitation emails go through this SMTP server");
+        }
+        let defaults = Defaults {
+            from: args.smtp_from.clone(),
+            accept_base_url: args
+                .accept_base_url
+                .as_deref()
+                .map(config::accept_base_url)
+                .transpose()?,
+            smtp_configured: mailer.is_some(),
+        };
+        let controller =
+            InvitationController::new(client.clone(), args.invitations_selector.as_deref());
+        let metrics = Metrics::register(registry, Some(controller.invitations()));
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "kube-org".to_string(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        let router = http::router(http::AcceptState {
+            client,
+            metrics: metrics.clone(),
+            limiter: Arc::new(ratelimit::RateLimiter::new(args.accept_rate_limit)),
+            trust_forwarded_for: args.accept_trust_forwarded_for,
+            recorder: recorder.clone(),
+        });
+        Ok(Invitations {
+            controller,
+            defaults,
+            mailer,
+            metrics,
+            recorder,
+            router,
+        })
+    }
+
+    /// The accept endpoint, to merge into the HTTP server.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Runs the controller until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+        self.controller
+            .run(
+                self.defaults,
+                self.mailer,
+                self.metrics,
+                self.recorder,
+                shutdown,
+            )
+            .await
+    }
+}
+
+async fn smtp_credentials(client: &Client, reference: &str) -> Result<Credentials, SetupError> {
+    let (namespace, name) = config::secret_ref(reference)?;
+    let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
+        .get(&name)
+        .await
+        .map_err(|e| SetupError::Secret(reference.to_string(), e))?;
+    let value = |key: &'static str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .ok_or_else(|| ConfigError::SecretKey(reference.to_string(), key))
+    };
+    Ok(Credentials::new(value("username")?, value("password")?))
+}

@@ -1,0 +1,107 @@
+//! The manifests a cluster admin applies: accepted by the real API server, least
+//! privilege (no wildcards; `bind` only on what the catalog maps to).
+
+mod common;
+
+use common::{client, parse_yaml};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+
+fn manifest(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/manifests/{name}", env!("CARGO_MANIFEST_DIR")))
+        .expect("manifest file")
+}
+
+fn cluster_roles(yaml: &str) -> Vec<ClusterRole> {
+    parse_yaml(yaml)
+        .into_iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "ClusterRole"))
+        .map(|o| {
+            serde_json::from_value(serde_json::to_value(o).expect("object")).expect("a ClusterRole")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_kustomization_passes_a_server_side_dry_run() {
+    let client = client().await;
+    // Namespaced objects need their namespace to exist for a dry run.
+    common::create_namespace(&client, "kube-org-system").await;
+    let output = std::process::Command::new("kubectl")
+        .args([
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--force-conflicts",
+            "-k",
+        ])
+        .arg(format!("{}/manifests", env!("CARGO_MANIFEST_DIR")))
+        .output()
+        .expect("kubectl runs (it is needed for this test)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "dry run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "customresourcedefinition.apiextensions.k8s.io/organizations.kube-org.io",
+        "deployment.apps/kube-org",
+        "clusterrole.rbac.authorization.k8s.io/kube-org-operator",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected} missing from:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn no_cluster_role_holds_a_wildcard() {
+    for file in ["rbac.yaml", "access-clusterroles.yaml"] {
+        let roles = cluster_roles(&manifest(file));
+        assert!(!roles.is_empty(), "{file} has ClusterRoles");
+        for role in roles {
+            for rule in role.rules.iter().flatten() {
+                let fields = [
+                    rule.verbs.clone(),
+                    rule.resources.clone().unwrap_or_default(),
+                    rule.api_groups.clone().unwrap_or_default(),
+                ];
+                assert!(
+                    !fields.iter().flatten().any(|v| v.contains('*')),
+                    "wildcard in {:?} of {file}: {rule:?}",
+                    role.metadata.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_operator_binds_only_what_the_catalog_maps_to() {
+    let roles = cluster_roles(&manifest("rbac.yaml"));
+    let bind_rules: Vec<_> = roles
+        .iter()
+        .flat_map(|r| r.rules.iter().flatten())
+        .filter(|rule| rule.verbs.iter().any(|v| v == "bind" || v == "escalate"))
+        .collect();
+    assert_eq!(bind_rules.len(), 1, "one bind rule: {bind_rules:?}");
+    assert!(
+        !bind_rules[0].verbs.iter().any(|v| v == "escalate"),
+        "never escalate"
+    );
+    let mut allowed = bind_rules[0]
+        .resource_names
+        .clone()
+        .expect("bind is limited by resourceNames");
+    allowed.sort();
+    let mut expected: Vec<String> = kube_org::catalog::cluster_roles()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    for own in cluster_roles(&manifest("access-clusterroles.yaml")) {
+        expected.push(own.metadata.name.expect("named"));
+    }
+    expected.sort();
+    assert_eq!(allowed, expected);
+}

@@ -2,6 +2,11 @@
 //! harness's KUBECONFIG: every command, its output and its exit code.
 
 mod common;
+#[path = "invitations/http.rs"]
+mod http;
+#[allow(dead_code)] // this binary reads the shared Mailpit only
+#[path = "invitations/mailpit.rs"]
+mod mailpit;
 
 use common::org::{REACT, TestOrg, all, org_where_bob_has};
 use common::{client, eventually, free_port, operator, unique};
@@ -519,15 +524,20 @@ async fn accept_posts_the_token_and_explains_every_failure() {
         unreachable.stderr
     );
 
-    // The operator refuses a made-up token (before the accept endpoint exists in this
-    // build: 404 for the path; after: kube-org's 404 for an unusable link).
+    // The operator gives a made-up token its one answer for unusable links.
     let operator = operator().await;
     let bogus = expect(
         1,
         &format!("accept not-a-real-token --url {}", operator.base_url),
     )
     .await;
-    assert!(bogus.stderr.contains("404"), "{}", bogus.stderr);
+    assert!(
+        bogus
+            .stderr
+            .contains("the invitation was not accepted (404): This invitation link cannot be used"),
+        "{}",
+        bogus.stderr
+    );
 
     // No address at all is a usage error.
     let usage = expect(2, "accept t0k3n").await;
@@ -536,6 +546,72 @@ async fn accept_posts_the_token_and_explains_every_failure() {
         "{}",
         usage.stderr
     );
+}
+
+#[tokio::test]
+async fn invite_then_accept_the_emailed_link_makes_a_member() {
+    let base = operator().await.base_url.clone();
+    let org = TestOrg::with_spec(
+        &["alice@example.com"],
+        serde_json::json!({"invitations": {"acceptURL": base}}),
+    )
+    .await;
+    let email = format!("{}@example.com", unique("frank"));
+    let name = invitation_name(&email);
+    expect(
+        0,
+        &format!(
+            "invite {email} --org {} --role viewer --scope deployment/*",
+            org.name
+        ),
+    )
+    .await;
+    let mail = mailpit::Mailpit::shared()
+        .wait_for(&email, 1)
+        .await
+        .pop()
+        .expect("the invitation email");
+
+    let accepted = expect(0, &format!("accept {}", mail.link())).await;
+    assert_eq!(
+        accepted.stdout,
+        format!("Welcome to {}: you are a member now.\n", org.name)
+    );
+    let invitations = eventually("the invitation Accepted", REACT, || async {
+        let listed = json(&format!("invitations --org {}", org.name)).await;
+        (listed[0]["phase"] == "Accepted").then_some(listed)
+    })
+    .await;
+    assert_eq!(invitations[0]["name"], name.as_str());
+    let member = eventually(
+        "the new member with the role invited for",
+        REACT,
+        || async {
+            let members = json(&format!("members --org {}", org.name)).await;
+            members
+                .as_array()?
+                .iter()
+                .find(|m| {
+                    m["email"] == email.as_str()
+                        && m["roles"][0]["role"] == "viewer"
+                        && m["roles"][0]["scope"] == "deployment/*"
+                })
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(member["source"], format!("Invitation/{name}"));
+
+    // The link works once.
+    let again = expect(1, &format!("accept {}", mail.link())).await;
+    assert!(
+        again
+            .stderr
+            .contains("the invitation was not accepted (404)"),
+        "{}",
+        again.stderr
+    );
+    org.delete().await;
 }
 
 #[tokio::test]

@@ -2,6 +2,11 @@
 //! harness's KUBECONFIG: every command, its output and its exit code.
 
 mod common;
+#[path = "invitations/http.rs"]
+mod http;
+#[allow(dead_code)] // this binary reads the shared Mailpit only
+#[path = "invitations/mailpit.rs"]
+mod mailpit;
 
 use common::org::{REACT, TestOrg, all, org_where_bob_has};
 use common::{client, eventually, free_port, operator, unique};
@@ -265,29 +270,38 @@ async fn members_and_access_show_roles_scopes_and_namespaces() {
     // bob views every deployment, through the binding bob-viewer.
     let (org, res) = org_where_bob_has("viewer", |_| all("deployment"), "full").await;
 
-    let members = eventually(
-        "bob Ready with his role in `members -o json`",
-        REACT,
-        || async {
-            let members = json(&format!("members --org {}", org.name)).await;
-            let bob = members
-                .as_array()?
-                .iter()
-                .find(|m| m["email"] == "bob@example.com")?;
-            let has_role = bob["roles"].as_array()?.iter().any(|r| {
-                r["role"] == "viewer"
-                    && r["scope"] == "deployment/*"
-                    && r["binding"] == "bob-viewer"
-            });
-            (has_role && bob["ready"] == "True").then_some(members)
-        },
-    )
+    // Each member with the role kube-org reports, and Ready.
+    let holds = |members: &Value, email: &str, role: &str, scope: &str| {
+        members.as_array().is_some_and(|all| {
+            all.iter().any(|m| {
+                m["email"] == email
+                    && m["ready"] == "True"
+                    && m["roles"].as_array().is_some_and(|roles| {
+                        roles
+                            .iter()
+                            .any(|r| r["role"] == role && r["scope"] == scope)
+                    })
+            })
+        })
+    };
+    let members = eventually("bob and alice Ready with their roles", REACT, || async {
+        let members = json(&format!("members --org {}", org.name)).await;
+        (holds(&members, "bob@example.com", "viewer", "deployment/*")
+            && holds(
+                &members,
+                "alice@example.com",
+                "organization-owner",
+                "organization",
+            ))
+        .then_some(members)
+    })
     .await;
-    let alice = members
+    let bob = members
         .as_array()
-        .and_then(|m| m.iter().find(|m| m["email"] == "alice@example.com"))
-        .expect("alice, the owner");
-    assert_eq!(alice["roles"][0]["role"], "organization-owner");
+        .and_then(|m| m.iter().find(|m| m["email"] == "bob@example.com"))
+        .expect("bob");
+    assert_eq!(bob["roles"][0]["binding"], "bob-viewer");
+    assert_eq!(bob["source"], "Declared");
 
     let table = expect(0, &format!("members --org {}", org.name))
         .await
@@ -510,15 +524,20 @@ async fn accept_posts_the_token_and_explains_every_failure() {
         unreachable.stderr
     );
 
-    // The operator refuses a made-up token (before the accept endpoint exists in this
-    // build: 404 for the path; after: kube-org's 404 for an unusable link).
+    // The operator gives a made-up token its one answer for unusable links.
     let operator = operator().await;
     let bogus = expect(
         1,
         &format!("accept not-a-real-token --url {}", operator.base_url),
     )
     .await;
-    assert!(bogus.stderr.contains("404"), "{}", bogus.stderr);
+    assert!(
+        bogus
+            .stderr
+            .contains("the invitation was not accepted (404): This invitation link cannot be used"),
+        "{}",
+        bogus.stderr
+    );
 
     // No address at all is a usage error.
     let usage = expect(2, "accept t0k3n").await;
@@ -527,6 +546,72 @@ async fn accept_posts_the_token_and_explains_every_failure() {
         "{}",
         usage.stderr
     );
+}
+
+#[tokio::test]
+async fn invite_then_accept_the_emailed_link_makes_a_member() {
+    let base = operator().await.base_url.clone();
+    let org = TestOrg::with_spec(
+        &["alice@example.com"],
+        serde_json::json!({"invitations": {"acceptURL": base}}),
+    )
+    .await;
+    let email = format!("{}@example.com", unique("frank"));
+    let name = invitation_name(&email);
+    expect(
+        0,
+        &format!(
+            "invite {email} --org {} --role viewer --scope deployment/*",
+            org.name
+        ),
+    )
+    .await;
+    let mail = mailpit::Mailpit::shared()
+        .wait_for(&email, 1)
+        .await
+        .pop()
+        .expect("the invitation email");
+
+    let accepted = expect(0, &format!("accept {}", mail.link())).await;
+    assert_eq!(
+        accepted.stdout,
+        format!("Welcome to {}: you are a member now.\n", org.name)
+    );
+    let invitations = eventually("the invitation Accepted", REACT, || async {
+        let listed = json(&format!("invitations --org {}", org.name)).await;
+        (listed[0]["phase"] == "Accepted").then_some(listed)
+    })
+    .await;
+    assert_eq!(invitations[0]["name"], name.as_str());
+    let member = eventually(
+        "the new member with the role invited for",
+        REACT,
+        || async {
+            let members = json(&format!("members --org {}", org.name)).await;
+            members
+                .as_array()?
+                .iter()
+                .find(|m| {
+                    m["email"] == email.as_str()
+                        && m["roles"][0]["role"] == "viewer"
+                        && m["roles"][0]["scope"] == "deployment/*"
+                })
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(member["source"], format!("Invitation/{name}"));
+
+    // The link works once.
+    let again = expect(1, &format!("accept {}", mail.link())).await;
+    assert!(
+        again
+            .stderr
+            .contains("the invitation was not accepted (404)"),
+        "{}",
+        again.stderr
+    );
+    org.delete().await;
 }
 
 #[tokio::test]

@@ -272,15 +272,30 @@ impl Operator {
 }
 
 /// The operator shared by every test of one test binary, started on first use, after
-/// the CRDs are installed (its watches would otherwise start in back-off).
+/// the CRDs are installed (its watches would otherwise start in back-off). It sends
+/// invitation emails through the Mailpit `make test` starts.
 pub async fn operator() -> &'static Operator {
     static OPERATOR: OnceCell<Operator> = OnceCell::const_new();
     OPERATOR
         .get_or_init(|| async {
             client().await;
-            Operator::start(&[]).await
+            Operator::start(&shared_mail_args()).await
         })
         .await
+}
+
+/// Flags that send invitation emails through the Mailpit the launcher started; none
+/// without one (against kind, invitations then wait with `Delivered=False`).
+pub fn shared_mail_args() -> Vec<String> {
+    match std::env::var("KUBE_ORG_MAILPIT_SMTP") {
+        Ok(smtp) => vec![
+            "--smtp-url".to_string(),
+            format!("smtp://{smtp}"),
+            "--smtp-from".to_string(),
+            "kube-org@example.com".to_string(),
+        ],
+        Err(_) => Vec::new(),
+    }
 }
 
 /// A free TCP port on 127.0.0.1.

@@ -11,3 +11,4 @@ pub mod leader;
 pub mod metrics;
 pub mod plugin;
 pub mod run;
+pub mod shutdown;

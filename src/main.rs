@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers and the HTTP server (health, metrics, invitation acceptance).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Print the CustomResourceDefinitions as YAML, or write one file each with --out-dir.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
@@ -33,7 +33,16 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run(args) => run::run(args).await,
+        Command::Run(args) => {
+            let result = run::run(*args).await;
+            // Exit here rather than by dropping the runtime, which waits for blocking
+            // threads (a read of standard input, a DNS lookup) that may never return.
+            if let Err(error) = result {
+                eprintln!("error: {error:#}");
+                std::process::exit(1);
+            }
+            std::process::exit(0);
+        }
         Command::Crds { out_dir: None } => {
             print!("{}", crdgen::all_yaml()?);
             Ok(())

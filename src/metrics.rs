@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -33,6 +34,8 @@ pub struct Metrics {
     pub api_writes: Family<WriteLabels, Counter>,
     /// The sum of `api_writes` over every label.
     pub total_writes: Counter,
+    /// 1 while this replica leads (or runs without leader election).
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -45,6 +48,7 @@ impl Default for Metrics {
             }),
             api_writes: Family::default(),
             total_writes: Counter::default(),
+            leader: Gauge::default(),
         }
     }
 }
@@ -73,6 +77,11 @@ impl Metrics {
             "api_writes_all",
             "Write requests sent to the Kubernetes API, all resources",
             self.total_writes.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica leads (or runs without leader election)",
+            self.leader.clone(),
         );
     }
 

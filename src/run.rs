@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -33,9 +34,48 @@ pub struct RunArgs {
     #[arg(long, env = "KUBE_ORG_STOP_ON_STDIN_CLOSE", hide = true)]
     pub stop_on_stdin_close: bool,
 
+    /// How many objects each controller reconciles at once (Organizations for access,
+    /// Invitations for email); one object is never reconciled twice at the same time.
+    #[arg(long, env = "KUBE_ORG_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
+    /// Elect a leader among replicas with a Lease: only the leader reconciles and sends
+    /// email; every replica serves the accept endpoint.
+    #[arg(long, env = "KUBE_ORG_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "KUBE_ORG_LEASE_NAME", default_value = "kube-org")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease (in a Pod: its own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-org-system")]
+    pub lease_namespace: String,
+
+    /// Seconds a leader that stopped renewing keeps the Lease; a follower takes over
+    /// at most this long (plus one renewal interval, a fifth of it) after a crash.
+    #[arg(long, env = "KUBE_ORG_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_duration_seconds: u64,
+
+    /// Act as this ServiceAccount (`namespace/name`) through impersonation: runs the
+    /// operator with exactly the permissions `manifests/` grants it (used by the tests).
+    #[arg(long, env = "KUBE_ORG_IMPERSONATE", hide = true)]
+    pub impersonate: Option<String>,
+
     /// Invitations: SMTP, sender, accept link, rate limit.
     #[command(flatten)]
     pub invitations: crate::invitations::InvitationArgs,
+}
+
+impl RunArgs {
+    /// Checks what clap cannot: values whose meaning depends on their content.
+    pub fn validate(&self) -> Result<(), crate::invitations::ConfigError> {
+        if let Some(sa) = &self.impersonate {
+            crate::invitations::config::namespace_and_name(sa)
+                .ok_or_else(|| crate::invitations::ConfigError::ServiceAccount(sa.clone()))?;
+        }
+        self.invitations.validate()
+    }
 }
 
 /// How log lines are written.
@@ -55,12 +95,11 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Runs until SIGINT or SIGTERM.
+/// Runs until SIGINT or SIGTERM; fails at once on a flag that does not make sense.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    args.validate()?;
     init_logging(args.log_format);
-    let client = Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster)")?;
+    let client = connect(args.impersonate.as_deref()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Metrics::default();
@@ -73,58 +112,158 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .context("setting up invitations")?;
     let accept_routes = invitations.router();
-    let invitations_stop = {
-        let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.changed().await;
-        }
-    };
-    let invitations = tokio::spawn(invitations.run(invitations_stop));
-
     let state = AppState {
         ready: ready.clone(),
         registry: Arc::new(registry),
     };
-
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     info!(address = %args.listen, "HTTP server listening");
+    // Every replica serves the accept endpoint, leader or not.
     let server = tokio::spawn(serve(listener, state, stop_rx.clone(), accept_routes));
-
-    let controller_stop = {
-        let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.changed().await;
-        }
-    };
-    let controller = tokio::spawn(crate::controller::run(
-        client.clone(),
-        metrics.clone(),
-        controller_stop,
-    ));
     ready.store(true, Ordering::SeqCst);
     info!("kube-org started");
 
     let signal = shutdown_signal(args.stop_on_stdin_close);
-    let name = signal.await;
-    info!(signal = name, "shutting down");
+    tokio::pin!(signal);
+    let election = Election::start(&args, &client);
+    let mut leading = election.leading.clone();
+    let mut lost_leadership = false;
+    // Followers wait here until they lead (or are told to stop).
+    let leads = tokio::select! {
+        name = &mut signal => { info!(signal = name, "shutting down"); false }
+        result = leading.wait_for(|leads| *leads) => result.is_ok(),
+    };
+    let mut controllers = Vec::new();
+    if leads {
+        metrics.leader.set(1);
+        info!("leading: starting the controllers");
+        controllers.push((
+            "access controller",
+            tokio::spawn(crate::controller::run(
+                client.clone(),
+                metrics.clone(),
+                args.concurrency,
+                stop_rx.clone(),
+            )),
+        ));
+        controllers.push((
+            "invitation controller",
+            tokio::spawn(invitations.run(args.concurrency, stop_rx.clone())),
+        ));
+        tokio::select! {
+            name = &mut signal => info!(signal = name, "shutting down"),
+            _ = leading.wait_for(|leads| !*leads) => {
+                warn!("lost leadership; stopping so that only the leader acts");
+                lost_leadership = true;
+            }
+        }
+    }
     ready.store(false, Ordering::SeqCst);
     let _ = stop_tx.send(true);
     // Graceful, but bounded: an open keep-alive connection or a slow reconcile must not
     // keep the process alive after SIGTERM.
-    let grace = std::time::Duration::from_secs(10);
-    match tokio::time::timeout(grace, server).await {
+    let stopping = controllers.into_iter().map(|(name, task)| async move {
+        if tokio::time::timeout(GRACE, task).await.is_err() {
+            warn!("the {name} did not stop within {GRACE:?}; exiting anyway");
+        }
+    });
+    futures::future::join_all(stopping).await;
+    // Controllers are stopped: hand the Lease over at once, so another replica takes
+    // over without waiting for it to expire.
+    election.step_down().await;
+    metrics.leader.set(0);
+    match tokio::time::timeout(GRACE, server).await {
         Ok(joined) => joined.context("HTTP server task")??,
-        Err(_) => warn!("HTTP server did not stop within {grace:?}; exiting anyway"),
+        Err(_) => warn!("HTTP server did not stop within {GRACE:?}; exiting anyway"),
     }
-    if tokio::time::timeout(grace, controller).await.is_err() {
-        warn!("access controller did not stop within {grace:?}; exiting anyway");
+    if lost_leadership {
+        anyhow::bail!("lost leadership");
     }
-    // Let the invitation controller finish what it is doing (graceful shutdown).
-    let _ = tokio::time::timeout(grace, invitations).await;
     info!("kube-org stopped");
     Ok(())
+}
+
+/// How long each part of the process may take to stop after SIGTERM.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Connects with KUBECONFIG or the in-cluster config, acting as `service_account`
+/// (`namespace/name`) when given.
+async fn connect(service_account: Option<&str>) -> anyhow::Result<Client> {
+    let mut config = kube::Config::infer()
+        .await
+        .context("reading the Kubernetes client configuration (KUBECONFIG or in-cluster)")?;
+    if let Some((namespace, name)) =
+        service_account.and_then(crate::invitations::config::namespace_and_name)
+    {
+        config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
+        config.auth_info.impersonate_groups = Some(vec![
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{namespace}"),
+            "system:authenticated".to_string(),
+        ]);
+    }
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// Leader election, or its absence: `leading` tells whether this replica may act.
+struct Election {
+    leading: watch::Receiver<bool>,
+    /// Without election, the sender lives here so that leadership is never seen as lost.
+    _always: Option<watch::Sender<bool>>,
+    running: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Election {
+    fn start(args: &RunArgs, client: &Client) -> Election {
+        let (leading_tx, leading) = watch::channel(!args.leader_elect);
+        if !args.leader_elect {
+            return Election {
+                leading,
+                _always: Some(leading_tx),
+                running: None,
+            };
+        }
+        let config = crate::leader::LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: identity(),
+            duration: Duration::from_secs(args.lease_duration_seconds),
+            retry: Duration::from_secs((args.lease_duration_seconds / 5).max(1)),
+        };
+        info!(lease = %format!("{}/{}", config.namespace, config.name), identity = %config.identity, "waiting to lead");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(crate::leader::run(
+            client.clone(),
+            config,
+            leading_tx,
+            stop_rx,
+        ));
+        Election {
+            leading,
+            _always: None,
+            running: Some((stop_tx, task)),
+        }
+    }
+
+    /// Releases the Lease if this replica holds it (bounded: the API may be gone).
+    async fn step_down(self) {
+        if let Some((stop, task)) = self.running {
+            let _ = stop.send(true);
+            if tokio::time::timeout(GRACE, task).await.is_err() {
+                warn!("could not release the Lease within {GRACE:?}; it will expire");
+            }
+        }
+    }
+}
+
+/// This replica's identity in the Lease: the Pod name, else host name and process id.
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM (or, when asked, standard input closing), naming it.

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::access::names::{LABEL_MANAGED_BY, LABEL_ORGANIZATION, MANAGER};
 use crate::api::{Invitation, Membership, Organization, RoleBinding};
 use crate::metrics::Metrics;
+use crate::shutdown::{RECONCILE_GRACE, is_filled, run_until_stopped, stopped};
 
 /// Everything a reconcile reads or writes through.
 pub struct Context {
@@ -44,6 +45,20 @@ pub struct Stores {
     pub native_bindings: Store<NativeRoleBinding>,
     pub cluster_roles: Store<ClusterRole>,
     pub cluster_role_bindings: Store<ClusterRoleBinding>,
+}
+
+impl Stores {
+    /// Whether every cache has had its first complete list.
+    pub fn all_filled(&self) -> bool {
+        is_filled(&self.organizations)
+            && is_filled(&self.memberships)
+            && is_filled(&self.bindings)
+            && is_filled(&self.invitations)
+            && is_filled(&self.namespaces)
+            && is_filled(&self.native_bindings)
+            && is_filled(&self.cluster_roles)
+            && is_filled(&self.cluster_role_bindings)
+    }
 }
 
 /// Errors of a reconcile; `metric_label` feeds the error metric.
@@ -126,7 +141,8 @@ fn org_of_label<K: Resource>(obj: &K) -> Option<ObjectRef<Organization>> {
 pub async fn run(
     client: Client,
     metrics: Metrics,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    concurrency: u16,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let managed = watcher::Config::default().labels(&format!(
         "{LABEL_MANAGED_BY}={MANAGER},{LABEL_ORGANIZATION}"
@@ -159,7 +175,8 @@ pub async fn run(
     let controller = Controller::new(
         Api::<Organization>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let organizations = controller.store();
     let stores = Stores {
         organizations: organizations.clone(),
@@ -189,7 +206,7 @@ pub async fn run(
         organizations.clone(),
     );
     let bindings_by_ns = native_bindings.clone();
-    controller
+    let controller = controller
         .watches_stream(membership_events, move |m: Membership| {
             orgs_homed_in(&o1, m.namespace())
         })
@@ -222,16 +239,24 @@ pub async fn run(
         .watches_stream(cluster_role_binding_events, |crb: ClusterRoleBinding| {
             org_of_label(&crb)
         })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
+        .graceful_shutdown_on(stopped(stop.clone()))
+        .run(reconcile, error_policy, context.clone())
         .for_each(|result| async move {
             match result {
                 // Triggers for an organization deleted meanwhile: nothing to do.
                 Err(kube::runtime::controller::Error::ObjectNotFound(_)) | Ok(_) => {}
                 Err(error) => warn!(%error, "reconcile failed"),
             }
-        })
-        .await;
+        });
+    let caches_filled = || context.stores.all_filled();
+    run_until_stopped(
+        "organization",
+        controller,
+        stop,
+        caches_filled,
+        RECONCILE_GRACE,
+    )
+    .await;
     info!("access controller stopped");
 }
 

@@ -46,6 +46,22 @@ pub struct InvitationArgs {
     pub invitations_selector: Option<String>,
 }
 
+impl InvitationArgs {
+    /// Checks every flag that has a format, before anything connects anywhere.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.smtp_url {
+            SmtpUrl::parse(url)?;
+        }
+        if let Some(reference) = &self.smtp_secret {
+            secret_ref(reference)?;
+        }
+        if let Some(url) = &self.accept_base_url {
+            accept_base_url(url)?;
+        }
+        Ok(())
+    }
+}
+
 /// How the SMTP connection is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SmtpSecurity {
@@ -92,6 +108,8 @@ pub enum ConfigError {
     SecretKey(String, &'static str),
     #[error("--accept-base-url {0:?} must be an http:// or https:// URL")]
     AcceptBaseUrl(String),
+    #[error("--impersonate {0:?} must be namespace/name of a ServiceAccount")]
+    ServiceAccount(String),
 }
 
 impl SmtpUrl {
@@ -154,11 +172,16 @@ fn redact(text: &str) -> String {
 
 /// Splits `namespace/name`.
 pub fn secret_ref(text: &str) -> Result<(String, String), ConfigError> {
+    namespace_and_name(text).ok_or_else(|| ConfigError::SecretName(text.to_string()))
+}
+
+/// Splits `namespace/name`; None unless both parts are there.
+pub fn namespace_and_name(text: &str) -> Option<(String, String)> {
     match text.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok((ns.to_string(), name.to_string()))
+            Some((ns.to_string(), name.to_string()))
         }
-        _ => Err(ConfigError::SecretName(text.to_string())),
+        _ => None,
     }
 }
 

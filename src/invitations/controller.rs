@@ -147,11 +147,12 @@ impl InvitationController {
     /// Runs until `shutdown` resolves.
     pub async fn run(
         self,
+        concurrency: u16,
         defaults: Defaults,
         mailer: Option<Mailer>,
         metrics: Arc<Metrics>,
         recorder: Recorder,
-        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let context = Arc::new(Context {
             client: self.client.clone(),
@@ -181,19 +182,36 @@ impl InvitationController {
         .for_each(|_| futures::future::ready(()));
         let controller = self
             .controller
-            .graceful_shutdown_on(shutdown)
-            .run(reconcile, error_policy, context)
+            .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+            .graceful_shutdown_on(crate::shutdown::stopped(stop.clone()))
+            .run(reconcile, error_policy, context.clone())
             .for_each(|result| {
                 if let Err(error) = result {
                     tracing::debug!(%error, "invitation reconcile");
                 }
                 futures::future::ready(())
             });
-        tokio::select! {
-            _ = controller => {}
-            _ = organizations => tracing::warn!("Organization cache ended"),
-            _ = memberships => tracing::warn!("Membership cache ended"),
-        }
+        let caches_filled = || {
+            use crate::shutdown::is_filled;
+            is_filled(&context.invitations)
+                && is_filled(&context.organizations)
+                && is_filled(&context.memberships)
+        };
+        let controller = async {
+            tokio::select! {
+                _ = controller => {}
+                _ = organizations => tracing::warn!("Organization cache ended"),
+                _ = memberships => tracing::warn!("Membership cache ended"),
+            }
+        };
+        crate::shutdown::run_until_stopped(
+            "invitation",
+            controller,
+            stop,
+            caches_filled,
+            crate::shutdown::RECONCILE_GRACE,
+        )
+        .await;
     }
 }
 

@@ -33,8 +33,8 @@ use kube::{Api, Client, ResourceExt};
 use lettre::transport::smtp::authentication::Credentials;
 use prometheus_client::registry::Registry;
 
-pub use config::InvitationArgs;
-use config::{ConfigError, SmtpUrl};
+use config::SmtpUrl;
+pub use config::{ConfigError, InvitationArgs};
 use controller::InvitationController;
 use email::{EmailError, Mailer};
 use lifecycle::Defaults;
@@ -137,14 +137,15 @@ impl Invitations {
     }
 
     /// Runs the controller until `shutdown` resolves.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    pub async fn run(self, concurrency: u16, stop: tokio::sync::watch::Receiver<bool>) {
         self.controller
             .run(
+                concurrency,
                 self.defaults,
                 self.mailer,
                 self.metrics,
                 self.recorder,
-                shutdown,
+                stop,
             )
             .await
     }

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod api;
+pub mod cache;
 pub mod catalog;
 pub mod controller;
 pub mod crdgen;

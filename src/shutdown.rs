@@ -11,9 +11,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use futures::FutureExt;
-use kube::Resource;
-use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -23,15 +20,6 @@ pub const RECONCILE_GRACE: Duration = Duration::from_secs(5);
 /// Resolves once `stop` turns true (or its sender is gone).
 pub async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
-}
-
-/// Whether a cache has been filled by its first complete list.
-pub fn is_filled<K>(store: &Store<K>) -> bool
-where
-    K: Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store.wait_until_ready().now_or_never().is_some()
 }
 
 /// Runs `controller` (built with `graceful_shutdown_on(stopped(stop))`) until it ends by

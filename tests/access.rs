@@ -249,7 +249,7 @@ async fn console_access_shows_resources_but_grants_nothing_inside() {
 }
 
 #[tokio::test]
-async fn a_custom_role_grants_its_cluster_role() {
+async fn a_custom_role_grants_its_cluster_role_once_kube_org_may_bind_it() {
     let client = client().await;
     let role_name = unique("kube-org-test-cm-reader");
     let role: ClusterRole = serde_json::from_value(serde_json::json!({
@@ -257,7 +257,8 @@ async fn a_custom_role_grants_its_cluster_role() {
         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
     }))
     .expect("cluster role");
-    Api::<ClusterRole>::all(client.clone())
+    let cluster_roles = Api::<ClusterRole>::all(client.clone());
+    cluster_roles
         .create(&PostParams::default(), &role)
         .await
         .expect("creating the ClusterRole");
@@ -276,12 +277,52 @@ async fn a_custom_role_grants_its_cluster_role() {
         "full",
     )
     .await;
+
+    // The operator (least privilege) may not bind this ClusterRole yet: the binding says
+    // so and how to fix it, and the rest of the organization still works.
+    let bindings = org.bindings();
+    let ready = eventually("bob-cm reports why it grants nothing", REACT, || async {
+        let status = bindings.get("bob-cm").await.ok()?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "ClusterRoleNotBindable")
+    })
+    .await;
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("aggregate-to-operator"),
+        "{}",
+        ready.message
+    );
+    eventually_can(&client, "bob@example.com", org.get_org(), true, REACT).await;
+    assert!(
+        !can(
+            &client,
+            "bob@example.com",
+            Can::new("list", "configmaps", Some(&res))
+        )
+        .await
+    );
+
+    // A cluster admin grants `bind` the documented way (manifests/rbac.yaml).
+    let grant: ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{role_name}-bind"), "labels": {"kube-org.io/aggregate-to-operator": "true"}},
+        "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                   "verbs": ["bind"], "resourceNames": [role_name]}],
+    }))
+    .expect("cluster role");
+    cluster_roles
+        .create(&PostParams::default(), &grant)
+        .await
+        .expect("creating the bind grant");
+    // kube-org looks again every 30s while a ClusterRole is not bindable.
     eventually_can(
         &client,
         "bob@example.com",
         Can::new("list", "configmaps", Some(&res)),
         true,
-        REACT,
+        Duration::from_secs(45),
     )
     .await;
     assert!(
@@ -292,8 +333,10 @@ async fn a_custom_role_grants_its_cluster_role() {
         )
         .await
     );
-    assert!(!can(&client, "bob@example.com", viewer_up(&res)).await);
     org.delete().await;
+    let _ = cluster_roles
+        .delete(&format!("{role_name}-bind"), &Default::default())
+        .await;
 }
 
 #[tokio::test]

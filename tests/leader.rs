@@ -1,8 +1,11 @@
 //! Leader election between two operator processes on the real control plane: only the
 //! leader reconciles; when it is killed the other takes over within the lease duration
-//! plus a few seconds; a leader that stops steps down at once.
+//! plus a few seconds; a leader killed while sending invitations costs at most one
+//! duplicate email; a leader that stops steps down at once.
 
 mod common;
+#[path = "invitations/http.rs"]
+mod http;
 
 use std::time::{Duration, Instant};
 
@@ -10,15 +13,22 @@ use common::{Operator, client, eventually, unique};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::PostParams;
-use kube_org::api::Organization;
+use kube_org::api::{Invitation, Organization};
 
-fn elect(lease: &str, namespace: &str, seconds: u64) -> Vec<String> {
+/// Every operator reconciles every Organization, whatever its Lease: the tests of this
+/// file run one at a time so that only the operators of one test act.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Flags electing a leader with a Lease of its own in `kube-org-system`, where the
+/// operator's Role lets it keep Leases.
+fn elect(prefix: &str, seconds: u64) -> Vec<String> {
+    let lease = unique(prefix);
     [
         "--leader-elect",
         "--lease-name",
-        lease,
+        &lease,
         "--lease-namespace",
-        namespace,
+        "kube-org-system",
         "--lease-duration-seconds",
         &seconds.to_string(),
     ]
@@ -47,9 +57,9 @@ async fn create_org(client: &kube::Client) -> String {
 
 #[tokio::test]
 async fn the_follower_takes_over_when_the_leader_dies() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let client = client().await;
-    let lease_ns = common::namespace(&client, "lease").await;
-    let args = elect("failover", &lease_ns, 4);
+    let args = elect("failover", 4);
     let first = Operator::start(&args).await;
     eventually(
         "the first operator leads",
@@ -92,10 +102,10 @@ async fn the_follower_takes_over_when_the_leader_dies() {
 
 #[tokio::test]
 async fn a_stopping_leader_steps_down_at_once() {
-    let client = client().await;
-    let lease_ns = common::namespace(&client, "lease").await;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    client().await; // CRDs and the operator's RBAC
     // A long lease: without stepping down, the next replica would wait 60s.
-    let args = elect("handover", &lease_ns, 60);
+    let args = elect("handover", 60);
     let first = Operator::start(&args).await;
     eventually(
         "the first operator leads",
@@ -111,5 +121,127 @@ async fn a_stopping_leader_steps_down_at_once() {
         || async { leads(&second).await.then_some(()) },
     )
     .await;
+    second.stop();
+}
+
+/// How many emails Mailpit holds for each address at `domain`.
+async fn emails_per_address(domain: &str) -> std::collections::BTreeMap<String, usize> {
+    let api =
+        std::env::var("KUBE_ORG_MAILPIT_API").expect("KUBE_ORG_MAILPIT_API: run with `make test`");
+    let answer = http::get(&format!(
+        "{api}/api/v1/search?query=to%3A{domain}&limit=1000"
+    ))
+    .await;
+    assert_eq!(answer.status, 200, "Mailpit search: {}", answer.body);
+    let mut counts = std::collections::BTreeMap::new();
+    for message in answer.json()["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        for to in message["To"].as_array().cloned().unwrap_or_default() {
+            if let Some(address) = to["Address"].as_str().filter(|a| a.ends_with(domain)) {
+                *counts.entry(address.to_string()).or_default() += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn delivered(invitation: &Invitation) -> bool {
+    invitation.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Delivered" && c.status == "True")
+    })
+}
+
+#[tokio::test]
+async fn a_leader_killed_while_sending_costs_at_most_one_duplicate_email() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    const INVITATIONS: usize = 80;
+    let client = client().await;
+    let mut args = elect("emails", 4);
+    let mail = common::shared_mail_args();
+    assert!(
+        !mail.is_empty(),
+        "KUBE_ORG_MAILPIT_SMTP is not set: run with `make test`"
+    );
+    args.extend(mail);
+    args.extend([
+        "--accept-base-url".to_string(),
+        "http://accept.invalid".to_string(),
+    ]);
+    let first = Operator::start(&args).await;
+    eventually(
+        "the first operator leads",
+        Duration::from_secs(10),
+        || async { leads(&first).await.then_some(()) },
+    )
+    .await;
+    let second = Operator::start(&args).await;
+
+    let home = create_org(&client).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    eventually("the home namespace", Duration::from_secs(10), || async {
+        namespaces.get_opt(&home).await.ok().flatten()
+    })
+    .await;
+    let domain = format!("{}.example.com", unique("failover"));
+    let invitations: Api<Invitation> = Api::namespaced(client.clone(), &home);
+    for i in 0..INVITATIONS {
+        let invitation: Invitation = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-org.io/v1alpha1", "kind": "Invitation",
+            "metadata": {"name": format!("i{i}")},
+            "spec": {"email": format!("i{i}@{domain}"), "roles": [{"role": "viewer", "scope": {"resourceType": "deployment", "all": true}}]}
+        }))
+        .expect("invitation");
+        invitations
+            .create(&PostParams::default(), &invitation)
+            .await
+            .expect("creating an invitation");
+    }
+    // Kill the leader mid-work: some emails out, most not.
+    let before_kill = eventually(
+        "the leader sends the first emails",
+        Duration::from_secs(30),
+        || async {
+            let sent: usize = emails_per_address(&domain).await.values().sum();
+            (sent >= 5).then_some(sent)
+        },
+    )
+    .await;
+    first.kill();
+    let killed = Instant::now();
+    assert!(
+        before_kill < INVITATIONS,
+        "every email left before the kill; nothing was mid-work"
+    );
+
+    eventually(
+        "every invitation delivered after the failover",
+        Duration::from_secs(90),
+        || async {
+            let list = invitations.list(&Default::default()).await.ok()?;
+            list.items.iter().all(delivered).then_some(())
+        },
+    )
+    .await;
+    let counts = emails_per_address(&domain).await;
+    let total: usize = counts.values().sum();
+    eprintln!(
+        "{before_kill} of {INVITATIONS} emails out before the kill; all delivered {:?} after it; {} duplicate(s)",
+        killed.elapsed(),
+        total - counts.len()
+    );
+    assert_eq!(
+        counts.len(),
+        INVITATIONS,
+        "every invitee got an email: {counts:?}"
+    );
+    assert!(
+        total <= INVITATIONS + 1,
+        "more than one duplicate email for one crash: {counts:?}"
+    );
     second.stop();
 }

@@ -38,6 +38,9 @@ pub struct AccessInput<'a> {
     pub bindings: Vec<&'a RoleBinding>,
     /// Namespaces labelled with the organization.
     pub namespaces: Vec<&'a Namespace>,
+    /// Custom ClusterRoles kube-org may not bind: RoleBindings using them grant nothing
+    /// and say why, instead of failing every write of the organization.
+    pub unbindable: &'a BTreeSet<String>,
 }
 
 /// Everything the organization needs, plus the status of each object it came from.
@@ -90,7 +93,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     let org = input.org;
     let org_name = org.name_any();
     let home = org.home_namespace();
-    let table = RoleTable::new(org);
+    let table = RoleTable::new(org).refusing(input.unbindable);
     let resources = resources_by_type(org, &home, &input.namespaces);
 
     // Active members by normalized email (the first by name wins a duplicate).

@@ -1,5 +1,7 @@
 //! Unit tests of [`desired_access`] from YAML fixtures: no cluster involved.
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::api::core::v1::Namespace;
 
 use super::desired::{AccessInput, DesiredAccess, desired_access};
@@ -46,6 +48,7 @@ struct World {
     members: Vec<Membership>,
     bindings: Vec<RoleBinding>,
     namespaces: Vec<Namespace>,
+    unbindable: BTreeSet<String>,
 }
 
 impl World {
@@ -62,7 +65,14 @@ impl World {
                 resource("staging", "deployment"),
                 resource("search", "elasticsearch"),
             ],
+            unbindable: BTreeSet::new(),
         }
+    }
+
+    /// kube-org may not bind `cluster_role`.
+    fn unbindable(mut self, cluster_role: &str) -> Self {
+        self.unbindable.insert(cluster_role.to_string());
+        self
     }
 
     fn bind(mut self, name: &str, spec: &str) -> Self {
@@ -76,6 +86,7 @@ impl World {
             memberships: self.members.iter().collect(),
             bindings: self.bindings.iter().collect(),
             namespaces: self.namespaces.iter().collect(),
+            unbindable: &self.unbindable,
         })
     }
 }
@@ -220,6 +231,27 @@ fn a_custom_role_with_full_access_binds_its_cluster_role() {
     assert_eq!(
         held(&access, "carol@example.com"),
         pairs(&[("search", "kube-org-auditor")])
+    );
+}
+
+#[test]
+fn a_custom_role_kube_org_may_not_bind_grants_nothing_and_says_how_to_fix_it() {
+    let access = World::new()
+        .unbindable("kube-org-auditor")
+        .bind("c", "{member: carol@example.com, role: auditor, scope: {resourceType: elasticsearch, all: true}}")
+        .bind("v", "{member: carol@example.com, role: viewer, scope: {resourceType: deployment, all: true}}")
+        .compute();
+    // The other binding still works: one unbindable role does not block the rest.
+    assert_eq!(
+        held(&access, "carol@example.com"),
+        pairs(&[("prod", "view"), ("staging", "view")])
+    );
+    let ready = &access.bindings["c"].ready;
+    assert_eq!(ready.reason, "ClusterRoleNotBindable");
+    assert!(
+        ready.message.contains("kube-org.io/aggregate-to-operator"),
+        "{}",
+        ready.message
     );
 }
 

@@ -1,6 +1,8 @@
 //! Resolving a role name for one organization: the built-in catalog, overridden or
 //! extended by the Organization's `spec.roles`.
 
+use std::collections::BTreeSet;
+
 use crate::api::Organization;
 use crate::api::organization::RoleLevel;
 use crate::catalog;
@@ -32,6 +34,10 @@ pub enum RoleProblem {
     NeedsResourceScope(String),
     #[error("resource type {0:?} is not in the organization's spec.resourceTypes")]
     UnknownResourceType(String),
+    #[error(
+        "kube-org may not bind ClusterRole {cluster_role:?} (role {role:?}); a cluster admin grants it with a ClusterRole labelled kube-org.io/aggregate-to-operator=true allowing bind on it (see manifests/rbac.yaml)"
+    )]
+    ClusterRoleNotBindable { role: String, cluster_role: String },
 }
 
 impl RoleProblem {
@@ -43,6 +49,7 @@ impl RoleProblem {
             RoleProblem::NeedsOrganizationScope(_) => "NeedsOrganizationScope",
             RoleProblem::NeedsResourceScope(_) => "NeedsResourceScope",
             RoleProblem::UnknownResourceType(_) => "UnknownResourceType",
+            RoleProblem::ClusterRoleNotBindable { .. } => "ClusterRoleNotBindable",
         }
     }
 }
@@ -50,11 +57,48 @@ impl RoleProblem {
 /// The roles of one organization.
 pub struct RoleTable<'a> {
     org: &'a Organization,
+    /// Custom ClusterRoles kube-org is not allowed to bind (it would be refused).
+    unbindable: &'a BTreeSet<String>,
 }
+
+/// No ClusterRole known to be unbindable.
+static NONE_UNBINDABLE: BTreeSet<String> = BTreeSet::new();
 
 impl<'a> RoleTable<'a> {
     pub fn new(org: &'a Organization) -> Self {
-        Self { org }
+        Self {
+            org,
+            unbindable: &NONE_UNBINDABLE,
+        }
+    }
+
+    /// The same table, refusing custom roles whose ClusterRole is in `unbindable`.
+    pub fn refusing(self, unbindable: &'a BTreeSet<String>) -> Self {
+        Self { unbindable, ..self }
+    }
+
+    /// A custom role, unless kube-org may not bind its ClusterRole.
+    fn custom(
+        &self,
+        name: &str,
+        level: RoleLevel,
+        cluster_role: &Option<String>,
+    ) -> Result<ResolvedRole, RoleProblem> {
+        if let Some(cluster_role) = cluster_role
+            .as_ref()
+            .filter(|c| self.unbindable.contains(*c))
+        {
+            return Err(RoleProblem::ClusterRoleNotBindable {
+                role: name.to_string(),
+                cluster_role: cluster_role.clone(),
+            });
+        }
+        Ok(ResolvedRole {
+            name: name.to_string(),
+            level,
+            cluster_role: cluster_role.clone(),
+            custom: true,
+        })
     }
 
     fn uses_type(&self, resource_type: &str) -> bool {
@@ -69,12 +113,9 @@ impl<'a> RoleTable<'a> {
     pub fn organization_role(&self, name: &str) -> Result<ResolvedRole, RoleProblem> {
         if let Some(custom) = self.org.spec.roles.iter().find(|r| r.name == name) {
             return match custom.level {
-                RoleLevel::Organization => Ok(ResolvedRole {
-                    name: name.to_string(),
-                    level: RoleLevel::Organization,
-                    cluster_role: custom.cluster_role.clone(),
-                    custom: true,
-                }),
+                RoleLevel::Organization => {
+                    self.custom(name, RoleLevel::Organization, &custom.cluster_role)
+                }
                 RoleLevel::Resource => Err(RoleProblem::NeedsResourceScope(name.to_string())),
             };
         }
@@ -112,12 +153,7 @@ impl<'a> RoleTable<'a> {
             r.resource_types.is_empty() || r.resource_types.iter().any(|t| t.0 == resource_type)
         }) {
             return match custom.level {
-                RoleLevel::Resource => Ok(ResolvedRole {
-                    name: name.to_string(),
-                    level: RoleLevel::Resource,
-                    cluster_role: custom.cluster_role.clone(),
-                    custom: true,
-                }),
+                RoleLevel::Resource => self.custom(name, RoleLevel::Resource, &custom.cluster_role),
                 RoleLevel::Organization => {
                     Err(RoleProblem::NeedsOrganizationScope(name.to_string()))
                 }

@@ -8,23 +8,23 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, RoleBinding as NativeRoleBinding,
 };
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::access::names::{LABEL_MANAGED_BY, LABEL_ORGANIZATION, MANAGER};
 use crate::api::{Invitation, Membership, Organization, RoleBinding};
+use crate::cache::{Filled, all_filled, reflect_objects};
 use crate::metrics::Metrics;
-use crate::shutdown::{RECONCILE_GRACE, is_filled, run_until_stopped, stopped};
+use crate::shutdown::{RECONCILE_GRACE, run_until_stopped, stopped};
 
 /// Everything a reconcile reads or writes through.
 pub struct Context {
@@ -45,20 +45,8 @@ pub struct Stores {
     pub native_bindings: Store<NativeRoleBinding>,
     pub cluster_roles: Store<ClusterRole>,
     pub cluster_role_bindings: Store<ClusterRoleBinding>,
-}
-
-impl Stores {
-    /// Whether every cache has had its first complete list.
-    pub fn all_filled(&self) -> bool {
-        is_filled(&self.organizations)
-            && is_filled(&self.memberships)
-            && is_filled(&self.bindings)
-            && is_filled(&self.invitations)
-            && is_filled(&self.namespaces)
-            && is_filled(&self.native_bindings)
-            && is_filled(&self.cluster_roles)
-            && is_filled(&self.cluster_role_bindings)
-    }
+    /// Whether each cache above has had its first complete list.
+    pub filled: Vec<Filled>,
 }
 
 /// Errors of a reconcile; `metric_label` feeds the error metric.
@@ -98,24 +86,6 @@ where
         .await
 }
 
-/// A watch feeding a cache, as a stream of touched objects for controller triggers.
-fn cached<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, config).default_backoff()).touched_objects();
-    (reader, stream)
-}
-
 /// The organizations whose home namespace is `namespace`.
 fn orgs_homed_in(
     orgs: &Store<Organization>,
@@ -147,37 +117,37 @@ pub async fn run(
     let managed = watcher::Config::default().labels(&format!(
         "{LABEL_MANAGED_BY}={MANAGER},{LABEL_ORGANIZATION}"
     ));
-    let (memberships, membership_events) = cached(
+    let (memberships, memberships_filled, membership_events) = reflect_objects(
         Api::<Membership>::all(client.clone()),
         watcher::Config::default(),
     );
-    let (bindings, binding_events) = cached(
+    let (bindings, bindings_filled, binding_events) = reflect_objects(
         Api::<RoleBinding>::all(client.clone()),
         watcher::Config::default(),
     );
-    let (invitations, invitation_events) = cached(
+    let (invitations, invitations_filled, invitation_events) = reflect_objects(
         Api::<Invitation>::all(client.clone()),
         watcher::Config::default(),
     );
-    let (namespaces, namespace_events) = cached(
+    let (namespaces, namespaces_filled, namespace_events) = reflect_objects(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default().labels(LABEL_ORGANIZATION),
     );
-    let (native_bindings, native_binding_events) = cached(
+    let (native_bindings, native_bindings_filled, native_binding_events) = reflect_objects(
         Api::<NativeRoleBinding>::all(client.clone()),
         managed.clone(),
     );
-    let (cluster_roles, cluster_role_events) =
-        cached(Api::<ClusterRole>::all(client.clone()), managed.clone());
-    let (cluster_role_bindings, cluster_role_binding_events) =
-        cached(Api::<ClusterRoleBinding>::all(client.clone()), managed);
+    let (cluster_roles, cluster_roles_filled, cluster_role_events) =
+        reflect_objects(Api::<ClusterRole>::all(client.clone()), managed.clone());
+    let (cluster_role_bindings, cluster_role_bindings_filled, cluster_role_binding_events) =
+        reflect_objects(Api::<ClusterRoleBinding>::all(client.clone()), managed);
 
-    let controller = Controller::new(
+    let (organizations, organizations_filled, organization_events) = reflect_objects(
         Api::<Organization>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
-    let organizations = controller.store();
+    );
+    let controller = Controller::for_stream(organization_events, organizations.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let stores = Stores {
         organizations: organizations.clone(),
         memberships,
@@ -187,6 +157,16 @@ pub async fn run(
         native_bindings: native_bindings.clone(),
         cluster_roles,
         cluster_role_bindings,
+        filled: vec![
+            organizations_filled,
+            memberships_filled,
+            bindings_filled,
+            invitations_filled,
+            namespaces_filled,
+            native_bindings_filled,
+            cluster_roles_filled,
+            cluster_role_bindings_filled,
+        ],
     };
     let reporter = Reporter {
         controller: MANAGER.to_string(),
@@ -248,7 +228,7 @@ pub async fn run(
                 Err(error) => warn!(%error, "reconcile failed"),
             }
         });
-    let caches_filled = || context.stores.all_filled();
+    let caches_filled = || all_filled(&context.stores.filled);
     run_until_stopped(
         "organization",
         controller,

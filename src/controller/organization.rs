@@ -2,9 +2,13 @@
 //! home namespace -> owners -> compute (pure) -> apply native RBAC -> members leaving ->
 //! status.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, RoleBinding as NativeRoleBinding,
@@ -60,16 +64,7 @@ pub async fn reconcile(org: &Arc<Organization>, ctx: &Context) -> Result<Action,
 
 /// A reconcile never computes from a half-filled cache: that would revoke access.
 async fn wait_for_caches(ctx: &Context) {
-    let s = &ctx.stores;
-    let _ = futures::join!(
-        s.memberships.wait_until_ready(),
-        s.bindings.wait_until_ready(),
-        s.invitations.wait_until_ready(),
-        s.namespaces.wait_until_ready(),
-        s.native_bindings.wait_until_ready(),
-        s.cluster_roles.wait_until_ready(),
-        s.cluster_role_bindings.wait_until_ready(),
-    );
+    crate::cache::wait_all_filled(&ctx.stores.filled).await;
 }
 
 /// The cached objects of one organization.
@@ -227,11 +222,13 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
                 .unwrap_or(m)
         })
         .collect();
+    let unbindable = unbindable_cluster_roles(org, ctx).await?;
     let desired = desired_access(&AccessInput {
         org,
         memberships: access_members,
         bindings: bindings.clone(),
         namespaces,
+        unbindable: &unbindable,
     });
 
     let client = &ctx.client;
@@ -287,7 +284,52 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         resources: &desired.resources,
     };
     write_org_status(org, ctx, &[ready], Some(counts)).await?;
-    Ok(Action::await_change())
+    if unbindable.is_empty() {
+        Ok(Action::await_change())
+    } else {
+        // Nothing announces that a cluster admin granted `bind`: look again later.
+        Ok(Action::requeue(UNBINDABLE_RECHECK))
+    }
+}
+
+/// How often an organization with a ClusterRole kube-org may not bind checks again.
+const UNBINDABLE_RECHECK: Duration = Duration::from_secs(30);
+
+/// The ClusterRoles of `spec.roles` that kube-org is not allowed to bind (asked with a
+/// SelfSubjectAccessReview each). The catalog's ClusterRoles are granted by
+/// `manifests/rbac.yaml`; custom ones need a grant of their own.
+async fn unbindable_cluster_roles(
+    org: &Organization,
+    ctx: &Context,
+) -> Result<BTreeSet<String>, Error> {
+    let custom: BTreeSet<&String> = org
+        .spec
+        .roles
+        .iter()
+        .filter_map(|r| r.cluster_role.as_ref())
+        .collect();
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(ctx.client.clone());
+    let mut unbindable = BTreeSet::new();
+    for cluster_role in custom {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some("bind".to_string()),
+                    group: Some("rbac.authorization.k8s.io".to_string()),
+                    resource: Some("clusterroles".to_string()),
+                    name: Some(cluster_role.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = reviews.create(&PostParams::default(), &review).await?;
+        if !answer.status.is_some_and(|s| s.allowed) {
+            unbindable.insert(cluster_role.clone());
+        }
+    }
+    Ok(unbindable)
 }
 
 struct Counts<'a> {

@@ -16,8 +16,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::email::{Invite, Mailer, accept_link};
@@ -30,6 +30,7 @@ use super::metrics::Metrics;
 use super::token::{self, Token, TokenError};
 use super::write_status;
 use crate::api::{FIELD_MANAGER, Invitation, InvitationPhase, Membership, Organization};
+use crate::cache::{Filled, all_filled, reflect_objects, wait_all_filled};
 
 /// Why a reconcile failed (it is retried).
 #[derive(Debug, thiserror::Error)]
@@ -50,21 +51,26 @@ pub struct Context {
     pub invitations: Store<Invitation>,
     pub organizations: Store<Organization>,
     pub memberships: Store<Membership>,
+    /// Whether the Invitation, Organization and Membership caches are filled.
+    pub filled: Vec<Filled>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Invitation uid -> no delivery retry before this instant (backoff after a failure).
     retry_at: Mutex<HashMap<String, Instant>>,
+    /// Held from handing an email to the SMTP server until Delivered is recorded: only
+    /// one invitation is ever in that window, so a crash duplicates at most one email.
+    unrecorded: tokio::sync::Mutex<()>,
 }
 
 /// The controller and the caches it reads, ready to run.
 pub struct InvitationController {
     controller: Controller<Invitation>,
-    organizations: reflector::store::Writer<Organization>,
-    memberships: reflector::store::Writer<Membership>,
-    organizations_store: Store<Organization>,
-    memberships_store: Store<Membership>,
+    invitations: Store<Invitation>,
+    organizations: Store<Organization>,
+    memberships: Store<Membership>,
+    /// Whether each cache above has had its first complete list.
+    filled: Vec<Filled>,
     client: Client,
-    config: watcher::Config,
 }
 
 impl InvitationController {
@@ -74,8 +80,16 @@ impl InvitationController {
         if let Some(selector) = selector {
             config = config.labels(selector);
         }
-        let controller = Controller::new(Api::<Invitation>::all(client.clone()), config.clone());
-        let invitations = controller.store();
+        let (invitations, invitations_filled, invitation_events) =
+            reflect_objects(Api::<Invitation>::all(client.clone()), config.clone());
+        let (organizations, organizations_filled, organization_events) = reflect_objects(
+            Api::<Organization>::all(client.clone()),
+            watcher::Config::default(),
+        );
+        let (memberships, memberships_filled, membership_events) = reflect_objects(
+            Api::<Membership>::all(client.clone()),
+            watcher::Config::default(),
+        );
         let cache = invitations.clone();
         let by_person = move |namespace: Option<String>, email: String, except: Option<String>| {
             cache
@@ -90,10 +104,10 @@ impl InvitationController {
         let siblings = by_person.clone();
         let members = by_person;
         let in_home = invitations.clone();
-        let controller = controller
+        let controller = Controller::for_stream(invitation_events, invitations.clone())
             .watches(
                 Api::<Invitation>::all(client.clone()),
-                config.clone(),
+                config,
                 move |invitation| {
                     siblings(
                         invitation.namespace(),
@@ -102,49 +116,39 @@ impl InvitationController {
                     )
                 },
             )
-            .watches(
-                Api::<Membership>::all(client.clone()),
-                watcher::Config::default(),
-                move |membership| {
-                    members(
-                        membership.namespace(),
-                        membership.spec.email.normalized(),
-                        None,
-                    )
-                },
-            )
-            .watches(
-                Api::<Organization>::all(client.clone()),
-                watcher::Config::default(),
-                move |org| {
-                    let home = Some(org.home_namespace());
-                    in_home
-                        .state()
-                        .into_iter()
-                        .filter(|i| i.namespace() == home)
-                        .map(|i| ObjectRef::from_obj(&*i))
-                        .collect::<Vec<_>>()
-                },
-            );
-        let (organizations_store, organizations) = reflector::store();
-        let (memberships_store, memberships) = reflector::store();
+            .watches_stream(membership_events, move |membership| {
+                members(
+                    membership.namespace(),
+                    membership.spec.email.normalized(),
+                    None,
+                )
+            })
+            .watches_stream(organization_events, move |org| {
+                let home = Some(org.home_namespace());
+                in_home
+                    .state()
+                    .into_iter()
+                    .filter(|i| i.namespace() == home)
+                    .map(|i| ObjectRef::from_obj(&*i))
+                    .collect::<Vec<_>>()
+            });
         InvitationController {
             controller,
+            invitations,
             organizations,
             memberships,
-            organizations_store,
-            memberships_store,
+            filled: vec![invitations_filled, organizations_filled, memberships_filled],
             client,
-            config: watcher::Config::default(),
         }
     }
 
     /// The cache of Invitations (for metrics).
     pub fn invitations(&self) -> Store<Invitation> {
-        self.controller.store()
+        self.invitations.clone()
     }
 
-    /// Runs until `shutdown` resolves.
+    /// Runs until `stop` turns true.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         self,
         concurrency: u16,
@@ -158,28 +162,15 @@ impl InvitationController {
             client: self.client.clone(),
             defaults,
             mailer,
-            invitations: self.controller.store(),
-            organizations: self.organizations_store,
-            memberships: self.memberships_store,
+            invitations: self.invitations,
+            organizations: self.organizations,
+            memberships: self.memberships,
+            filled: self.filled,
             recorder,
             metrics,
             retry_at: Mutex::new(HashMap::new()),
+            unrecorded: tokio::sync::Mutex::new(()),
         });
-        let organizations = reflector::reflector(
-            self.organizations,
-            watcher(
-                Api::<Organization>::all(self.client.clone()),
-                self.config.clone(),
-            ),
-        )
-        .default_backoff()
-        .for_each(|_| futures::future::ready(()));
-        let memberships = reflector::reflector(
-            self.memberships,
-            watcher(Api::<Membership>::all(self.client.clone()), self.config),
-        )
-        .default_backoff()
-        .for_each(|_| futures::future::ready(()));
         let controller = self
             .controller
             .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
@@ -191,19 +182,7 @@ impl InvitationController {
                 }
                 futures::future::ready(())
             });
-        let caches_filled = || {
-            use crate::shutdown::is_filled;
-            is_filled(&context.invitations)
-                && is_filled(&context.organizations)
-                && is_filled(&context.memberships)
-        };
-        let controller = async {
-            tokio::select! {
-                _ = controller => {}
-                _ = organizations => tracing::warn!("Organization cache ended"),
-                _ = memberships => tracing::warn!("Membership cache ended"),
-            }
-        };
+        let caches_filled = || all_filled(&context.filled);
         crate::shutdown::run_until_stopped(
             "invitation",
             controller,
@@ -298,8 +277,7 @@ fn follow_up(decision: &Decision, now: Timestamp) -> Action {
 
 async fn reconcile(invitation: Arc<Invitation>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Decisions need the Organizations and Memberships; wait for the first listing.
-    let _ = ctx.organizations.wait_until_ready().await;
-    let _ = ctx.memberships.wait_until_ready().await;
+    wait_all_filled(&ctx.filled).await;
     let decision = ctx.decide(&invitation, Timestamp::now());
     if quiet(&decision, &invitation) {
         return Ok(follow_up(&decision, Timestamp::now()));
@@ -359,8 +337,8 @@ fn record_expiry(
 
 /// Mints a token, stores its hash, records the intent, emails the link, records the
 /// outcome. A crash after the email left and before the outcome is recorded sends the
-/// email once more on restart (with a new link; the first one is dead): at most one
-/// duplicate.
+/// email once more on restart (with a new link; the first one is dead); since only one
+/// email at a time is in that window, a crash duplicates at most one email.
 async fn send(
     ctx: &Context,
     api: &Api<Invitation>,
@@ -405,6 +383,7 @@ async fn send(
         link: &link,
         expires_at: plan.expires_at,
     };
+    let unrecorded = ctx.unrecorded.lock().await;
     let sent = match (&ctx.mailer, invite.message()) {
         (Some(mailer), Ok(message)) => mailer.send(message).await,
         (None, _) => Err(super::email::EmailError::Build(
@@ -421,6 +400,7 @@ async fn send(
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&uid);
             write_status(api, &sending, delivered_status(&sending, Timestamp::now())).await?;
+            drop(unrecorded);
             let note = Note {
                 warning: false,
                 reason: "Sent".to_string(),
@@ -434,6 +414,7 @@ async fn send(
             Ok(until(plan.expires_at, Timestamp::now()))
         }
         Err(error) => {
+            drop(unrecorded);
             ctx.metrics.emails_failed.inc();
             let delay = retry_delay(plan.attempt);
             ctx.retry_at

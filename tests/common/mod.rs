@@ -20,12 +20,56 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 use tokio::sync::OnceCell;
 
-/// A client for the cluster under test, with kube-org's CRDs installed and Established.
+/// A client for the cluster under test, with kube-org's CRDs installed and Established
+/// and the operator's ServiceAccount and RBAC from `manifests/` in place.
 pub async fn client() -> Client {
     static CRDS: OnceCell<()> = OnceCell::const_new();
     let client = connect().await;
-    CRDS.get_or_init(|| install_crds(client.clone())).await;
+    CRDS.get_or_init(|| async {
+        install_crds(client.clone()).await;
+        install_operator_rbac(&client).await;
+    })
+    .await;
     client
+}
+
+/// The operators the tests start act as this ServiceAccount (`--impersonate`), with
+/// exactly the permissions `manifests/rbac.yaml` grants: a missing permission fails a
+/// test.
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "kube-org-system/kube-org";
+/// The user name the API server sees for [`OPERATOR_SERVICE_ACCOUNT`].
+pub const OPERATOR_USER: &str = "system:serviceaccount:kube-org-system:kube-org";
+
+/// Applies `manifests/namespace.yaml` and `manifests/rbac.yaml`, then waits until the
+/// aggregated ClusterRole lets the operator's ServiceAccount do its work.
+async fn install_operator_rbac(client: &Client) {
+    let yaml = [
+        include_str!("../../manifests/namespace.yaml"),
+        include_str!("../../manifests/rbac.yaml"),
+    ]
+    .join("\n---\n");
+    for object in parse_yaml(&yaml) {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        apply(client, &object, Mode::Apply)
+            .await
+            .unwrap_or_else(|error| panic!("installing {name} from manifests/: {error}"));
+    }
+    // kube-controller-manager fills the aggregated ClusterRole.
+    eventually(
+        "the operator's aggregated ClusterRole is filled",
+        Duration::from_secs(30),
+        || async {
+            let bind_view = Can {
+                verb: "bind",
+                group: "rbac.authorization.k8s.io",
+                resource: "clusterroles",
+                namespace: None,
+                name: Some("view"),
+            };
+            can(client, OPERATOR_USER, bind_view).await.then_some(())
+        },
+    )
+    .await;
 }
 
 /// Connects to the cluster `KUBECONFIG` names and proves the API server answers.
@@ -208,10 +252,12 @@ impl Operator {
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--stop-on-stdin-close")
+            .arg("--impersonate")
+            .arg(OPERATOR_SERVICE_ACCOUNT)
             .args(extra_args)
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn,kube_org=info".into()),
             )
             .stdin(std::process::Stdio::piped())
             .stdout(log_file.try_clone().expect("log file handle"))

@@ -83,6 +83,16 @@ pub async fn accept(client: &Client, token: &str) -> Result<Outcome, AcceptError
             return Ok(Outcome::Invalid);
         };
         if let Some(message) = refusal(client, &invitation, org, &organizations).await? {
+            // A concurrent accept may have won meanwhile, and its new Membership is what
+            // refuses this one: answer as for a used link unless the Invitation is
+            // unchanged since it was read.
+            let now = invitations
+                .get_opt(&stored.invitation)
+                .await
+                .map_err(read("the Invitation"))?;
+            if now.and_then(|i| i.resource_version()) != invitation.resource_version() {
+                continue;
+            }
             return Ok(Outcome::Refused(message));
         }
         let email = invitation.spec.email.normalized();

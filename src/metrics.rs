@@ -1,5 +1,6 @@
-//! Prometheus metrics of the access controller: reconciles, errors by reason, reconcile
-//! durations and API writes by resource. Served on `/metrics`.
+//! Prometheus metrics shared by both controllers (label `controller`: `organization` or
+//! `invitation`): reconciles, errors by reason, reconcile durations, API writes by
+//! resource, and whether this replica leads. Served on `/metrics`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,7 +26,7 @@ pub struct WriteLabels {
     pub verb: String,
 }
 
-/// The access controller's metrics; cheap to clone (shared counters).
+/// The controllers' metrics; cheap to clone (shared counters).
 #[derive(Clone)]
 pub struct Metrics {
     pub reconciles: Family<ControllerLabels, Counter>,

@@ -150,7 +150,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ));
         controllers.push((
             "invitation controller",
-            tokio::spawn(invitations.run(args.concurrency, stop_rx.clone())),
+            tokio::spawn(invitations.run(args.concurrency, metrics.clone(), stop_rx.clone())),
         ));
         tokio::select! {
             name = &mut signal => info!(signal = name, "shutting down"),

@@ -416,10 +416,14 @@ async fn invite_email_link_and_confirm_make_a_member() {
     let metrics = http::get(&format!("{}/metrics", operator.base_url)).await;
     assert_eq!(metrics.status, 200);
     for wanted in [
-        "kube_org_invitation_emails_sent_total",
-        "kube_org_invitation_expiry_lateness_seconds_bucket",
-        "kube_org_invitations{phase=\"Pending\"}",
-        "kube_org_invitation_accepts_total{outcome=\"joined\"}",
+        "\nkube_org_invitation_emails_sent_total ",
+        "\nkube_org_invitation_expiry_lateness_seconds_bucket",
+        "\nkube_org_invitations{phase=\"Pending\"} ",
+        "\nkube_org_invitation_accepts_total{outcome=\"joined\"} ",
+        "\nkube_org_reconciles_total{controller=\"invitation\"} ",
+        "\nkube_org_reconcile_duration_seconds_count{controller=\"invitation\"} ",
+        "\nkube_org_api_writes_total{resource=\"invitations/status\",verb=\"replace\"} ",
+        "\nkube_org_leader 1",
     ] {
         assert!(
             metrics.body.contains(wanted),

@@ -43,6 +43,22 @@ pub enum Error {
     Join(#[from] JoinError),
 }
 
+impl Error {
+    /// The `reason` label of the reconcile error metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "Conflict",
+            Error::Kube(kube::Error::Api(status)) if status.code == 403 => "Forbidden",
+            Error::Kube(_) => "KubeApi",
+            Error::Token(_) => "Token",
+            Error::Join(_) => "Join",
+        }
+    }
+}
+
+/// The `controller` label of this controller's metrics.
+const CONTROLLER: &str = "invitation";
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -55,6 +71,8 @@ pub struct Context {
     pub filled: Vec<Filled>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Reconciles, errors, durations and API writes, shared with the access controller.
+    pub shared: crate::metrics::Metrics,
     /// Invitation uid -> no delivery retry before this instant (backoff after a failure).
     retry_at: Mutex<HashMap<String, Instant>>,
     /// Held from handing an email to the SMTP server until Delivered is recorded: only
@@ -156,9 +174,11 @@ impl InvitationController {
         mailer: Option<Mailer>,
         metrics: Arc<Metrics>,
         recorder: Recorder,
+        shared: crate::metrics::Metrics,
         stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let context = Arc::new(Context {
+            shared,
             client: self.client.clone(),
             defaults,
             mailer,
@@ -194,13 +214,20 @@ impl InvitationController {
     }
 }
 
-fn error_policy(_: Arc<Invitation>, error: &Error, _: Arc<Context>) -> Action {
+fn error_policy(invitation: Arc<Invitation>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.shared
+        .errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            controller: CONTROLLER.to_string(),
+            reason: error.metric_label().to_string(),
+        })
+        .inc();
     match error {
         Error::Kube(kube::Error::Api(status)) if status.code == 409 => {
             Action::requeue(Duration::from_millis(200))
         }
         error => {
-            tracing::warn!(%error, "invitation reconcile failed; retrying");
+            tracing::warn!(invitation = %invitation.name_any(), namespace = invitation.namespace().unwrap_or_default(), %error, "invitation reconcile failed; retrying");
             Action::requeue(Duration::from_secs(5))
         }
     }
@@ -276,6 +303,20 @@ fn follow_up(decision: &Decision, now: Timestamp) -> Action {
 }
 
 async fn reconcile(invitation: Arc<Invitation>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let labels = crate::metrics::ControllerLabels {
+        controller: CONTROLLER.to_string(),
+    };
+    ctx.shared.reconciles.get_or_create(&labels).inc();
+    let started = Instant::now();
+    let result = reconcile_invitation(invitation, &ctx).await;
+    ctx.shared
+        .durations
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_invitation(invitation: Arc<Invitation>, ctx: &Context) -> Result<Action, Error> {
     // Decisions need the Organizations and Memberships; wait for the first listing.
     wait_all_filled(&ctx.filled).await;
     let decision = ctx.decide(&invitation, Timestamp::now());
@@ -300,8 +341,9 @@ async fn reconcile(invitation: Arc<Invitation>, ctx: Arc<Context>) -> Result<Act
             ..
         } => {
             if live.status.as_ref() != Some(status) {
+                ctx.shared.write("invitations/status", "replace");
                 write_status(&api, &live, status.clone()).await?;
-                record_expiry(&ctx, &live, status, now);
+                record_expiry(ctx, &live, status, now);
             }
             if burn_token {
                 join::burn(&ctx.client, &live).await;
@@ -315,7 +357,7 @@ async fn reconcile(invitation: Arc<Invitation>, ctx: Arc<Context>) -> Result<Act
             join::finish(&ctx.client, &live).await?;
             Ok(Action::await_change())
         }
-        Decision::Send(plan) => send(&ctx, &api, live, plan).await,
+        Decision::Send(plan) => send(ctx, &api, live, plan).await,
     }
 }
 
@@ -366,6 +408,7 @@ async fn send(
     let token = Token::mint()?;
     let secret = token::secret_for(&live, &token, plan.generation, plan.expires_at);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.shared.write("secrets", "apply");
     secrets
         .patch(
             &token::secret_name(&live.name_any()),
@@ -373,6 +416,7 @@ async fn send(
             &Patch::Apply(&secret),
         )
         .await?;
+    ctx.shared.write("invitations/status", "replace");
     let sending = write_status(api, &live, sending_status(&live, &plan, Timestamp::now())).await?;
 
     let link = accept_link(&plan.accept_base_url, token.expose());
@@ -399,6 +443,7 @@ async fn send(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&uid);
+            ctx.shared.write("invitations/status", "replace");
             write_status(api, &sending, delivered_status(&sending, Timestamp::now())).await?;
             drop(unrecorded);
             let note = Note {
@@ -424,6 +469,7 @@ async fn send(
             let message = error.to_string();
             tracing::warn!(invitation = %live.name_any(), %namespace, error = %message, "sending an invitation failed");
             let status = failed_status(&sending, &message, delay, Timestamp::now());
+            ctx.shared.write("invitations/status", "replace");
             write_status(api, &sending, status).await?;
             let note = Note {
                 warning: true,

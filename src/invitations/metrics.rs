@@ -110,7 +110,7 @@ impl Collector for PhaseCollector {
                 .inc();
         }
         let metric = encoder.encode_descriptor(
-            "kube_org_invitations",
+            "invitations",
             "Invitations by phase",
             None,
             family.metric_type(),

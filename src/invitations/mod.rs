@@ -137,7 +137,12 @@ impl Invitations {
     }
 
     /// Runs the controller until `shutdown` resolves.
-    pub async fn run(self, concurrency: u16, stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(
+        self,
+        concurrency: u16,
+        shared: crate::metrics::Metrics,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         self.controller
             .run(
                 concurrency,
@@ -145,6 +150,7 @@ impl Invitations {
                 self.mailer,
                 self.metrics,
                 self.recorder,
+                shared,
                 stop,
             )
             .await

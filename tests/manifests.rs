@@ -105,3 +105,50 @@ fn the_operator_binds_only_what_the_catalog_maps_to() {
     expected.sort();
     assert_eq!(allowed, expected);
 }
+
+/// The command line the Deployment gives the operator, with its literal environment
+/// variables as the flags they stand for, parses and validates: the Pod would start.
+#[test]
+fn the_deployment_runs_the_operator_with_flags_it_accepts() {
+    use clap::{CommandFactory, FromArgMatches};
+
+    #[derive(clap::Parser)]
+    struct Run {
+        #[command(flatten)]
+        args: kube_org::run::RunArgs,
+    }
+
+    let deployment: k8s_openapi::api::apps::v1::Deployment =
+        serde_yaml::from_str(&manifest("deployment.yaml")).expect("a Deployment");
+    let spec = deployment
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec");
+    let container = &spec.containers[0];
+    let mut argv: Vec<String> = vec!["kube-org".into()];
+    let args = container.args.clone().unwrap_or_default();
+    assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
+    argv.extend(args.into_iter().skip(1));
+    let command = Run::command();
+    for env in container.env.iter().flatten() {
+        let Some(value) = &env.value else {
+            continue; // from a Secret or the downward API: present at run time
+        };
+        let flag = command
+            .get_arguments()
+            .find(|a| a.get_env().and_then(|e| e.to_str()) == Some(env.name.as_str()))
+            .and_then(|a| a.get_long())
+            .unwrap_or_else(|| panic!("the Deployment sets {}, which no flag reads", env.name));
+        argv.push(format!("--{flag}={value}"));
+    }
+    let matches = command
+        .try_get_matches_from(&argv)
+        .unwrap_or_else(|error| panic!("{argv:?}: {error}"));
+    let run = Run::from_arg_matches(&matches).expect("flags");
+    run.args
+        .validate()
+        .unwrap_or_else(|error| panic!("{argv:?}: {error}"));
+    assert!(run.args.leader_elect, "two replicas need leader election");
+}

@@ -9,6 +9,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The `reason` label of a failed Kubernetes API call.
+pub fn kube_error_reason(error: &kube::Error) -> &'static str {
+    match error {
+        kube::Error::Api(status) if status.code == 409 => "Conflict",
+        kube::Error::Api(status) if status.code == 403 => "Forbidden",
+        _ => "KubeApi",
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
     pub controller: String,
@@ -84,6 +93,30 @@ impl Metrics {
             "1 while this replica leads (or runs without leader election)",
             self.leader.clone(),
         );
+    }
+
+    /// Runs one reconcile of `controller`, counting it and timing it.
+    pub async fn reconcile<T>(&self, controller: &str, reconcile: impl Future<Output = T>) -> T {
+        let labels = ControllerLabels {
+            controller: controller.to_string(),
+        };
+        self.reconciles.get_or_create(&labels).inc();
+        let started = std::time::Instant::now();
+        let result = reconcile.await;
+        self.durations
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Counts one failed reconcile of `controller`.
+    pub fn reconcile_failed(&self, controller: &str, reason: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller: controller.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Counts one write request to the API.

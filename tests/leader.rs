@@ -41,6 +41,14 @@ async fn leads(operator: &Operator) -> bool {
     operator.metric("kube_org_leader").await == 1.0
 }
 
+/// Waits until `operator` leads.
+async fn wait_until_leads(operator: &Operator, what: &str, within: Duration) {
+    eventually(what, within, || async {
+        leads(operator).await.then_some(())
+    })
+    .await;
+}
+
 async fn create_org(client: &kube::Client) -> String {
     let name = unique("lead");
     let org: Organization = serde_json::from_value(
@@ -61,12 +69,7 @@ async fn the_follower_takes_over_when_the_leader_dies() {
     let client = client().await;
     let args = elect("failover", 4);
     let first = Operator::start(&args).await;
-    eventually(
-        "the first operator leads",
-        Duration::from_secs(10),
-        || async { leads(&first).await.then_some(()) },
-    )
-    .await;
+    wait_until_leads(&first, "the first operator leads", Duration::from_secs(10)).await;
     let second = Operator::start(&args).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!leads(&second).await, "two leaders at once");
@@ -81,10 +84,10 @@ async fn the_follower_takes_over_when_the_leader_dies() {
     first.kill();
     let killed = Instant::now();
     let home = create_org(&client).await;
-    eventually(
+    wait_until_leads(
+        &second,
         "the follower takes over",
         Duration::from_secs(4 + 6),
-        || async { leads(&second).await.then_some(()) },
     )
     .await;
     eventually(
@@ -107,18 +110,13 @@ async fn a_stopping_leader_steps_down_at_once() {
     // A long lease: without stepping down, the next replica would wait 60s.
     let args = elect("handover", 60);
     let first = Operator::start(&args).await;
-    eventually(
-        "the first operator leads",
-        Duration::from_secs(10),
-        || async { leads(&first).await.then_some(()) },
-    )
-    .await;
+    wait_until_leads(&first, "the first operator leads", Duration::from_secs(10)).await;
     assert_eq!(first.stop().code(), Some(0));
     let second = Operator::start(&args).await;
-    eventually(
+    wait_until_leads(
+        &second,
         "the next operator leads without waiting for the lease",
         Duration::from_secs(10),
-        || async { leads(&second).await.then_some(()) },
     )
     .await;
     second.stop();
@@ -173,12 +171,7 @@ async fn a_leader_killed_while_sending_costs_at_most_one_duplicate_email() {
         "http://accept.invalid".to_string(),
     ]);
     let first = Operator::start(&args).await;
-    eventually(
-        "the first operator leads",
-        Duration::from_secs(10),
-        || async { leads(&first).await.then_some(()) },
-    )
-    .await;
+    wait_until_leads(&first, "the first operator leads", Duration::from_secs(10)).await;
     let second = Operator::start(&args).await;
 
     let home = create_org(&client).await;

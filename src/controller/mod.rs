@@ -63,9 +63,7 @@ pub enum Error {
 impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "Conflict",
-            Error::Kube(kube::Error::Api(status)) if status.code == 403 => "Forbidden",
-            Error::Kube(_) => "KubeApi",
+            Error::Kube(error) => crate::metrics::kube_error_reason(error),
             Error::Finalizer(_) => "Finalizer",
             Error::HomeNamespaceTaken { .. } => "HomeNamespaceTaken",
         }
@@ -241,27 +239,17 @@ pub async fn run(
 }
 
 async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let labels = crate::metrics::ControllerLabels {
-        controller: "organization".to_string(),
-    };
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let started = std::time::Instant::now();
-    let result = organization::reconcile(&org, &ctx).await;
     ctx.metrics
-        .durations
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    result
+        .reconcile(CONTROLLER, organization::reconcile(&org, &ctx))
+        .await
 }
+
+/// The `controller` label of this controller's metrics.
+const CONTROLLER: &str = "organization";
 
 fn error_policy(org: Arc<Organization>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(organization = %org.name_any(), %error, "reconcile failed; retrying");
     ctx.metrics
-        .errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: "organization".to_string(),
-            reason: error.metric_label().to_string(),
-        })
-        .inc();
+        .reconcile_failed(CONTROLLER, error.metric_label());
     Action::requeue(Duration::from_secs(2))
 }

@@ -44,6 +44,12 @@ pub struct InvitationArgs {
     /// between operators; default: all).
     #[arg(long, env = "KUBE_ORG_INVITATIONS_SELECTOR")]
     pub invitations_selector: Option<String>,
+
+    /// How many invitation emails may be with the SMTP server before their delivery is
+    /// recorded. A crash sends those again, so this is the most duplicate emails one
+    /// crash can cause; raising it sends faster.
+    #[arg(long, env = "KUBE_ORG_EMAILS_IN_FLIGHT", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub emails_in_flight: u16,
 }
 
 impl InvitationArgs {

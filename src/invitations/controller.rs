@@ -47,9 +47,7 @@ impl Error {
     /// The `reason` label of the reconcile error metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "Conflict",
-            Error::Kube(kube::Error::Api(status)) if status.code == 403 => "Forbidden",
-            Error::Kube(_) => "KubeApi",
+            Error::Kube(error) => crate::metrics::kube_error_reason(error),
             Error::Token(_) => "Token",
             Error::Join(_) => "Join",
         }
@@ -75,9 +73,10 @@ pub struct Context {
     pub shared: crate::metrics::Metrics,
     /// Invitation uid -> no delivery retry before this instant (backoff after a failure).
     retry_at: Mutex<HashMap<String, Instant>>,
-    /// Held from handing an email to the SMTP server until Delivered is recorded: only
-    /// one invitation is ever in that window, so a crash duplicates at most one email.
-    unrecorded: tokio::sync::Mutex<()>,
+    /// A permit is held from handing an email to the SMTP server until Delivered is
+    /// recorded: a crash duplicates at most as many emails as there are permits
+    /// (`--emails-in-flight`, default 1).
+    unrecorded: tokio::sync::Semaphore,
 }
 
 /// The controller and the caches it reads, ready to run.
@@ -89,11 +88,13 @@ pub struct InvitationController {
     /// Whether each cache above has had its first complete list.
     filled: Vec<Filled>,
     client: Client,
+    /// `--emails-in-flight`.
+    emails_in_flight: u16,
 }
 
 impl InvitationController {
     /// Builds the controller; `selector` limits the Invitations it handles.
-    pub fn new(client: Client, selector: Option<&str>) -> Self {
+    pub fn new(client: Client, selector: Option<&str>, emails_in_flight: u16) -> Self {
         let mut config = watcher::Config::default().any_semantic();
         if let Some(selector) = selector {
             config = config.labels(selector);
@@ -157,6 +158,7 @@ impl InvitationController {
             memberships,
             filled: vec![invitations_filled, organizations_filled, memberships_filled],
             client,
+            emails_in_flight,
         }
     }
 
@@ -189,7 +191,7 @@ impl InvitationController {
             recorder,
             metrics,
             retry_at: Mutex::new(HashMap::new()),
-            unrecorded: tokio::sync::Mutex::new(()),
+            unrecorded: tokio::sync::Semaphore::new(self.emails_in_flight.max(1).into()),
         });
         let controller = self
             .controller
@@ -216,12 +218,7 @@ impl InvitationController {
 
 fn error_policy(invitation: Arc<Invitation>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.shared
-        .errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: CONTROLLER.to_string(),
-            reason: error.metric_label().to_string(),
-        })
-        .inc();
+        .reconcile_failed(CONTROLLER, error.metric_label());
     match error {
         Error::Kube(kube::Error::Api(status)) if status.code == 409 => {
             Action::requeue(Duration::from_millis(200))
@@ -303,17 +300,9 @@ fn follow_up(decision: &Decision, now: Timestamp) -> Action {
 }
 
 async fn reconcile(invitation: Arc<Invitation>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let labels = crate::metrics::ControllerLabels {
-        controller: CONTROLLER.to_string(),
-    };
-    ctx.shared.reconciles.get_or_create(&labels).inc();
-    let started = Instant::now();
-    let result = reconcile_invitation(invitation, &ctx).await;
     ctx.shared
-        .durations
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    result
+        .reconcile(CONTROLLER, reconcile_invitation(invitation, &ctx))
+        .await
 }
 
 async fn reconcile_invitation(invitation: Arc<Invitation>, ctx: &Context) -> Result<Action, Error> {
@@ -380,7 +369,7 @@ fn record_expiry(
 /// Mints a token, stores its hash, records the intent, emails the link, records the
 /// outcome. A crash after the email left and before the outcome is recorded sends the
 /// email once more on restart (with a new link; the first one is dead); since only one
-/// email at a time is in that window, a crash duplicates at most one email.
+/// email at a time is in that window (by default), a crash duplicates at most one email.
 async fn send(
     ctx: &Context,
     api: &Api<Invitation>,
@@ -427,7 +416,11 @@ async fn send(
         link: &link,
         expires_at: plan.expires_at,
     };
-    let unrecorded = ctx.unrecorded.lock().await;
+    let unrecorded = ctx
+        .unrecorded
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     let sent = match (&ctx.mailer, invite.message()) {
         (Some(mailer), Ok(message)) => mailer.send(message).await,
         (None, _) => Err(super::email::EmailError::Build(

@@ -104,8 +104,11 @@ impl Invitations {
                 .transpose()?,
             smtp_configured: mailer.is_some(),
         };
-        let controller =
-            InvitationController::new(client.clone(), args.invitations_selector.as_deref());
+        let controller = InvitationController::new(
+            client.clone(),
+            args.invitations_selector.as_deref(),
+            args.emails_in_flight,
+        );
         let metrics = Metrics::register(registry, Some(controller.invitations()));
         let recorder = Recorder::new(
             client.clone(),

@@ -1,7 +1,7 @@
 //! Leader election between two operator processes on the real control plane: only the
 //! leader reconciles; when it is killed the other takes over within the lease duration
 //! plus a few seconds; a leader killed while sending invitations costs at most one
-//! duplicate email; a leader that stops steps down at once.
+//! duplicate email; a leader that gets SIGTERM steps down at once.
 
 mod common;
 #[path = "invitations/http.rs"]
@@ -104,14 +104,16 @@ async fn the_follower_takes_over_when_the_leader_dies() {
 }
 
 #[tokio::test]
-async fn a_stopping_leader_steps_down_at_once() {
+async fn a_leader_given_sigterm_steps_down_at_once() {
     let _alone = ONE_AT_A_TIME.lock().await;
     client().await; // CRDs and the operator's RBAC
     // A long lease: without stepping down, the next replica would wait 60s.
     let args = elect("handover", 60);
     let first = Operator::start(&args).await;
     wait_until_leads(&first, "the first operator leads", Duration::from_secs(10)).await;
-    assert_eq!(first.stop().code(), Some(0));
+    let stopping = Instant::now();
+    assert_eq!(first.terminate().code(), Some(0), "SIGTERM is a clean exit");
+    eprintln!("the leader exited {:?} after SIGTERM", stopping.elapsed());
     let second = Operator::start(&args).await;
     wait_until_leads(
         &second,

@@ -310,6 +310,16 @@ impl Operator {
         self.child.wait().expect("waiting for kube-org run")
     }
 
+    /// Sends SIGTERM, as Kubernetes does when it stops a Pod, and waits for it to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().expect("waiting for kube-org run")
+    }
+
     /// Kills it without warning (SIGKILL), as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();

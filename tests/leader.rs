@@ -10,7 +10,9 @@ mod http;
 use std::time::{Duration, Instant};
 
 use common::{Operator, client, eventually, unique};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
 use kube::api::PostParams;
 use kube_org::api::{Invitation, Organization};
@@ -239,4 +241,36 @@ async fn a_leader_killed_while_sending_costs_at_most_one_duplicate_email() {
         "more than one duplicate email for one crash: {counts:?}"
     );
     second.stop();
+}
+
+#[tokio::test]
+async fn a_leader_that_loses_its_lease_stops_acting() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let client = client().await;
+    let args = elect("stolen", 4);
+    let lease_name = args[2].clone();
+    let mut leader = Operator::start(&args).await;
+    wait_until_leads(&leader, "the operator leads", Duration::from_secs(10)).await;
+
+    // Another holder takes the Lease (as after a network partition healed): the
+    // operator must stop acting, and it exits so that Kubernetes restarts it clean.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-org-system");
+    let mut lease = leases.get(&lease_name).await.expect("the Lease");
+    let spec = lease.spec.as_mut().expect("a held Lease");
+    spec.holder_identity = Some("another-replica".into());
+    spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+    spec.lease_duration_seconds = Some(60);
+    leases
+        .replace(&lease_name, &PostParams::default(), &lease)
+        .await
+        .expect("taking the Lease");
+    let status = eventually("the operator exits", Duration::from_secs(15), || {
+        let exited = leader.exited();
+        async move { exited }
+    })
+    .await;
+    assert!(
+        !status.success(),
+        "losing the Lease is a failure exit: {status}"
+    );
 }

@@ -310,6 +310,11 @@ impl Operator {
         self.child.wait().expect("waiting for kube-org run")
     }
 
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("checking on kube-org run")
+    }
+
     /// Sends SIGTERM, as Kubernetes does when it stops a Pod, and waits for it to exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let status = std::process::Command::new("kill")

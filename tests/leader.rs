@@ -6,6 +6,8 @@
 mod common;
 #[path = "invitations/http.rs"]
 mod http;
+#[path = "invitations/mailpit.rs"]
+mod mailpit;
 
 use std::time::{Duration, Instant};
 
@@ -273,4 +275,75 @@ async fn a_leader_that_loses_its_lease_stops_acting() {
         !status.success(),
         "losing the Lease is a failure exit: {status}"
     );
+}
+
+#[tokio::test]
+async fn a_follower_serves_the_accept_endpoint() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let client = client().await;
+    let mut args = elect("accept", 15);
+    args.extend(common::shared_mail_args());
+    let leader = Operator::start(&args).await;
+    wait_until_leads(&leader, "the operator leads", Duration::from_secs(10)).await;
+    let follower = Operator::start(&args).await;
+    assert!(!leads(&follower).await, "two leaders at once");
+
+    // The emailed link points at the follower: acceptance must not need the leader.
+    let name = unique("follower-accept");
+    let org: Organization = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-org.io/v1alpha1", "kind": "Organization",
+        "metadata": {"name": name},
+        "spec": {"owners": ["alice@example.com"], "invitations": {"acceptURL": follower.base_url}}
+    }))
+    .expect("organization");
+    Api::<Organization>::all(client.clone())
+        .create(&PostParams::default(), &org)
+        .await
+        .expect("creating an organization");
+    let home = format!("org-{name}");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    eventually("the home namespace", Duration::from_secs(10), || async {
+        namespaces.get_opt(&home).await.ok().flatten()
+    })
+    .await;
+    let email = format!("{}@example.com", unique("erin"));
+    let invitation: Invitation = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-org.io/v1alpha1", "kind": "Invitation",
+        "metadata": {"name": "erin"},
+        "spec": {"email": email, "roles": [{"role": "viewer", "scope": {"resourceType": "deployment", "all": true}}]}
+    }))
+    .expect("invitation");
+    Api::<Invitation>::namespaced(client.clone(), &home)
+        .create(&PostParams::default(), &invitation)
+        .await
+        .expect("creating an invitation");
+    let mail = mailpit::Mailpit::shared()
+        .wait_for(&email, 1)
+        .await
+        .remove(0);
+    assert!(
+        mail.link().starts_with(&follower.base_url),
+        "{}",
+        mail.link()
+    );
+
+    let answer = http::post_json(
+        &format!("{}/invitations/accept", follower.base_url),
+        &mail.token(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let memberships: Api<kube_org::api::Membership> = Api::namespaced(client.clone(), &home);
+    let members = memberships
+        .list(&Default::default())
+        .await
+        .expect("memberships");
+    assert!(
+        members
+            .items
+            .iter()
+            .any(|m| m.spec.email.normalized() == email),
+        "no Membership for {email}"
+    );
+    assert!(!leads(&follower).await, "the follower took over instead");
 }

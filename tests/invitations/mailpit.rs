@@ -1,8 +1,6 @@
 //! Reading mail through Mailpit's HTTP API, and a Mailpit of a test's own that the
 //! test can stop and start again (an SMTP outage).
 
-#![allow(dead_code)] // each test binary that includes it uses part of it
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

@@ -107,10 +107,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     metrics.register(&mut registry);
 
     // Invitations: the controller, the accept endpoint and their metrics.
-    let invitations =
-        crate::invitations::Invitations::new(client.clone(), &args.invitations, &mut registry)
-            .await
-            .context("setting up invitations")?;
+    let invitations = crate::invitations::Invitations::new(
+        client.clone(),
+        &args.invitations,
+        &mut registry,
+        metrics.clone(),
+    )
+    .await
+    .context("setting up invitations")?;
     let accept_routes = invitations.router();
     let state = AppState {
         ready: ready.clone(),

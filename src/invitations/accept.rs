@@ -56,7 +56,11 @@ fn read(what: &'static str) -> impl FnOnce(kube::Error) -> AcceptError {
 }
 
 /// Accepts the invitation `token` belongs to.
-pub async fn accept(client: &Client, token: &str) -> Result<Outcome, AcceptError> {
+pub async fn accept(
+    client: &Client,
+    writes: &crate::metrics::Metrics,
+    token: &str,
+) -> Result<Outcome, AcceptError> {
     if !token::well_formed(token) {
         return Ok(Outcome::Invalid);
     }
@@ -97,7 +101,7 @@ pub async fn accept(client: &Client, token: &str) -> Result<Outcome, AcceptError
         }
         let email = invitation.spec.email.normalized();
         let status = joining_status(&invitation, &membership_name(&email), Timestamp::now());
-        match write_status(&invitations, &invitation, status).await {
+        match write_status(&invitations, writes, &invitation, status).await {
             Ok(joining) => {
                 let organization = org
                     .spec
@@ -107,7 +111,7 @@ pub async fn accept(client: &Client, token: &str) -> Result<Outcome, AcceptError
                 let membership = membership_name(&email);
                 // Acceptance is recorded; should creating the objects fail now, the
                 // controller finishes the job (the status says Joining).
-                let invitation = match join::finish(client, &joining).await {
+                let invitation = match join::finish(client, writes, &joining).await {
                     Ok(joined) => joined,
                     Err(error) => {
                         tracing::warn!(invitation = %joining.name_any(), %error, "finishing an acceptance failed; the controller will retry");

@@ -265,6 +265,7 @@ impl Context {
             action: "Reconcile".to_string(),
             secondary: None,
         };
+        self.shared.write("events", "create");
         if let Err(error) = self
             .recorder
             .publish(&event, &invitation.object_ref(&()))
@@ -330,12 +331,11 @@ async fn reconcile_invitation(invitation: Arc<Invitation>, ctx: &Context) -> Res
             ..
         } => {
             if live.status.as_ref() != Some(status) {
-                ctx.shared.write("invitations/status", "replace");
-                write_status(&api, &live, status.clone()).await?;
+                write_status(&api, &ctx.shared, &live, status.clone()).await?;
                 record_expiry(ctx, &live, status, now);
             }
             if burn_token {
-                join::burn(&ctx.client, &live).await;
+                join::burn(&ctx.client, &ctx.shared, &live).await;
             }
             if let Some(note) = event {
                 ctx.publish(&live, note).await;
@@ -343,7 +343,7 @@ async fn reconcile_invitation(invitation: Arc<Invitation>, ctx: &Context) -> Res
             Ok(follow_up(&decision, Timestamp::now()))
         }
         Decision::FinishAcceptance => {
-            join::finish(&ctx.client, &live).await?;
+            join::finish(&ctx.client, &ctx.shared, &live).await?;
             Ok(Action::await_change())
         }
         Decision::Send(plan) => send(ctx, &api, live, plan).await,
@@ -405,8 +405,13 @@ async fn send(
             &Patch::Apply(&secret),
         )
         .await?;
-    ctx.shared.write("invitations/status", "replace");
-    let sending = write_status(api, &live, sending_status(&live, &plan, Timestamp::now())).await?;
+    let sending = write_status(
+        api,
+        &ctx.shared,
+        &live,
+        sending_status(&live, &plan, Timestamp::now()),
+    )
+    .await?;
 
     let link = accept_link(&plan.accept_base_url, token.expose());
     let invite = Invite {
@@ -436,8 +441,13 @@ async fn send(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&uid);
-            ctx.shared.write("invitations/status", "replace");
-            write_status(api, &sending, delivered_status(&sending, Timestamp::now())).await?;
+            write_status(
+                api,
+                &ctx.shared,
+                &sending,
+                delivered_status(&sending, Timestamp::now()),
+            )
+            .await?;
             drop(unrecorded);
             let note = Note {
                 warning: false,
@@ -462,8 +472,7 @@ async fn send(
             let message = error.to_string();
             tracing::warn!(invitation = %live.name_any(), %namespace, error = %message, "sending an invitation failed");
             let status = failed_status(&sending, &message, delay, Timestamp::now());
-            ctx.shared.write("invitations/status", "replace");
-            write_status(api, &sending, status).await?;
+            write_status(api, &ctx.shared, &sending, status).await?;
             let note = Note {
                 warning: true,
                 reason: "DeliveryFailed".to_string(),

@@ -37,6 +37,8 @@ pub const NEUTRAL: &str = "This invitation link cannot be used: it may have expi
 #[derive(Clone)]
 pub struct AcceptState {
     pub client: Client,
+    /// Counts the API writes an acceptance makes.
+    pub writes: crate::metrics::Metrics,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<RateLimiter>,
     pub trust_forwarded_for: bool,
@@ -176,13 +178,14 @@ async fn confirm(State(state): State<AcceptState>, headers: HeaderMap, body: Byt
         let message = "send the token as JSON {\"token\": \"...\"} or as the form field token";
         return answer(json, StatusCode::BAD_REQUEST, "bad-request", message, None);
     };
-    match accept(&state.client, &token).await {
+    match accept(&state.client, &state.writes, &token).await {
         Ok(Outcome::Joined {
             organization,
             membership,
             invitation,
         }) => {
             state.metrics.accepted("joined");
+            state.writes.write("events", "create");
             publish_accepted(&state.recorder, &invitation, &membership).await;
             let message = format!("Welcome to {organization}: you are a member now.");
             let details =

@@ -112,11 +112,16 @@ fn already_exists(error: &kube::Error) -> bool {
 
 /// Creates the Membership and RoleBindings (those that exist already are kept), records
 /// the invitation as Accepted and burns its token. Safe to repeat.
-pub async fn finish(client: &Client, invitation: &Invitation) -> Result<Invitation, JoinError> {
+pub async fn finish(
+    client: &Client,
+    writes: &crate::metrics::Metrics,
+    invitation: &Invitation,
+) -> Result<Invitation, JoinError> {
     let namespace = invitation.namespace().unwrap_or_default();
     let memberships: Api<Membership> = Api::namespaced(client.clone(), &namespace);
     let membership = membership_for(invitation);
     let name = membership.name_any();
+    writes.write("memberships", "create");
     if let Err(error) = memberships
         .create(&PostParams::default(), &membership)
         .await
@@ -142,6 +147,7 @@ pub async fn finish(client: &Client, invitation: &Invitation) -> Result<Invitati
     }
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &namespace);
     for binding in bindings_for(invitation) {
+        writes.write("rolebindings", "create");
         match bindings.create(&PostParams::default(), &binding).await {
             Ok(_) => {}
             Err(error) if already_exists(&error) => {}
@@ -158,7 +164,7 @@ pub async fn finish(client: &Client, invitation: &Invitation) -> Result<Invitati
     let mut current = invitation.clone();
     let written = loop {
         let status = joined_status(&current, Timestamp::now());
-        match write_status(&invitations, &current, status).await {
+        match write_status(&invitations, writes, &current, status).await {
             Ok(written) => break written,
             Err(error) if already_exists(&error) => {
                 current = invitations
@@ -169,15 +175,16 @@ pub async fn finish(client: &Client, invitation: &Invitation) -> Result<Invitati
             Err(error) => return Err(JoinError::Status(current.name_any(), error)),
         }
     };
-    burn(client, invitation).await;
+    burn(client, writes, invitation).await;
     Ok(written)
 }
 
 /// Deletes an invitation's token Secret; a missing Secret is fine, and a failure only
 /// leaves a dead token behind (acceptance checks the Invitation's phase).
-pub async fn burn(client: &Client, invitation: &Invitation) {
+pub async fn burn(client: &Client, writes: &crate::metrics::Metrics, invitation: &Invitation) {
     let namespace = invitation.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    writes.write("secrets", "delete");
     if let Err(error) = secrets
         .delete(
             &secret_name(&invitation.name_any()),

@@ -46,9 +46,11 @@ use crate::api::{Invitation, InvitationStatus};
 /// it was read (its resourceVersion): a concurrent writer makes this fail with 409.
 pub(crate) async fn write_status(
     api: &Api<Invitation>,
+    writes: &crate::metrics::Metrics,
     invitation: &Invitation,
     status: InvitationStatus,
 ) -> Result<Invitation, kube::Error> {
+    writes.write("invitations/status", "replace");
     let mut object = invitation.clone();
     object.status = Some(status);
     api.replace_status(&invitation.name_any(), &PostParams::default(), &object)
@@ -82,6 +84,7 @@ impl Invitations {
         client: Client,
         args: &InvitationArgs,
         registry: &mut Registry,
+        writes: crate::metrics::Metrics,
     ) -> Result<Invitations, SetupError> {
         let smtp = args.smtp_url.as_deref().map(SmtpUrl::parse).transpose()?;
         let credentials = match &args.smtp_secret {
@@ -119,6 +122,7 @@ impl Invitations {
         );
         let router = http::router(http::AcceptState {
             client,
+            writes,
             metrics: metrics.clone(),
             limiter: Arc::new(ratelimit::RateLimiter::new(args.accept_rate_limit)),
             trust_forwarded_for: args.accept_trust_forwarded_for,

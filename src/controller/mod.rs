@@ -18,7 +18,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::access::names::{LABEL_MANAGED_BY, LABEL_ORGANIZATION, MANAGER};
 use crate::api::{Invitation, Membership, Organization, RoleBinding};
@@ -239,8 +239,12 @@ pub async fn run(
 }
 
 async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Every log line of the reconcile names the organization (whatever RUST_LOG does
+    // to kube's own span).
+    let span = tracing::info_span!("reconcile", organization = %org.name_any());
     ctx.metrics
         .reconcile(CONTROLLER, organization::reconcile(&org, &ctx))
+        .instrument(span)
         .await
 }
 

@@ -19,6 +19,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use tracing::Instrument;
 
 use super::email::{Invite, Mailer, accept_link};
 use super::join::{self, JoinError};
@@ -301,8 +302,15 @@ fn follow_up(decision: &Decision, now: Timestamp) -> Action {
 }
 
 async fn reconcile(invitation: Arc<Invitation>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Every log line of the reconcile names the invitation.
+    let span = tracing::info_span!(
+        "reconcile",
+        invitation = %invitation.name_any(),
+        namespace = %invitation.namespace().unwrap_or_default()
+    );
     ctx.shared
         .reconcile(CONTROLLER, reconcile_invitation(invitation, &ctx))
+        .instrument(span)
         .await
 }
 

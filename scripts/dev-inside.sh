@@ -8,7 +8,16 @@ target/debug/kube-org crds | kubectl apply --server-side -f - >/dev/null
 kubectl apply --server-side -f manifests/access-clusterroles.yaml >/dev/null
 kubectl wait --for condition=Established --timeout=60s crd --all >/dev/null
 
-target/debug/kube-org run --listen 127.0.0.1:8080 \
+# The operator runs with exactly the permissions manifests/ gives its ServiceAccount,
+# as it would in a cluster; kube-controller-manager aggregates its ClusterRole.
+kubectl apply --server-side -f manifests/namespace.yaml -f manifests/rbac.yaml >/dev/null
+service_account=system:serviceaccount:kube-org-system:kube-org
+for _ in $(seq 1 100); do
+  kubectl auth can-i bind clusterroles/view --as "$service_account" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+target/debug/kube-org run --listen 127.0.0.1:8080 --impersonate kube-org-system/kube-org \
   --smtp-url "smtp://$KUBE_ORG_MAILPIT_SMTP" --smtp-from kube-org@example.com \
   --accept-base-url http://127.0.0.1:8080 &
 operator=$!

@@ -101,7 +101,7 @@ impl InvitationController {
             config = config.labels(selector);
         }
         let (invitations, invitations_filled, invitation_events) =
-            reflect_objects(Api::<Invitation>::all(client.clone()), config.clone());
+            reflect_objects(Api::<Invitation>::all(client.clone()), config);
         let (organizations, organizations_filled, organization_events) = reflect_objects(
             Api::<Organization>::all(client.clone()),
             watcher::Config::default(),
@@ -124,18 +124,23 @@ impl InvitationController {
         let siblings = by_person.clone();
         let members = by_person;
         let in_home = invitations.clone();
+        // A change to one Invitation wakes the others to the same person (a refusal for
+        // a duplicate may clear), from the same watch: no second watch of Invitations.
+        let (sibling_tx, sibling_rx) = futures::channel::mpsc::unbounded();
+        let invitation_events = invitation_events.inspect(move |event| {
+            if let Ok(invitation) = event {
+                let others = siblings(
+                    invitation.namespace(),
+                    invitation.spec.email.normalized(),
+                    Some(invitation.name_any()),
+                );
+                for other in others {
+                    let _ = sibling_tx.unbounded_send(other);
+                }
+            }
+        });
         let controller = Controller::for_stream(invitation_events, invitations.clone())
-            .watches(
-                Api::<Invitation>::all(client.clone()),
-                config,
-                move |invitation| {
-                    siblings(
-                        invitation.namespace(),
-                        invitation.spec.email.normalized(),
-                        Some(invitation.name_any()),
-                    )
-                },
-            )
+            .reconcile_on(sibling_rx)
             .watches_stream(membership_events, move |membership| {
                 members(
                     membership.namespace(),

@@ -206,11 +206,21 @@ async fn invitations_lists_them_as_a_table_yaml_and_json() {
     assert_eq!(listed[0]["roles"][0]["scope"], "deployment/prod");
     assert_eq!(listed[0]["resend"], 0);
 
-    let yaml = expect(0, &format!("invitations --org {} -o yaml", org.name))
-        .await
-        .stdout;
-    let parsed: Value = serde_yaml::from_str(&yaml).expect("YAML");
-    assert_eq!(parsed, listed);
+    // The same data as YAML. The operator may update a status between two listings, so
+    // compare a YAML listing with a JSON one taken right after it, until both agree.
+    eventually(
+        "-o yaml and -o json list the same invitations",
+        REACT,
+        || async {
+            let yaml = expect(0, &format!("invitations --org {} -o yaml", org.name))
+                .await
+                .stdout;
+            let parsed: Value = serde_yaml::from_str(&yaml).expect("YAML");
+            let listed = json(&format!("invitations --org {}", org.name)).await;
+            (parsed == listed).then_some(())
+        },
+    )
+    .await;
     org.delete().await;
 }
 

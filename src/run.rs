@@ -39,6 +39,11 @@ pub struct RunArgs {
     #[arg(long, env = "KUBE_ORG_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 
+    /// Handle access only for Organizations matching this label selector (to shard
+    /// organizations between operators; default: all).
+    #[arg(long, env = "KUBE_ORG_ORGANIZATIONS_SELECTOR")]
+    pub organizations_selector: Option<String>,
+
     /// Elect a leader among replicas with a Lease: only the leader reconciles and sends
     /// email; every replica serves the accept endpoint.
     #[arg(long, env = "KUBE_ORG_LEADER_ELECT")]
@@ -148,6 +153,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             tokio::spawn(crate::controller::run(
                 client.clone(),
                 metrics.clone(),
+                args.organizations_selector.clone(),
                 args.concurrency,
                 stop_rx.clone(),
             )),

@@ -26,6 +26,9 @@ use tokio::sync::OnceCell;
 
 /// Invitations with this label are left to a test's own operator.
 const SHARD: &str = "kube-org.io/test-shard";
+/// Operators a test starts for invitations leave access to the shared operator: they
+/// handle no Organization (none carries this label).
+const ACCESS_ELSEWHERE: &str = "kube-org.io/test-shard=none";
 /// The operator-wide accept base URL of the shared operator (organizations in these
 /// tests set their own acceptURL unless they test this default).
 const DEFAULT_BASE: &str = "http://accept.invalid";
@@ -819,6 +822,8 @@ async fn smtp_down_then_delivered_once_it_is_back() {
     let mut smtp = OwnMailpit::start().await;
     let shard = unique("smtp-down");
     let operator = Operator::start(&args(&[
+        "--organizations-selector",
+        ACCESS_ELSEWHERE,
         "--smtp-url",
         &smtp.smtp_url(),
         "--smtp-from",
@@ -856,6 +861,8 @@ async fn smtp_down_then_delivered_once_it_is_back() {
 #[tokio::test]
 async fn the_accept_endpoint_limits_each_client() {
     let operator = Operator::start(&args(&[
+        "--organizations-selector",
+        ACCESS_ELSEWHERE,
         "--accept-rate-limit",
         "3",
         "--invitations-selector",
@@ -873,8 +880,13 @@ async fn the_accept_endpoint_limits_each_client() {
 
     // Oversized bodies are refused before any lookup.
     let big = format!("token={}", "a".repeat(10_000));
-    let operator_b =
-        Operator::start(&args(&["--invitations-selector", &format!("{SHARD}=none")])).await;
+    let operator_b = Operator::start(&args(&[
+        "--organizations-selector",
+        ACCESS_ELSEWHERE,
+        "--invitations-selector",
+        &format!("{SHARD}=none"),
+    ]))
+    .await;
     let answer = http::request(
         "POST",
         &accept_url(&operator_b),

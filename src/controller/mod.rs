@@ -109,6 +109,7 @@ fn org_of_label<K: Resource>(obj: &K) -> Option<ObjectRef<Organization>> {
 pub async fn run(
     client: Client,
     metrics: Metrics,
+    selector: Option<String>,
     concurrency: u16,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -140,9 +141,13 @@ pub async fn run(
     let (cluster_role_bindings, cluster_role_bindings_filled, cluster_role_binding_events) =
         reflect_objects(Api::<ClusterRoleBinding>::all(client.clone()), managed);
 
+    let mut organizations_config = watcher::Config::default();
+    if let Some(selector) = &selector {
+        organizations_config = organizations_config.labels(selector);
+    }
     let (organizations, organizations_filled, organization_events) = reflect_objects(
         Api::<Organization>::all(client.clone()),
-        watcher::Config::default(),
+        organizations_config,
     );
     let controller = Controller::for_stream(organization_events, organizations.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));

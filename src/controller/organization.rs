@@ -49,17 +49,32 @@ pub const ORGANIZATION_FINALIZER: &str = "kube-org.io/organization";
 pub async fn reconcile(org: &Arc<Organization>, ctx: &Context) -> Result<Action, Error> {
     wait_for_caches(ctx).await;
     let api: Api<Organization> = Api::all(ctx.client.clone());
-    finalizer(&api, ORGANIZATION_FINALIZER, org.clone(), |event| async {
+    // kube's finalizer helper patches the Organization to add its finalizer (not there
+    // yet) or to remove it (after cleanup): count those writes too.
+    let has_finalizer = org.finalizers().iter().any(|f| f == ORGANIZATION_FINALIZER);
+    if has_finalizer == org.meta().deletion_timestamp.is_some() {
+        ctx.metrics.write("organizations", "patch");
+    }
+    let result = finalizer(&api, ORGANIZATION_FINALIZER, org.clone(), |event| async {
         match event {
             finalizer::Event::Apply(org) => apply_organization(&org, ctx).await,
             finalizer::Event::Cleanup(org) => cleanup(&org, ctx).await,
         }
     })
-    .await
-    .map_err(|error| match error {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
+    .await;
+    match result {
+        Ok(action) => Ok(action),
+        Err(finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e)) => Err(e),
+        // Cleaned up, and the Organization is gone already: nothing is left to do.
+        Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(status))) if status.code == 404 => {
+            Ok(Action::await_change())
+        }
+        // A write raced ours (a stale copy): the error metric says Conflict or KubeApi.
+        Err(finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e)) => {
+            Err(Error::Kube(e))
+        }
+        Err(other) => Err(Error::Finalizer(other.to_string())),
+    }
 }
 
 /// A reconcile never computes from a half-filled cache: that would revoke access.

@@ -40,15 +40,15 @@ pub async fn wait_all_filled(caches: &[Filled]) {
     }
 }
 
-/// A cache of `api`'s objects, whether it is filled, and the watch events that fill it
-/// (the stream must be polled, by a controller or by itself).
-pub fn reflect<K>(
+/// A cache of `api`'s objects, whether it is filled, and the objects each watch event
+/// touched (controller triggers; the stream must be polled to fill the cache).
+pub fn reflect_objects<K>(
     api: Api<K>,
     config: watcher::Config,
 ) -> (
     Store<K>,
     Filled,
-    impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -63,25 +63,7 @@ where
             }
         },
     );
-    (reader, Filled(filled_rx), events)
-}
-
-/// Like [`reflect`], with the events reduced to the objects they touched (controller
-/// triggers).
-pub fn reflect_objects<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    Filled,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (reader, filled, events) = reflect(api, config);
-    (reader, filled, events.touched_objects())
+    (reader, Filled(filled_rx), events.touched_objects())
 }
 
 #[cfg(test)]

@@ -32,6 +32,35 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub stores: Stores,
+    /// Custom ClusterRoles recently found bindable, so reconciles do not ask again.
+    pub bindable: Bindable,
+}
+
+/// ClusterRoles kube-org was allowed to bind, remembered for [`Bindable::TTL`]: a
+/// reconcile of an organization with custom roles then asks the API server nothing.
+/// Refusals are not remembered, so a new grant is seen at the next check.
+#[derive(Default)]
+pub struct Bindable(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+impl Bindable {
+    /// How long a positive answer is trusted (a revoked grant shows as a refused write
+    /// meanwhile, retried).
+    pub const TTL: Duration = Duration::from_secs(600);
+
+    pub fn is_known(&self, cluster_role: &str) -> bool {
+        let known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        known
+            .get(cluster_role)
+            .is_some_and(|until| *until > std::time::Instant::now())
+    }
+
+    pub fn remember(&self, cluster_role: &str) {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert(
+            cluster_role.to_string(),
+            std::time::Instant::now() + Self::TTL,
+        );
+    }
 }
 
 /// The caches the reconcile computes from (watch-fed; no API reads on the hot path).
@@ -176,6 +205,7 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let context = Arc::new(Context {
+        bindable: Bindable::default(),
         recorder: Recorder::new(client.clone(), reporter),
         client,
         metrics,
@@ -261,4 +291,18 @@ fn error_policy(org: Arc<Organization>, error: &Error, ctx: Arc<Context>) -> Act
     ctx.metrics
         .reconcile_failed(CONTROLLER, error.metric_label());
     Action::requeue(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bindable;
+
+    #[test]
+    fn only_cluster_roles_found_bindable_are_remembered() {
+        let bindable = Bindable::default();
+        assert!(!bindable.is_known("auditor"));
+        bindable.remember("auditor");
+        assert!(bindable.is_known("auditor"));
+        assert!(!bindable.is_known("other"));
+    }
 }

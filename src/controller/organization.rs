@@ -311,7 +311,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
 const UNBINDABLE_RECHECK: Duration = Duration::from_secs(30);
 
 /// The ClusterRoles of `spec.roles` that kube-org is not allowed to bind (asked with a
-/// SelfSubjectAccessReview each). The catalog's ClusterRoles are granted by
+/// SelfSubjectAccessReview each, unless recently found bindable). The catalog's ClusterRoles are granted by
 /// `manifests/rbac.yaml`; custom ones need a grant of their own.
 async fn unbindable_cluster_roles(
     org: &Organization,
@@ -326,6 +326,9 @@ async fn unbindable_cluster_roles(
     let reviews: Api<SelfSubjectAccessReview> = Api::all(ctx.client.clone());
     let mut unbindable = BTreeSet::new();
     for cluster_role in custom {
+        if ctx.bindable.is_known(cluster_role) {
+            continue;
+        }
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
@@ -340,7 +343,9 @@ async fn unbindable_cluster_roles(
             ..Default::default()
         };
         let answer = reviews.create(&PostParams::default(), &review).await?;
-        if !answer.status.is_some_and(|s| s.allowed) {
+        if answer.status.is_some_and(|s| s.allowed) {
+            ctx.bindable.remember(cluster_role);
+        } else {
             unbindable.insert(cluster_role.clone());
         }
     }

@@ -25,7 +25,7 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 /// Invitations with this label are left to a test's own operator.
-const SHARD: &str = "kube-org.io/test-shard";
+const SHARD: &str = common::Shard::LABEL;
 /// Operators a test starts for invitations leave access to the shared operator: they
 /// handle no Organization (none carries this label).
 const ACCESS_ELSEWHERE: &str = "kube-org.io/test-shard=none";

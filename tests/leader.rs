@@ -12,26 +12,23 @@ mod mailpit;
 
 use std::time::{Duration, Instant};
 
-use common::{Operator, client, eventually, unique};
+use common::{
+    Operator, Shard, client, create_organization, eventually, unique, wait_for_namespace,
+};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
 use kube::api::PostParams;
-use kube_org::api::{Invitation, Organization};
+use kube_org::api::Invitation;
 
-/// Every operator reconciles every Organization, whatever its Lease: the tests of this
-/// file run one at a time so that only the operators of one test act.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Flags electing a leader with a Lease of its own in `kube-org-system`, where the
-/// operator's Role lets it keep Leases.
-fn elect(prefix: &str, seconds: u64) -> Vec<String> {
-    let lease = unique(prefix);
-    [
+/// Flags electing a leader among the operators of one test, with a Lease of their own
+/// in `kube-org-system` (where the operator's Role lets it keep Leases); they handle
+/// only `shard`'s objects, so the tests of this file run in parallel.
+fn elect(shard: &Shard, seconds: u64) -> Vec<String> {
+    let mut args: Vec<String> = [
         "--leader-elect",
         "--lease-name",
-        &lease,
+        &shard.value,
         "--lease-namespace",
         "kube-org-system",
         "--lease-duration-seconds",
@@ -39,7 +36,9 @@ fn elect(prefix: &str, seconds: u64) -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    args.extend(shard.operator_args());
+    args
 }
 
 async fn leads(operator: &Operator) -> bool {
@@ -54,53 +53,58 @@ async fn wait_until_leads(operator: &Operator, what: &str, within: Duration) {
     .await;
 }
 
-async fn create_org(client: &kube::Client) -> String {
-    let name = unique("lead");
-    let org: Organization = serde_json::from_value(
-        serde_json::json!({"apiVersion": "kube-org.io/v1alpha1", "kind": "Organization",
-        "metadata": {"name": name}, "spec": {"owners": ["alice@example.com"]}}),
-    )
-    .expect("organization");
-    Api::<Organization>::all(client.clone())
-        .create(&PostParams::default(), &org)
+/// Creates an Organization in `shard`, with extra `spec` fields; returns its home
+/// namespace once the leader created it.
+async fn create_org(client: &kube::Client, shard: &Shard, spec: serde_json::Value) -> String {
+    let home = create_organization(client, &unique("lead"), shard.labels(), spec).await;
+    wait_for_namespace(client, &home, Duration::from_secs(10)).await;
+    home
+}
+
+/// Invites `email` (viewer of every deployment) into `home`, in `shard`.
+async fn invite(client: &kube::Client, shard: &Shard, home: &str, name: &str, email: &str) {
+    let invitation: Invitation = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-org.io/v1alpha1", "kind": "Invitation",
+        "metadata": {"name": name, "labels": shard.labels()},
+        "spec": {"email": email, "roles": [{"role": "viewer", "scope": {"resourceType": "deployment", "all": true}}]}
+    }))
+    .expect("invitation");
+    Api::<Invitation>::namespaced(client.clone(), home)
+        .create(&PostParams::default(), &invitation)
         .await
-        .expect("creating an organization");
-    format!("org-{name}")
+        .expect("creating an invitation");
 }
 
 #[tokio::test]
 async fn the_follower_takes_over_when_the_leader_dies() {
-    let _alone = ONE_AT_A_TIME.lock().await;
     let client = client().await;
-    let args = elect("failover", 4);
+    let shard = Shard::new("failover");
+    let args = elect(&shard, 4);
     let first = Operator::start(&args).await;
     wait_until_leads(&first, "the first operator leads", Duration::from_secs(10)).await;
     let second = Operator::start(&args).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!leads(&second).await, "two leaders at once");
-
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let home = create_org(&client).await;
-    eventually("the leader reconciles", Duration::from_secs(10), || async {
-        namespaces.get_opt(&home).await.ok().flatten()
-    })
-    .await;
+    // The leader reconciles.
+    create_org(&client, &shard, serde_json::json!({})).await;
 
     first.kill();
     let killed = Instant::now();
-    let home = create_org(&client).await;
+    let home = create_organization(
+        &client,
+        &unique("lead"),
+        shard.labels(),
+        serde_json::json!({}),
+    )
+    .await;
     wait_until_leads(
         &second,
         "the follower takes over",
         Duration::from_secs(4 + 6),
     )
     .await;
-    eventually(
-        "the new leader reconciles",
-        Duration::from_secs(10),
-        || async { namespaces.get_opt(&home).await.ok().flatten() },
-    )
-    .await;
+    // The new leader reconciles.
+    wait_for_namespace(&client, &home, Duration::from_secs(10)).await;
     eprintln!(
         "took over {:?} after the leader was killed (lease 4s)",
         killed.elapsed()
@@ -110,10 +114,10 @@ async fn the_follower_takes_over_when_the_leader_dies() {
 
 #[tokio::test]
 async fn a_leader_given_sigterm_steps_down_at_once() {
-    let _alone = ONE_AT_A_TIME.lock().await;
     client().await; // CRDs and the operator's RBAC
     // A long lease: without stepping down, the next replica would wait 60s.
-    let args = elect("handover", 60);
+    let shard = Shard::new("handover");
+    let args = elect(&shard, 60);
     let first = Operator::start(&args).await;
     wait_until_leads(&first, "the first operator leads", Duration::from_secs(10)).await;
     let stopping = Instant::now();
@@ -163,10 +167,10 @@ fn delivered(invitation: &Invitation) -> bool {
 
 #[tokio::test]
 async fn a_leader_killed_while_sending_costs_at_most_one_duplicate_email() {
-    let _alone = ONE_AT_A_TIME.lock().await;
     const INVITATIONS: usize = 80;
     let client = client().await;
-    let mut args = elect("emails", 4);
+    let shard = Shard::new("emails");
+    let mut args = elect(&shard, 4);
     let mail = common::shared_mail_args();
     assert!(
         !mail.is_empty(),
@@ -181,25 +185,18 @@ async fn a_leader_killed_while_sending_costs_at_most_one_duplicate_email() {
     wait_until_leads(&first, "the first operator leads", Duration::from_secs(10)).await;
     let second = Operator::start(&args).await;
 
-    let home = create_org(&client).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    eventually("the home namespace", Duration::from_secs(10), || async {
-        namespaces.get_opt(&home).await.ok().flatten()
-    })
-    .await;
+    let home = create_org(&client, &shard, serde_json::json!({})).await;
     let domain = format!("{}.example.com", unique("failover"));
     let invitations: Api<Invitation> = Api::namespaced(client.clone(), &home);
     for i in 0..INVITATIONS {
-        let invitation: Invitation = serde_json::from_value(serde_json::json!({
-            "apiVersion": "kube-org.io/v1alpha1", "kind": "Invitation",
-            "metadata": {"name": format!("i{i}")},
-            "spec": {"email": format!("i{i}@{domain}"), "roles": [{"role": "viewer", "scope": {"resourceType": "deployment", "all": true}}]}
-        }))
-        .expect("invitation");
-        invitations
-            .create(&PostParams::default(), &invitation)
-            .await
-            .expect("creating an invitation");
+        invite(
+            &client,
+            &shard,
+            &home,
+            &format!("i{i}"),
+            &format!("i{i}@{domain}"),
+        )
+        .await;
     }
     // Kill the leader mid-work: some emails out, most not.
     let before_kill = eventually(
@@ -248,10 +245,10 @@ async fn a_leader_killed_while_sending_costs_at_most_one_duplicate_email() {
 
 #[tokio::test]
 async fn a_leader_that_loses_its_lease_stops_acting() {
-    let _alone = ONE_AT_A_TIME.lock().await;
     let client = client().await;
-    let args = elect("stolen", 4);
-    let lease_name = args[2].clone();
+    let shard = Shard::new("stolen");
+    let args = elect(&shard, 4);
+    let lease_name = shard.value.clone();
     let mut leader = Operator::start(&args).await;
     wait_until_leads(&leader, "the operator leads", Duration::from_secs(10)).await;
 
@@ -280,9 +277,9 @@ async fn a_leader_that_loses_its_lease_stops_acting() {
 
 #[tokio::test]
 async fn a_follower_serves_the_accept_endpoint() {
-    let _alone = ONE_AT_A_TIME.lock().await;
     let client = client().await;
-    let mut args = elect("accept", 15);
+    let shard = Shard::new("accept");
+    let mut args = elect(&shard, 15);
     args.extend(common::shared_mail_args());
     let leader = Operator::start(&args).await;
     wait_until_leads(&leader, "the operator leads", Duration::from_secs(10)).await;
@@ -290,34 +287,10 @@ async fn a_follower_serves_the_accept_endpoint() {
     assert!(!leads(&follower).await, "two leaders at once");
 
     // The emailed link points at the follower: acceptance must not need the leader.
-    let name = unique("follower-accept");
-    let org: Organization = serde_json::from_value(serde_json::json!({
-        "apiVersion": "kube-org.io/v1alpha1", "kind": "Organization",
-        "metadata": {"name": name},
-        "spec": {"owners": ["alice@example.com"], "invitations": {"acceptURL": follower.base_url}}
-    }))
-    .expect("organization");
-    Api::<Organization>::all(client.clone())
-        .create(&PostParams::default(), &org)
-        .await
-        .expect("creating an organization");
-    let home = format!("org-{name}");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    eventually("the home namespace", Duration::from_secs(10), || async {
-        namespaces.get_opt(&home).await.ok().flatten()
-    })
-    .await;
+    let accept_url = serde_json::json!({"invitations": {"acceptURL": follower.base_url}});
+    let home = create_org(&client, &shard, accept_url).await;
     let email = format!("{}@example.com", unique("erin"));
-    let invitation: Invitation = serde_json::from_value(serde_json::json!({
-        "apiVersion": "kube-org.io/v1alpha1", "kind": "Invitation",
-        "metadata": {"name": "erin"},
-        "spec": {"email": email, "roles": [{"role": "viewer", "scope": {"resourceType": "deployment", "all": true}}]}
-    }))
-    .expect("invitation");
-    Api::<Invitation>::namespaced(client.clone(), &home)
-        .create(&PostParams::default(), &invitation)
-        .await
-        .expect("creating an invitation");
+    invite(&client, &shard, &home, "erin", &email).await;
     let mail = mailpit::Mailpit::shared()
         .wait_for(&email, 1)
         .await

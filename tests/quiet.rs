@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Operator, client, eventually, unique};
+use common::{Operator, client, eventually, unique, wait_for_namespace};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -62,11 +62,8 @@ async fn busy_organization(client: &Client) -> (String, String) {
             "spec": {"owners": ["alice@example.com"], "resourceTypes": ["deployment"]}}),
     )
     .await;
+    wait_for_namespace(client, &home, Duration::from_secs(10)).await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    eventually("the home namespace", Duration::from_secs(10), || async {
-        namespaces.get_opt(&home).await.ok().flatten()
-    })
-    .await;
     let resources: Vec<String> = (0..3).map(|_| unique("res")).collect();
     for ns in &resources {
         let labelled: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns,

@@ -139,6 +139,73 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// The objects of one test that starts operators of its own: those operators select
+/// only Organizations and Invitations carrying this shard's label, and other operators
+/// of the same test binary (other shards, or none) leave them alone. So such tests run
+/// in parallel without acting on each other's objects.
+pub struct Shard {
+    pub value: String,
+}
+
+impl Shard {
+    pub const LABEL: &'static str = "kube-org.io/test-shard";
+
+    pub fn new(prefix: &str) -> Shard {
+        Shard {
+            value: unique(prefix),
+        }
+    }
+
+    /// Flags making an operator handle only this shard.
+    pub fn operator_args(&self) -> Vec<String> {
+        let selector = format!("{}={}", Self::LABEL, self.value);
+        vec![
+            "--organizations-selector".to_string(),
+            selector.clone(),
+            "--invitations-selector".to_string(),
+            selector,
+        ]
+    }
+
+    /// The labels putting an object into this shard.
+    pub fn labels(&self) -> serde_json::Value {
+        serde_json::json!({ Self::LABEL: self.value })
+    }
+}
+
+/// Creates the Organization `name` owned by alice@example.com, with `labels` and extra
+/// `spec` fields, without starting any operator; returns its home namespace.
+pub async fn create_organization(
+    client: &Client,
+    name: &str,
+    labels: serde_json::Value,
+    spec: serde_json::Value,
+) -> String {
+    let mut full = serde_json::json!({"owners": ["alice@example.com"]});
+    for (key, value) in spec.as_object().expect("spec fields") {
+        full[key] = value.clone();
+    }
+    let org: kube_org::api::Organization = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-org.io/v1alpha1", "kind": "Organization",
+        "metadata": {"name": name, "labels": labels}, "spec": full,
+    }))
+    .expect("an Organization");
+    Api::<kube_org::api::Organization>::all(client.clone())
+        .create(&PostParams::default(), &org)
+        .await
+        .unwrap_or_else(|error| panic!("creating Organization {name}: {error}"));
+    format!("org-{name}")
+}
+
+/// Waits until the namespace exists (an operator created a home namespace).
+pub async fn wait_for_namespace(client: &Client, name: &str, within: Duration) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    eventually(&format!("namespace {name}"), within, || async {
+        namespaces.get_opt(name).await.ok().flatten()
+    })
+    .await;
+}
+
 /// Creates a namespace with a unique name and returns it.
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     let name = unique(prefix);

@@ -8,7 +8,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use kube_org::api::{Membership, Organization, RoleBinding};
 
-use super::{Can, client, eventually, operator, unique};
+use super::{Can, client, create_organization, operator, unique, wait_for_namespace};
 
 /// How long the operator may take to react to a change in these tests. Reaction time
 /// itself is measured by `make bench-access`; this only bounds a hung test.
@@ -36,21 +36,8 @@ impl TestOrg {
         for (key, value) in extra.as_object().expect("an object") {
             spec[key] = value.clone();
         }
-        let org: Organization = serde_json::from_value(serde_json::json!({
-            "apiVersion": "kube-org.io/v1alpha1", "kind": "Organization",
-            "metadata": {"name": name}, "spec": spec,
-        }))
-        .expect("organization");
-        Api::<Organization>::all(client.clone())
-            .create(&PostParams::default(), &org)
-            .await
-            .expect("creating the organization");
-        let home = format!("org-{name}");
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        eventually("the home namespace", REACT, || async {
-            namespaces.get_opt(&home).await.ok().flatten()
-        })
-        .await;
+        let home = create_organization(&client, &name, serde_json::json!({}), spec).await;
+        wait_for_namespace(&client, &home, REACT).await;
         TestOrg { client, name, home }
     }
 

@@ -21,6 +21,19 @@ where
         .expect("creating");
 }
 
+/// Whether any object of `api` is being deleted (None when the list fails).
+async fn any_being_deleted<K>(api: &Api<K>) -> Option<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let list = api.list(&Default::default()).await.ok()?;
+    Some(
+        list.items
+            .iter()
+            .any(|o| o.meta().deletion_timestamp.is_some()),
+    )
+}
+
 /// Waits until what earlier test binaries deleted is gone: the operator reconciles every
 /// Organization in the cluster, and removing the finalizers of a teardown in progress
 /// are writes it must make, which this test would otherwise count as idle writes.
@@ -31,21 +44,9 @@ async fn wait_for_earlier_teardowns(client: &Client) {
         "organizations and namespaces deleted earlier are gone",
         Duration::from_secs(120),
         || async {
-            let deleting_org = orgs
-                .list(&Default::default())
-                .await
-                .ok()?
-                .items
-                .iter()
-                .any(|o| o.metadata.deletion_timestamp.is_some());
-            let terminating_namespace = namespaces
-                .list(&Default::default())
-                .await
-                .ok()?
-                .items
-                .iter()
-                .any(|n| n.metadata.deletion_timestamp.is_some());
-            (!deleting_org && !terminating_namespace).then_some(())
+            let deleting =
+                any_being_deleted(&orgs).await? || any_being_deleted(&namespaces).await?;
+            (!deleting).then_some(())
         },
     )
     .await;

@@ -14,6 +14,7 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
+use super::policy::{PolicyRefusal, membership_refusals};
 use super::names::{
     LABEL_RESOURCE_TYPE, OWNER_CLUSTER_ROLE, READER_CLUSTER_ROLE, ROLEBINDING_READER_CLUSTER_ROLE,
     managed_labels, native_binding_name, organization_cluster_role_name,
@@ -41,6 +42,9 @@ pub struct AccessInput<'a> {
     /// Custom ClusterRoles kube-org may not bind: RoleBindings using them grant nothing
     /// and say why, instead of failing every write of the organization.
     pub unbindable: &'a BTreeSet<String>,
+    /// Memberships refused by a decision taken outside this function (exclusive
+    /// membership held by another organization), by name; they grant nothing.
+    pub refused: &'a BTreeMap<String, PolicyRefusal>,
 }
 
 /// Everything the organization needs, plus the status of each object it came from.
@@ -57,6 +61,8 @@ pub struct DesiredAccess {
     pub members: BTreeMap<String, MemberOutcome>,
     /// Resource namespaces per type.
     pub resources: BTreeMap<String, Vec<String>>,
+    /// Memberships that grant nothing under the organization's policy, by name.
+    pub refused: BTreeMap<String, PolicyRefusal>,
 }
 
 /// The status of one kube-org RoleBinding.
@@ -96,12 +102,24 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     let table = RoleTable::new(org).refusing(input.unbindable);
     let resources = resources_by_type(org, &home, &input.namespaces);
 
+    // Memberships the policy refuses grant nothing (checked on every path, not only
+    // for Invitations).
+    let mut refused = membership_refusals(org, &input.memberships);
+    refused.extend(
+        input
+            .refused
+            .iter()
+            .filter(|(name, _)| !refused.contains_key(*name))
+            .map(|(name, r)| (name.clone(), r.clone()))
+            .collect::<Vec<_>>(),
+    );
     // Active members by normalized email (the first by name wins a duplicate).
     let mut memberships: Vec<&Membership> = input
         .memberships
         .iter()
         .copied()
         .filter(|m| m.meta().deletion_timestamp.is_none())
+        .filter(|m| !refused.contains_key(&m.name_any()))
         .collect();
     memberships.sort_by_key(|m| m.name_any());
     let mut members: BTreeMap<String, (String, String)> = BTreeMap::new();
@@ -120,6 +138,21 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         let email = normalize_email(&binding.spec.member.0);
         let scope = binding.spec.scope.summary();
         let Some((membership, user)) = members.get(&email) else {
+            if let Some(refusal) = input.memberships.iter().find_map(|m| {
+                (m.spec.email.normalized() == email)
+                    .then(|| refused.get(&m.name_any()))
+                    .flatten()
+            }) {
+                let message = format!(
+                    "the Membership of {email} is refused ({}: {}); this binding grants nothing",
+                    refusal.reason, refusal.message
+                );
+                outcomes.insert(
+                    binding.name_any(),
+                    grants_nothing(scope, "MemberRefused", message),
+                );
+                continue;
+            }
             let message = format!(
                 "{email} is not a member of the organization: add a Membership or send an Invitation; this binding grants nothing until then"
             );
@@ -165,6 +198,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         bindings: outcomes,
         members: member_outcomes,
         resources,
+        refused,
     }
 }
 

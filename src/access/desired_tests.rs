@@ -1,10 +1,11 @@
 //! Unit tests of [`desired_access`] from YAML fixtures: no cluster involved.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Namespace;
 
 use super::desired::{AccessInput, DesiredAccess, desired_access};
+use super::policy::PolicyRefusal;
 use crate::api::{Membership, Organization, RoleBinding};
 
 const ORG: &str = r#"
@@ -49,6 +50,7 @@ struct World {
     bindings: Vec<RoleBinding>,
     namespaces: Vec<Namespace>,
     unbindable: BTreeSet<String>,
+    refused: BTreeMap<String, PolicyRefusal>,
 }
 
 impl World {
@@ -66,6 +68,7 @@ impl World {
                 resource("search", "elasticsearch"),
             ],
             unbindable: BTreeSet::new(),
+            refused: BTreeMap::new(),
         }
     }
 
@@ -87,6 +90,7 @@ impl World {
             bindings: self.bindings.iter().collect(),
             namespaces: self.namespaces.iter().collect(),
             unbindable: &self.unbindable,
+            refused: &self.refused,
         })
     }
 }
@@ -388,4 +392,31 @@ fn the_same_input_gives_byte_identical_objects() {
         (owner_ref.kind.as_str(), owner_ref.name.as_str()),
         ("Organization", "acme")
     );
+}
+
+#[test]
+fn refused_memberships_grant_nothing_and_their_bindings_say_why() {
+    let mut world = World::new()
+        .bind("bob-viewer", "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, all: true}}")
+        .bind("carol-viewer", "{member: carol@example.com, role: viewer, scope: {resourceType: deployment, all: true}}");
+    world.org.spec.membership.allowed_email_domains =
+        vec![crate::api::organization::EmailDomain("other.org".to_string())];
+    world.members[0].spec.email = crate::api::Email("bob@other.org".to_string());
+    world.bindings[0].spec.member = crate::api::Email("bob@other.org".to_string());
+    world.refused.insert(
+        "bob".to_string(),
+        PolicyRefusal {
+            reason: "ExclusiveMembership",
+            message: "held elsewhere".to_string(),
+        },
+    );
+    let access = world.compute();
+    assert!(held(&access, "bob@other.org").is_empty());
+    assert!(held(&access, "carol@example.com").is_empty());
+    assert_eq!(access.refused["bob"].reason, "ExclusiveMembership");
+    assert_eq!(access.refused["carol"].reason, "DomainNotAllowed");
+    for name in ["bob-viewer", "carol-viewer"] {
+        assert_eq!(access.bindings[name].ready.reason, "MemberRefused", "{name}");
+    }
+    assert!(access.members.is_empty());
 }

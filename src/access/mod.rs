@@ -5,6 +5,7 @@
 pub mod desired;
 pub mod leave;
 pub mod names;
+pub mod policy;
 pub mod roles;
 
 pub use desired::{AccessInput, BindingOutcome, DesiredAccess, MemberOutcome, desired_access};

@@ -41,14 +41,15 @@ use super::scope::Access;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.email == oldSelf.email").message("email cannot be changed; delete the Membership and create another")
+    validation = Rule::new("self.email == oldSelf.email").message("email cannot be changed; delete the Membership and create another"),
+    validation = Rule::new("!has(self.user) || !self.user.startsWith('system:')").message("spec.user cannot name a Kubernetes system identity (system:...): those are service accounts, nodes and the API server's own users, not people; leave spec.user out to bind the email")
 )]
 pub struct MembershipSpec {
     /// The member's email address (compared in lower case).
     pub email: Email,
 
     /// The Kubernetes RBAC user name of the member; default: the email in lower case
-    /// (clusters map the OIDC email claim to the user name).
+    /// (clusters map the OIDC email claim to the user name). Never a `system:` identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub user: Option<String>,

@@ -12,7 +12,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Error, concurrently};
+use super::Error;
 use crate::api::FIELD_MANAGER;
 use crate::metrics::Metrics;
 
@@ -119,22 +119,51 @@ where
     }
 }
 
-/// What a sync did.
+/// One object a sync could not make right, and why (the object is named so that the
+/// status can say where).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncFailure {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for SyncFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} in namespace {ns}: {}", self.name, self.error),
+            None => write!(f, "{}: {}", self.name, self.error),
+        }
+    }
+}
+
+/// What a sync did. Failures are per object: one failing target never stops the others.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
     pub applied: usize,
     pub deleted: usize,
+    pub failures: Vec<SyncFailure>,
+}
+
+impl SyncReport {
+    /// Adds another sync's report to this one.
+    pub fn add(&mut self, other: SyncReport) {
+        self.applied += other.applied;
+        self.deleted += other.deleted;
+        self.failures.extend(other.failures);
+    }
 }
 
 /// Makes the managed objects of one kind equal `desired`: first objects that only gain
 /// (new objects, subjects added), then objects that lose something, then deletes of
 /// what is no longer desired — so changing overlapping grants never opens a gap.
-pub async fn sync<K>(
-    client: &Client,
-    metrics: &Metrics,
-    desired: &[K],
-    actual: &[K],
-) -> Result<SyncReport, Error>
+///
+/// Tenants may squat kube-org's names, change immutable fields or hold objects with
+/// finalizers. kube-org owns its names: an object whose immutable part differs is
+/// deleted and created again, and a managed object held in deletion by someone else's
+/// finalizer is released. Whatever still fails is reported per object, and every other
+/// write and removal happens anyway.
+pub async fn sync<K>(client: &Client, metrics: &Metrics, desired: &[K], actual: &[K]) -> SyncReport
 where
     K: Managed + Gains,
 {
@@ -144,7 +173,8 @@ where
     let mut losing = Vec::new();
     for obj in desired {
         let current = actual_by_key.get(&key(obj)).copied();
-        if up_to_date(obj, current) {
+        let held = current.is_some_and(held_in_deletion);
+        if up_to_date(obj, current) && !held {
             continue;
         }
         match current {
@@ -155,36 +185,142 @@ where
     let wanted: BTreeSet<(String, String)> = desired.iter().map(key).collect();
     let stale: Vec<&K> = actual
         .iter()
-        .filter(|obj| !wanted.contains(&key(*obj)) && obj.meta().deletion_timestamp.is_none())
+        .filter(|obj| {
+            !wanted.contains(&key(*obj))
+                && (obj.meta().deletion_timestamp.is_none() || held_in_deletion(*obj))
+        })
         .collect();
-    let report = SyncReport {
+    let mut report = SyncReport {
         applied: gaining.len() + losing.len(),
         deleted: stale.len(),
+        failures: vec![],
     };
-    // Phases in order; writes within a phase are independent.
+    // Phases in order; writes within a phase are independent, and a failed write
+    // stops nothing.
     for phase in [gaining, losing] {
         let mut writes = Vec::new();
         for obj in phase {
-            writes.push(apply_one(client, metrics, obj));
+            let current = actual_by_key.get(&key(obj)).copied();
+            writes.push(reported(obj, apply_one(client, metrics, obj, current)));
         }
-        concurrently(writes).await?;
+        report.failures.extend(all_settled(writes).await);
     }
     let mut deletes = Vec::new();
     for obj in stale {
-        deletes.push(delete_one(client, metrics, obj));
+        deletes.push(reported(obj, delete_one(client, metrics, obj)));
     }
-    concurrently(deletes).await?;
-    Ok(report)
+    report.failures.extend(all_settled(deletes).await);
+    report
 }
 
-async fn apply_one<K: Managed>(client: &Client, metrics: &Metrics, obj: &K) -> Result<(), Error> {
+/// A write's failure, named after its object.
+async fn reported<K: Resource>(
+    obj: &K,
+    write: impl std::future::Future<Output = Result<(), Error>>,
+) -> Option<SyncFailure> {
+    write.await.err().map(|e| failure(obj, e))
+}
+
+fn failure<K: Resource>(obj: &K, error: Error) -> SyncFailure {
+    SyncFailure {
+        namespace: obj.namespace(),
+        name: obj.name_any(),
+        error: error.to_string(),
+    }
+}
+
+/// Runs independent writes with bounded concurrency and keeps every failure.
+async fn all_settled<F>(writes: Vec<F>) -> Vec<SyncFailure>
+where
+    F: std::future::Future<Output = Option<SyncFailure>>,
+{
+    use futures::StreamExt;
+    let results: Vec<Option<SyncFailure>> = futures::stream::iter(writes)
+        .buffer_unordered(super::WRITE_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().flatten().collect()
+}
+
+/// Whether a managed object is being deleted but held by finalizers (kube-org puts
+/// none on native objects, so they are someone else's).
+fn held_in_deletion<K: Resource>(obj: &K) -> bool {
+    obj.meta().deletion_timestamp.is_some() && !obj.finalizers().is_empty()
+}
+
+/// Applies one object. When the API server refuses the change as invalid (a squatter
+/// created the name with another roleRef, which is immutable), the object is deleted
+/// and created again; an object held in deletion is released first.
+async fn apply_one<K: Managed>(
+    client: &Client,
+    metrics: &Metrics,
+    obj: &K,
+    current: Option<&K>,
+) -> Result<(), Error> {
     let api = K::api(client, obj.namespace().as_deref());
-    apply(&api, metrics, K::RESOURCE, obj).await.map(|_| ())
+    if let Some(current) = current.filter(|c| held_in_deletion(*c)) {
+        release(&api, metrics, K::RESOURCE, &current.name_any()).await?;
+    }
+    match apply(&api, metrics, K::RESOURCE, obj).await {
+        Ok(_) => Ok(()),
+        Err(Error::Kube(kube::Error::Api(status))) if status.code == 422 => {
+            tracing::warn!(
+                name = %obj.name_any(),
+                namespace = obj.namespace().unwrap_or_default(),
+                message = %status.message,
+                "a managed object's immutable fields differ (squatted?): re-creating it"
+            );
+            remove(&api, metrics, K::RESOURCE, &obj.name_any()).await?;
+            apply(&api, metrics, K::RESOURCE, obj).await.map(|_| ())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 async fn delete_one<K: Managed>(client: &Client, metrics: &Metrics, obj: &K) -> Result<(), Error> {
     let api = K::api(client, obj.namespace().as_deref());
-    delete(&api, metrics, K::RESOURCE, &obj.name_any()).await
+    if obj.meta().deletion_timestamp.is_some() {
+        return release(&api, metrics, K::RESOURCE, &obj.name_any()).await;
+    }
+    remove(&api, metrics, K::RESOURCE, &obj.name_any()).await
+}
+
+/// Deletes a managed object and releases it if someone's finalizer holds it: a binding
+/// held in deletion would keep granting. Gone already is fine.
+async fn remove<K>(api: &Api<K>, metrics: &Metrics, resource: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    metrics.write(resource, "delete");
+    match api.delete(name, &DeleteParams::default()).await {
+        // The object comes back when it is only marked for deletion.
+        Ok(answer) => match answer.left() {
+            Some(remaining) if !remaining.finalizers().is_empty() => {
+                release(api, metrics, resource, name).await
+            }
+            _ => Ok(()),
+        },
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Removes every finalizer from a managed object being deleted: kube-org puts none on
+/// native objects and owns their names. Gone already is fine.
+async fn release<K>(api: &Api<K>, metrics: &Metrics, resource: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    metrics.write(resource, "patch");
+    let patch = serde_json::json!({"metadata": {"finalizers": null}});
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Whether replacing `current` by `self` removes nothing anyone holds.

@@ -85,8 +85,6 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
     Finalizer(String),
-    #[error("home namespace {namespace} belongs to organization {other}")]
-    HomeNamespaceTaken { namespace: String, other: String },
 }
 
 impl Error {
@@ -94,7 +92,6 @@ impl Error {
         match self {
             Error::Kube(error) => crate::metrics::kube_error_reason(error),
             Error::Finalizer(_) => "Finalizer",
-            Error::HomeNamespaceTaken { .. } => "HomeNamespaceTaken",
         }
     }
 }
@@ -284,7 +281,7 @@ async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 /// The `controller` label of this controller's metrics.
-const CONTROLLER: &str = "organization";
+pub(crate) const CONTROLLER: &str = "organization";
 
 fn error_policy(org: Arc<Organization>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(organization = %org.name_any(), %error, "reconcile failed; retrying");

@@ -28,6 +28,7 @@ use crate::access::desired::{
     AccessInput, BindingOutcome, DesiredAccess, desired_access, resources_by_type,
 };
 use crate::access::leave::{LeaveRefusal, is_owner, may_leave};
+use crate::access::policy::{PolicyRefusal, orphaned_bindings};
 use crate::access::names::{
     ANNOTATION_SOURCE, LABEL_MANAGED_BY, LABEL_ORGANIZATION, LABEL_OWNER, MANAGER,
     MEMBERSHIP_FINALIZER, managed_labels, person_object_name,
@@ -160,26 +161,18 @@ fn now() -> Time {
 async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action, Error> {
     let name = org.name_any();
     let home = org.home_namespace();
-    if let Err(error) = ensure_home_namespace(org, ctx).await {
-        if let Error::HomeNamespaceTaken { .. } = &error {
-            let ready = DesiredCondition::new(
-                READY,
-                false,
-                "HomeNamespaceTaken",
-                format!("{error}; choose another spec.homeNamespace"),
-            );
-            write_org_status(org, ctx, &[ready], None).await?;
-            publish(
-                ctx,
-                org,
-                EventType::Warning,
-                "HomeNamespaceTaken",
-                &error.to_string(),
-            )
-            .await;
-            return Ok(Action::await_change());
+    if let Some(refusal) = ensure_home_namespace(org, ctx).await? {
+        let ready = DesiredCondition::new(READY, false, refusal.reason, refusal.message.clone());
+        let was = org
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+            .map(|c| c.reason.clone());
+        write_org_status(org, ctx, &[ready], None).await?;
+        if was.as_deref() != Some(refusal.reason) {
+            publish(ctx, org, EventType::Warning, refusal.reason, &refusal.message).await;
         }
-        return Err(error);
+        return Ok(Action::await_change());
     }
     let snapshot = dereference(org, ctx);
     let (owner_memberships, owner_bindings) = ensure_owners(org, ctx, &snapshot).await?;
@@ -238,41 +231,53 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         })
         .collect();
     let unbindable = unbindable_cluster_roles(org, ctx).await?;
-    let desired = desired_access(&AccessInput {
+    let exclusive_refusals = BTreeMap::new();
+    let mut desired = desired_access(&AccessInput {
         org,
         memberships: access_members,
         bindings: bindings.clone(),
         namespaces,
         unbindable: &unbindable,
+        refused: &exclusive_refusals,
     });
 
+    // Access first: every native object is attempted, whatever fails elsewhere.
     let client = &ctx.client;
-    let rb = sync(
+    let mut synced = sync(
         client,
         &ctx.metrics,
         &desired.role_bindings,
         &snapshot.native_bindings,
     )
-    .await?;
-    let cr = sync(
-        client,
-        &ctx.metrics,
-        std::slice::from_ref(&desired.cluster_role),
-        &snapshot.cluster_roles,
-    )
-    .await?;
-    let crb = sync(
-        client,
-        &ctx.metrics,
-        std::slice::from_ref(&desired.cluster_role_binding),
-        &snapshot.cluster_role_bindings,
-    )
-    .await?;
-    if rb.applied + rb.deleted + cr.applied + crb.applied + cr.deleted + crb.deleted > 0 {
-        info!(organization = %name, applied = rb.applied + cr.applied + crb.applied, deleted = rb.deleted + cr.deleted + crb.deleted, "access updated");
+    .await;
+    synced.add(
+        sync(
+            client,
+            &ctx.metrics,
+            std::slice::from_ref(&desired.cluster_role),
+            &snapshot.cluster_roles,
+        )
+        .await,
+    );
+    synced.add(
+        sync(
+            client,
+            &ctx.metrics,
+            std::slice::from_ref(&desired.cluster_role_binding),
+            &snapshot.cluster_role_bindings,
+        )
+        .await,
+    );
+    if synced.applied + synced.deleted > 0 {
+        info!(organization = %name, applied = synced.applied, deleted = synced.deleted, failed = synced.failures.len(), "access updated");
     }
+    for failure in &synced.failures {
+        warn!(organization = %name, %failure, "a managed object could not be written; the others were");
+    }
+    report_failed_targets(&mut desired, &synced.failures);
 
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
+    delete_orphaned_bindings(org, ctx, &snapshot, &memberships).await?;
     write_binding_statuses(ctx, &snapshot.bindings, &desired).await?;
     write_membership_statuses(org, ctx, &snapshot.memberships, &desired, &refusals).await?;
 
@@ -286,25 +291,125 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
                 .any(|x| x.name_any() == **m && is_owner(&x.spec.email.normalized(), &bindings))
         })
         .count();
-    let ready = DesiredCondition::new(
-        READY,
-        true,
-        "Reconciled",
-        format!("{members} member(s), {resource_count} resource(s); access applied in {home}"),
-    );
+    let ready = if synced.failures.is_empty() {
+        DesiredCondition::new(
+            READY,
+            true,
+            "Reconciled",
+            format!("{members} member(s), {resource_count} resource(s); access applied in {home}"),
+        )
+    } else {
+        sync_failed(&synced.failures)
+    };
     let counts = Counts {
         members,
         owners,
         pending: snapshot.pending_invitations,
         resources: &desired.resources,
     };
-    write_org_status(org, ctx, &[ready], Some(counts)).await?;
+    let was_failing = org
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+        .is_some_and(|c| c.reason == SYNC_FAILED && c.message == ready.message);
+    write_org_status(org, ctx, &[ready.clone()], Some(counts)).await?;
+    if !synced.failures.is_empty() {
+        if !was_failing {
+            publish(ctx, org, EventType::Warning, SYNC_FAILED, &ready.message).await;
+        }
+        ctx.metrics.reconcile_failed(super::CONTROLLER, SYNC_FAILED);
+        // Retried with the controller's pace; the watch also wakes it when a tenant
+        // removes what blocked the write.
+        return Ok(Action::requeue(SYNC_RETRY));
+    }
     if unbindable.is_empty() {
         Ok(Action::await_change())
     } else {
         // Nothing announces that a cluster admin granted `bind`: look again later.
         Ok(Action::requeue(UNBINDABLE_RECHECK))
     }
+}
+
+/// The reason of an Organization (and of the targets concerned) when a managed object
+/// could not be written.
+const SYNC_FAILED: &str = "SyncFailed";
+
+/// How soon an organization with a failed write tries again.
+const SYNC_RETRY: Duration = Duration::from_secs(5);
+
+/// The Organization's Ready condition when some managed objects could not be written:
+/// never Ready, and the message names where.
+fn sync_failed(failures: &[super::apply::SyncFailure]) -> DesiredCondition {
+    let mut places: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    places.sort();
+    let shown: Vec<&str> = places.iter().take(5).map(String::as_str).collect();
+    let more = places.len().saturating_sub(shown.len());
+    let mut message = format!(
+        "{} managed object(s) could not be written (every other change was applied): {}",
+        places.len(),
+        shown.join("; ")
+    );
+    if more > 0 {
+        message.push_str(&format!("; and {more} more"));
+    }
+    DesiredCondition::new(READY, false, SYNC_FAILED, message)
+}
+
+/// Marks each kube-org RoleBinding whose resources include a namespace where a write
+/// failed: a per-target problem, and not Ready.
+fn report_failed_targets(desired: &mut DesiredAccess, failures: &[super::apply::SyncFailure]) {
+    use crate::api::rolebinding::TargetProblem;
+    for outcome in desired.bindings.values_mut() {
+        let mut failed_here = false;
+        for failure in failures {
+            let Some(namespace) = &failure.namespace else {
+                continue;
+            };
+            if outcome.resources.contains(namespace)
+                && !outcome.problems.iter().any(|p| &p.resource == namespace)
+            {
+                outcome.problems.push(TargetProblem {
+                    resource: namespace.clone(),
+                    reason: SYNC_FAILED.to_string(),
+                    message: format!("could not write {}: {}", failure.name, failure.error),
+                });
+                failed_here = true;
+            }
+        }
+        if failed_here {
+            outcome.ready = DesiredCondition::new(
+                READY,
+                false,
+                SYNC_FAILED,
+                format!(
+                    "{}; not applied in some resources (see status.problems)",
+                    outcome.ready.message
+                ),
+            );
+        }
+    }
+}
+
+/// Deletes the RoleBindings of members whose Membership went away before kube-org's
+/// finalizer was on it (see [`orphaned_bindings`]).
+async fn delete_orphaned_bindings(
+    org: &Organization,
+    ctx: &Context,
+    snapshot: &Snapshot,
+    memberships: &[&Membership],
+) -> Result<(), Error> {
+    let bindings: Vec<&RoleBinding> = snapshot.bindings.iter().map(|b| b.as_ref()).collect();
+    for orphan in orphaned_bindings(&bindings, memberships) {
+        apply::delete(
+            &namespaced(ctx, orphan),
+            &ctx.metrics,
+            "rolebindings.kube-org.io",
+            &orphan.name_any(),
+        )
+        .await?;
+        info!(organization = %org.name_any(), member = %orphan.spec.member, binding = %orphan.name_any(), "member gone; their RoleBinding deleted");
+    }
+    Ok(())
 }
 
 /// How often an organization with a ClusterRole kube-org may not bind checks again.
@@ -399,66 +504,86 @@ async fn write_org_status(
     Ok(())
 }
 
-/// Creates the home namespace (owned by the Organization, so it goes with it) or adopts
-/// an existing one (labelled, never owned).
-async fn ensure_home_namespace(org: &Organization, ctx: &Context) -> Result<(), Error> {
+/// Creates the home namespace (owned by the Organization, so it goes with it), or uses
+/// an existing one only when a cluster admin marked it for this organization (the
+/// `kube-org.io/organization=<org>` label): anyone who may create namespaces could
+/// otherwise pre-create `org-<name>`, keep their own RoleBindings there and write
+/// kube-org objects into it. Returns why the organization cannot use it, if so.
+async fn ensure_home_namespace(
+    org: &Organization,
+    ctx: &Context,
+) -> Result<Option<PolicyRefusal>, Error> {
     let home = org.home_namespace();
     let name = org.name_any();
     let api: Api<Namespace> = Api::all(ctx.client.clone());
-    let existing = match ctx
+    let cached = ctx
         .stores
         .namespaces
         .get(&kube::runtime::reflector::ObjectRef::new(&home))
-    {
-        Some(ns) => Some((*ns).clone()),
+        .map(|ns| (*ns).clone());
+    let existing = match cached {
+        Some(ns) => Some(ns),
         None => api.get_opt(&home).await?,
     };
-    match existing {
-        Some(ns) => match ns.labels().get(LABEL_ORGANIZATION) {
-            Some(owner) if owner == &name => Ok(()),
-            Some(other) => Err(Error::HomeNamespaceTaken {
-                namespace: home,
-                other: other.clone(),
-            }),
-            None => {
-                let patch = serde_json::json!({"metadata": {"labels": {LABEL_ORGANIZATION: name}}});
-                ctx.metrics.write("namespaces", "patch");
-                api.patch(&home, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-                info!(organization = %name, namespace = %home, "adopted existing home namespace");
-                Ok(())
-            }
+    if let Some(ns) = existing {
+        return Ok(home_refusal(org, &ns));
+    }
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(home.clone()),
+            labels: Some(BTreeMap::from([(
+                LABEL_ORGANIZATION.to_string(),
+                name.clone(),
+            )])),
+            owner_references: org.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
         },
-        None => {
-            let ns = Namespace {
-                metadata: ObjectMeta {
-                    name: Some(home.clone()),
-                    labels: Some(BTreeMap::from([(
-                        LABEL_ORGANIZATION.to_string(),
-                        name.clone(),
-                    )])),
-                    owner_references: org.controller_owner_ref(&()).map(|o| vec![o]),
-                    ..Default::default()
-                },
-                ..Default::default()
+        ..Default::default()
+    };
+    ctx.metrics.write("namespaces", "create");
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        // Someone created it meanwhile (a twin organization, a squatter): whose is it?
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            return match api.get_opt(&home).await? {
+                Some(ns) => Ok(home_refusal(org, &ns)),
+                None => Ok(None),
             };
-            ctx.metrics.write("namespaces", "create");
-            match api.create(&PostParams::default(), &ns).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(error) => return Err(error.into()),
-            }
-            info!(organization = %name, namespace = %home, "created home namespace");
-            publish(
-                ctx,
-                org,
-                EventType::Normal,
-                "HomeNamespaceCreated",
-                &format!("created namespace {home}"),
-            )
-            .await;
-            Ok(())
         }
+        Err(error) => return Err(error.into()),
+    }
+    info!(organization = %name, namespace = %home, "created home namespace");
+    publish(
+        ctx,
+        org,
+        EventType::Normal,
+        "HomeNamespaceCreated",
+        &format!("created namespace {home}"),
+    )
+    .await;
+    Ok(None)
+}
+
+/// Whether `org` may use the existing namespace `ns` as its home: only when it is
+/// marked for it. A namespace marked for another organization is that one's (the
+/// second of two Organizations naming one home is refused).
+pub fn home_refusal(org: &Organization, ns: &Namespace) -> Option<PolicyRefusal> {
+    let home = ns.name_any();
+    let name = org.name_any();
+    match ns.labels().get(LABEL_ORGANIZATION) {
+        Some(owner) if owner == &name => None,
+        Some(other) => Some(PolicyRefusal {
+            reason: "HomeNamespaceTaken",
+            message: format!(
+                "home namespace {home} belongs to organization {other}; choose another spec.homeNamespace"
+            ),
+        }),
+        None => Some(PolicyRefusal {
+            reason: "HomeNamespaceNotMarked",
+            message: format!(
+                "namespace {home} already exists and is not marked for this organization; a cluster admin who means it to be the home of {name} marks it with `kubectl label namespace {home} {LABEL_ORGANIZATION}={name}`, or choose another spec.homeNamespace"
+            ),
+        }),
     }
 }
 
@@ -781,6 +906,8 @@ async fn write_membership_statuses(
         let name = m.name_any();
         let ready = if let Some(refusal) = refusals.get(&name) {
             DesiredCondition::new(READY, false, refusal.reason(), refusal.to_string())
+        } else if let Some(refusal) = desired.refused.get(&name) {
+            DesiredCondition::new(READY, false, refusal.reason, refusal.message.clone())
         } else if let Some(outcome) = desired.members.get(&name) {
             DesiredCondition::new(
                 READY,
@@ -810,6 +937,13 @@ async fn write_membership_statuses(
         };
         let outcome = desired.members.get(&name).cloned().unwrap_or_default();
         let current = m.status.clone().unwrap_or_default();
+        // A policy refusal is announced once, when it starts.
+        let refusal = desired.refused.get(&name).filter(|r| {
+            !current
+                .conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.reason == r.reason)
+        });
         let status = MembershipStatus {
             conditions: merge_conditions(
                 &current.conditions,
@@ -833,8 +967,18 @@ async fn write_membership_statuses(
                 m.status.as_ref(),
                 &status,
             )
-            .await
-            .map(|_| ())
+            .await?;
+            if let Some(refusal) = refusal {
+                publish(
+                    ctx,
+                    m.as_ref(),
+                    EventType::Warning,
+                    refusal.reason,
+                    &refusal.message,
+                )
+                .await;
+            }
+            Ok(())
         });
     }
     concurrently(writes).await

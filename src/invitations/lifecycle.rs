@@ -533,16 +533,10 @@ pub fn refusal(
         return Some(refusal);
     }
     let email = invitation.spec.email.normalized();
-    let domain = invitation.spec.email.domain();
-    let allowed = &org.spec.membership.allowed_email_domains;
-    if !allowed.is_empty() && !allowed.iter().any(|d| d.0.eq_ignore_ascii_case(&domain)) {
-        let list: Vec<&str> = allowed.iter().map(|d| d.0.as_str()).collect();
+    if let Some(refusal) = crate::access::policy::domain_refusal(org, &invitation.spec.email) {
         return Some(Refusal {
-            reason: "DomainNotAllowed",
-            message: format!(
-                "{email} is not in an allowed email domain of the organization ({})",
-                list.join(", ")
-            ),
+            reason: refusal.reason,
+            message: refusal.message,
         });
     }
     if let Some(member) = memberships

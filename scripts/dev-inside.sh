@@ -10,7 +10,7 @@ kubectl wait --for condition=Established --timeout=60s crd --all >/dev/null
 
 # The operator runs with exactly the permissions manifests/ gives its ServiceAccount,
 # as it would in a cluster; kube-controller-manager aggregates its ClusterRole.
-kubectl apply --server-side -f manifests/namespace.yaml -f manifests/rbac.yaml >/dev/null
+kubectl apply --server-side -f manifests/namespace.yaml -f manifests/rbac.yaml -f manifests/admission-policy.yaml >/dev/null
 service_account=system:serviceaccount:kube-org-system:kube-org
 for _ in $(seq 1 100); do
   kubectl auth can-i bind clusterroles/view --as "$service_account" >/dev/null 2>&1 && break

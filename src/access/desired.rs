@@ -14,11 +14,11 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use super::policy::{PolicyRefusal, membership_refusals};
 use super::names::{
     LABEL_RESOURCE_TYPE, OWNER_CLUSTER_ROLE, READER_CLUSTER_ROLE, ROLEBINDING_READER_CLUSTER_ROLE,
     managed_labels, native_binding_name, organization_cluster_role_name,
 };
+use super::policy::{PolicyRefusal, membership_refusals};
 use super::roles::{ResolvedRole, RoleProblem, RoleTable};
 use crate::api::condition::{DesiredCondition, READY};
 use crate::api::fields::normalize_email;

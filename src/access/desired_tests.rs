@@ -399,8 +399,9 @@ fn refused_memberships_grant_nothing_and_their_bindings_say_why() {
     let mut world = World::new()
         .bind("bob-viewer", "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, all: true}}")
         .bind("carol-viewer", "{member: carol@example.com, role: viewer, scope: {resourceType: deployment, all: true}}");
-    world.org.spec.membership.allowed_email_domains =
-        vec![crate::api::organization::EmailDomain("other.org".to_string())];
+    world.org.spec.membership.allowed_email_domains = vec![crate::api::organization::EmailDomain(
+        "other.org".to_string(),
+    )];
     world.members[0].spec.email = crate::api::Email("bob@other.org".to_string());
     world.bindings[0].spec.member = crate::api::Email("bob@other.org".to_string());
     world.refused.insert(
@@ -416,7 +417,10 @@ fn refused_memberships_grant_nothing_and_their_bindings_say_why() {
     assert_eq!(access.refused["bob"].reason, "ExclusiveMembership");
     assert_eq!(access.refused["carol"].reason, "DomainNotAllowed");
     for name in ["bob-viewer", "carol-viewer"] {
-        assert_eq!(access.bindings[name].ready.reason, "MemberRefused", "{name}");
+        assert_eq!(
+            access.bindings[name].ready.reason, "MemberRefused",
+            "{name}"
+        );
     }
     assert!(access.members.is_empty());
 }

@@ -55,7 +55,8 @@ pub fn user_refusal(user: Option<&str>) -> Option<PolicyRefusal> {
 /// cluster admin names in `spec.owners` are exempt from the domain rule (the admin
 /// chose them), not from the system-identity rule.
 pub fn membership_refusal(org: &Organization, membership: &Membership) -> Option<PolicyRefusal> {
-    if let Some(refusal) = user_refusal(membership.spec.user.as_deref()) {
+    let user = crate::access::desired::member_user(membership);
+    if let Some(refusal) = user_refusal(Some(&user)) {
         return Some(refusal);
     }
     let email = membership.spec.email.normalized();
@@ -96,7 +97,9 @@ pub fn orphaned_bindings<'a>(
         .filter(|b| b.metadata.deletion_timestamp.is_none())
         .filter(|b| {
             let email = b.spec.member.normalized();
-            !memberships.iter().any(|m| m.spec.email.normalized() == email)
+            !memberships
+                .iter()
+                .any(|m| m.spec.email.normalized() == email)
         })
         .filter(|b| {
             b.status
@@ -116,10 +119,8 @@ mod tests {
         for (k, v) in extra.as_object().unwrap() {
             spec[k] = v.clone();
         }
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": "acme"}, "spec": spec}),
-        )
-        .unwrap()
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "acme"}, "spec": spec}))
+            .unwrap()
     }
 
     fn membership(name: &str, email: &str, user: Option<&str>) -> Membership {
@@ -153,7 +154,11 @@ mod tests {
         assert_eq!(membership_refusal(&org, &inside), None);
         let refusal = membership_refusal(&org, &outside).unwrap();
         assert_eq!(refusal.reason, "DomainNotAllowed");
-        assert!(refusal.message.contains("example.com"), "{}", refusal.message);
+        assert!(
+            refusal.message.contains("example.com"),
+            "{}",
+            refusal.message
+        );
         assert_eq!(membership_refusal(&org, &owner), None);
     }
 

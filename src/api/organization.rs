@@ -54,8 +54,9 @@ pub struct OrganizationSpec {
 
     /// The namespace that holds the organization's Memberships, Invitations and
     /// RoleBindings. Default `org-<name>`. kube-org creates it when missing and then
-    /// deletes it with the organization; an existing namespace is adopted and never
-    /// deleted. Cannot be changed later.
+    /// deletes it with the organization; an existing namespace is used (never deleted)
+    /// only when a cluster admin labelled it `kube-org.io/organization=<name>`. Cannot be
+    /// changed later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "dns_label_schema")]
     pub home_namespace: Option<String>,

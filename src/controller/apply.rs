@@ -307,7 +307,12 @@ where
 
 /// Removes every finalizer from a managed object being deleted: kube-org puts none on
 /// native objects and owns their names. Gone already is fine.
-async fn release<K>(api: &Api<K>, metrics: &Metrics, resource: &str, name: &str) -> Result<(), Error>
+async fn release<K>(
+    api: &Api<K>,
+    metrics: &Metrics,
+    resource: &str,
+    name: &str,
+) -> Result<(), Error>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {

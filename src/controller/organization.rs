@@ -28,11 +28,11 @@ use crate::access::desired::{
     AccessInput, BindingOutcome, DesiredAccess, desired_access, resources_by_type,
 };
 use crate::access::leave::{LeaveRefusal, is_owner, may_leave};
-use crate::access::policy::{PolicyRefusal, orphaned_bindings};
 use crate::access::names::{
     ANNOTATION_SOURCE, LABEL_MANAGED_BY, LABEL_ORGANIZATION, LABEL_OWNER, MANAGER,
     MEMBERSHIP_FINALIZER, managed_labels, person_object_name,
 };
+use crate::access::policy::{PolicyRefusal, orphaned_bindings};
 use crate::api::condition::{DesiredCondition, READY, merge_conditions};
 use crate::api::invitation::InvitationPhase;
 use crate::api::membership::MembershipStatus;
@@ -170,7 +170,14 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
             .map(|c| c.reason.clone());
         write_org_status(org, ctx, &[ready], None).await?;
         if was.as_deref() != Some(refusal.reason) {
-            publish(ctx, org, EventType::Warning, refusal.reason, &refusal.message).await;
+            publish(
+                ctx,
+                org,
+                EventType::Warning,
+                refusal.reason,
+                &refusal.message,
+            )
+            .await;
         }
         return Ok(Action::await_change());
     }
@@ -312,7 +319,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
         .is_some_and(|c| c.reason == SYNC_FAILED && c.message == ready.message);
-    write_org_status(org, ctx, &[ready.clone()], Some(counts)).await?;
+    write_org_status(org, ctx, std::slice::from_ref(&ready), Some(counts)).await?;
     if !synced.failures.is_empty() {
         if !was_failing {
             publish(ctx, org, EventType::Warning, SYNC_FAILED, &ready.message).await;

@@ -40,12 +40,14 @@ pub const OPERATOR_SERVICE_ACCOUNT: &str = "kube-org-system/kube-org";
 /// The user name the API server sees for [`OPERATOR_SERVICE_ACCOUNT`].
 pub const OPERATOR_USER: &str = "system:serviceaccount:kube-org-system:kube-org";
 
-/// Applies `manifests/namespace.yaml` and `manifests/rbac.yaml`, then waits until the
-/// aggregated ClusterRole lets the operator's ServiceAccount do its work.
+/// Applies `manifests/namespace.yaml`, `manifests/rbac.yaml` and
+/// `manifests/admission-policy.yaml`, then waits until the aggregated ClusterRole lets
+/// the operator's ServiceAccount do its work and the admission policy is in force.
 async fn install_operator_rbac(client: &Client) {
     let yaml = [
         include_str!("../../manifests/namespace.yaml"),
         include_str!("../../manifests/rbac.yaml"),
+        include_str!("../../manifests/admission-policy.yaml"),
     ]
     .join("\n---\n");
     for object in parse_yaml(&yaml) {
@@ -70,6 +72,47 @@ async fn install_operator_rbac(client: &Client) {
         },
     )
     .await;
+    // The API server compiles a new admission policy in the background.
+    let operator = client_as(
+        OPERATOR_USER,
+        &["system:serviceaccounts", "system:authenticated"],
+    )
+    .await;
+    eventually(
+        "the operator's admission policy is in force",
+        Duration::from_secs(30),
+        || async {
+            operator_may_not_delete_cluster_admin(&operator)
+                .await
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Whether the API server refuses the operator's ServiceAccount deleting the
+/// `cluster-admin` ClusterRole (asked as a dry run: nothing is deleted either way).
+pub async fn operator_may_not_delete_cluster_admin(operator: &Client) -> bool {
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(operator.clone());
+    let dry_run = DeleteParams {
+        dry_run: true,
+        ..DeleteParams::default()
+    };
+    match roles.delete("cluster-admin", &dry_run).await {
+        Err(kube::Error::Api(status)) => {
+            status.code == 403 && status.message.contains("kube-org may only write")
+        }
+        _ => false,
+    }
+}
+
+/// A client acting as `user` (with `groups`) through impersonation: tests act as the
+/// tenant they are about, against the real API server.
+pub async fn client_as(user: &str, groups: &[&str]) -> Client {
+    let mut config = kube::Config::infer().await.expect("a client configuration");
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    Client::try_from(config).expect("a client")
 }
 
 /// Connects to the cluster `KUBECONFIG` names and proves the API server answers.

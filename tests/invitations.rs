@@ -1047,3 +1047,62 @@ async fn twin_organizations_only_the_marked_one_decides_invitations() {
     let _ = orgs.delete(&twin_name, &DeleteParams::background()).await;
     first.delete().await;
 }
+
+/// The claim API the reconcilers share, as the operator's ServiceAccount (so the Role in
+/// manifests/rbac.yaml is what allows it): taken once, held, refused to others, released
+/// only by its holder, and exactly one of many concurrent claims wins.
+#[tokio::test]
+async fn exclusive_claims_are_taken_once_and_released_by_their_holder() {
+    use kube_org::exclusive::{Claimed, claim, release};
+
+    let client = common::client().await;
+    let operator = operator().await;
+    let exclusive = json!({"membership": {"exclusive": true}});
+    let a = Org::create(&client, Some(&operator.base_url), exclusive.clone()).await;
+    let b = Org::create(&client, Some(&operator.base_url), exclusive).await;
+    let orgs = Api::<Organization>::all(client.clone());
+    let (org_a, org_b) = (
+        orgs.get(&a.name).await.unwrap(),
+        orgs.get(&b.name).await.unwrap(),
+    );
+    let mut config = kube::Config::infer().await.expect("a kubeconfig");
+    config.auth_info.impersonate = Some(common::OPERATOR_USER.to_string());
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".to_string(),
+        "system:serviceaccounts:kube-org-system".to_string(),
+        "system:authenticated".to_string(),
+    ]);
+    let operator_client = Client::try_from(config).expect("a client");
+    let ns = "kube-org-system";
+
+    let zoe = email("zoe");
+    let take = |org| claim(&operator_client, ns, &zoe, org, &[]);
+    assert_eq!(take(&org_a).await.unwrap(), Claimed::Taken);
+    assert_eq!(take(&org_a).await.unwrap(), Claimed::AlreadyHeld);
+    let Claimed::Refused(message) = take(&org_b).await.unwrap() else {
+        panic!("b must be refused while a holds the claim");
+    };
+    assert!(message.contains(&a.name), "{message}");
+    assert!(!release(&operator_client, ns, &zoe, &org_b).await.unwrap());
+    assert!(release(&operator_client, ns, &zoe, &org_a).await.unwrap());
+    assert!(!release(&operator_client, ns, &zoe, &org_a).await.unwrap());
+    assert_eq!(take(&org_b).await.unwrap(), Claimed::Taken);
+
+    let yan = email("yan");
+    let attempts = (0..8).map(|i| {
+        let org = if i % 2 == 0 { &org_a } else { &org_b };
+        claim(&operator_client, ns, &yan, org, &[])
+    });
+    let results = futures::future::join_all(attempts).await;
+    let taken = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Claimed::Taken)))
+        .count();
+    assert_eq!(taken, 1, "{results:?}");
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "no claim gives up: {results:?}"
+    );
+    a.delete().await;
+    b.delete().await;
+}

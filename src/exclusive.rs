@@ -19,8 +19,10 @@
 //! A claim whose holder has no Membership of the person for [`ABANDONED_AFTER`] (a join
 //! that failed half-way and was never released) no longer blocks anyone.
 //!
-//! Use: call [`claim`] before creating a Membership; if the Membership is then not
-//! created, call [`release`] when [`claim`] answered [`Claimed::Taken`]. Call
+//! Use: call [`claim`] before creating a Membership. If it answered
+//! [`Claimed::Taken`] and the Membership is then not created, call [`undo`]: it deletes
+//! the claim only if nobody used it since (every [`claim`] that finds it held renews it),
+//! so a concurrent join of the same person into the same organization keeps it. Call
 //! [`release`] when a person stops being a member of the holding organization.
 
 use std::collections::BTreeMap;
@@ -141,9 +143,10 @@ pub fn decide(
 /// What [`claim`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claimed {
-    /// This call took the claim: [`release`] it if the Membership is not created.
-    Taken,
-    /// The organization held it already.
+    /// This call took the claim: [`undo`] it if the Membership is not created.
+    Taken(Taken),
+    /// The organization held it already (the claim is renewed: an [`undo`] of an
+    /// earlier take no longer deletes it).
     AlreadyHeld,
     /// Nothing to claim (a non-exclusive organization with nothing in the way).
     NotNeeded,
@@ -151,14 +154,23 @@ pub enum Claimed {
     Refused(String),
 }
 
+/// The claim exactly as one [`claim`] call left it, for [`undo`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taken {
+    name: String,
+    uid: Option<String>,
+    resource_version: Option<String>,
+}
+
 fn holder(lease: &Lease) -> Option<Holder> {
     let spec = lease.spec.as_ref()?;
     Some(Holder {
         organization: spec.holder_identity.clone()?,
+        // Last used: a claim renewed recently is not abandoned.
         since: spec
-            .acquire_time
+            .renew_time
             .as_ref()
-            .or(spec.renew_time.as_ref())
+            .or(spec.acquire_time.as_ref())
             .map(|t| t.0),
     })
 }
@@ -227,8 +239,19 @@ pub async fn claim(
         );
         let result = match decision {
             Decision::Refuse(message) => return Ok(Claimed::Refused(message)),
-            Decision::AlreadyHeld => return Ok(Claimed::AlreadyHeld),
             Decision::NotNeeded => return Ok(Claimed::NotNeeded),
+            Decision::AlreadyHeld => {
+                // Renew it (as it was read), so that an undo of the take that created
+                // it, racing with this join, leaves it in place.
+                let mut renewed = current.clone().unwrap_or_default();
+                if let Some(spec) = renewed.spec.as_mut() {
+                    spec.renew_time = Some(MicroTime(now));
+                }
+                match api.replace(&name, &PostParams::default(), &renewed).await {
+                    Ok(_) => return Ok(Claimed::AlreadyHeld),
+                    Err(error) => Err(error),
+                }
+            }
             Decision::Claim => {
                 let mut wanted = claim_object(namespace, &email, org, now);
                 match current {
@@ -242,7 +265,13 @@ pub async fn claim(
             }
         };
         match result {
-            Ok(_) => return Ok(Claimed::Taken),
+            Ok(lease) => {
+                return Ok(Claimed::Taken(Taken {
+                    name: name.clone(),
+                    uid: lease.uid(),
+                    resource_version: lease.resource_version(),
+                }));
+            }
             Err(error) if conflict(&error) => last = Some(error),
             Err(error) => return Err(error),
         }
@@ -267,14 +296,37 @@ pub async fn release(
     if holder(&current).map(|h| h.organization) != Some(org.name_any()) {
         return Ok(false);
     }
+    delete_unchanged(&api, &name, current.uid(), current.resource_version()).await
+}
+
+/// Gives back a claim this process took ([`Claimed::Taken`]) for a join that did not
+/// happen: deleted only if unchanged since (not renewed by another join, not taken
+/// over). Returns whether it was deleted.
+pub async fn undo(client: &Client, namespace: &str, taken: &Taken) -> Result<bool, kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    delete_unchanged(
+        &api,
+        &taken.name,
+        taken.uid.clone(),
+        taken.resource_version.clone(),
+    )
+    .await
+}
+
+async fn delete_unchanged(
+    api: &Api<Lease>,
+    name: &str,
+    uid: Option<String>,
+    resource_version: Option<String>,
+) -> Result<bool, kube::Error> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: current.uid(),
-            resource_version: current.resource_version(),
+            uid,
+            resource_version,
         }),
         ..Default::default()
     };
-    match api.delete(&name, &params).await {
+    match api.delete(name, &params).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(false),
         Err(error) => Err(error),

@@ -1053,7 +1053,7 @@ async fn twin_organizations_only_the_marked_one_decides_invitations() {
 /// only by its holder, and exactly one of many concurrent claims wins.
 #[tokio::test]
 async fn exclusive_claims_are_taken_once_and_released_by_their_holder() {
-    use kube_org::exclusive::{Claimed, claim, release};
+    use kube_org::exclusive::{Claimed, claim, release, undo};
 
     let client = common::client().await;
     let operator = operator().await;
@@ -1077,8 +1077,12 @@ async fn exclusive_claims_are_taken_once_and_released_by_their_holder() {
 
     let zoe = email("zoe");
     let take = |org| claim(&operator_client, ns, &zoe, org, &[]);
-    assert_eq!(take(&org_a).await.unwrap(), Claimed::Taken);
+    let Claimed::Taken(first) = take(&org_a).await.unwrap() else {
+        panic!("a free claim is taken");
+    };
     assert_eq!(take(&org_a).await.unwrap(), Claimed::AlreadyHeld);
+    // The second join renewed it: undoing the first take leaves it.
+    assert!(!undo(&operator_client, ns, &first).await.unwrap());
     let Claimed::Refused(message) = take(&org_b).await.unwrap() else {
         panic!("b must be refused while a holds the claim");
     };
@@ -1086,7 +1090,14 @@ async fn exclusive_claims_are_taken_once_and_released_by_their_holder() {
     assert!(!release(&operator_client, ns, &zoe, &org_b).await.unwrap());
     assert!(release(&operator_client, ns, &zoe, &org_a).await.unwrap());
     assert!(!release(&operator_client, ns, &zoe, &org_a).await.unwrap());
-    assert_eq!(take(&org_b).await.unwrap(), Claimed::Taken);
+    let Claimed::Taken(taken) = take(&org_b).await.unwrap() else {
+        panic!("a released claim is free");
+    };
+    assert!(
+        undo(&operator_client, ns, &taken).await.unwrap(),
+        "unused: given back"
+    );
+    assert!(matches!(take(&org_a).await.unwrap(), Claimed::Taken(_)));
 
     let yan = email("yan");
     let attempts = (0..8).map(|i| {
@@ -1096,7 +1107,7 @@ async fn exclusive_claims_are_taken_once_and_released_by_their_holder() {
     let results = futures::future::join_all(attempts).await;
     let taken = results
         .iter()
-        .filter(|r| matches!(r, Ok(Claimed::Taken)))
+        .filter(|r| matches!(r, Ok(Claimed::Taken(_))))
         .count();
     assert_eq!(taken, 1, "{results:?}");
     assert!(

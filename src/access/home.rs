@@ -27,8 +27,9 @@ pub fn organization_of_home<'a>(
         .find(|org| org.metadata.name.as_ref() == Some(marked) && org.home_namespace() == name)
 }
 
-/// Why the home namespace `name` (`None`: it does not exist) has no organization, for a
-/// `Ready=False` message of something that lives there.
+/// Why the home namespace `name` has no organization, for a `Ready=False` message of
+/// something that lives there. `namespace` is `None` when it does not exist or is not
+/// labelled (a cache of labelled namespaces cannot tell the two apart).
 pub fn no_organization_message<'a>(
     name: &str,
     namespace: Option<&Namespace>,
@@ -42,9 +43,10 @@ pub fn no_organization_message<'a>(
     let marked = namespace.and_then(|ns| ns.labels().get(LABEL_ORGANIZATION));
     match (claimants.as_slice(), marked) {
         ([], _) => format!("no Organization has {name} as its home namespace"),
-        (_, None) if namespace.is_none() => {
-            format!("home namespace {name} does not exist (yet)")
-        }
+        (orgs, None) if namespace.is_none() => format!(
+            "home namespace {name} does not exist or is not marked for organization {} (label {LABEL_ORGANIZATION})",
+            orgs.join(" or ")
+        ),
         (orgs, None) => format!(
             "home namespace {name} is not marked for organization {} (label {LABEL_ORGANIZATION})",
             orgs.join(" or ")
@@ -116,6 +118,9 @@ mod tests {
         let message = no_organization_message("other", None, &orgs);
         assert!(message.contains("no Organization has other"), "{message}");
         let message = no_organization_message("shared", None, &orgs);
-        assert!(message.contains("does not exist"), "{message}");
+        assert!(
+            message.contains("does not exist or is not marked for organization a or b"),
+            "{message}"
+        );
     }
 }

@@ -10,7 +10,8 @@
 //! between is finished by the controller).
 //!
 //! Exclusive membership is serialised per person by a claim ([`crate::exclusive`]),
-//! taken before the acceptance is recorded and released if it then is not. No request
+//! taken before the acceptance is recorded and given back if it then is not (unless a
+//! concurrent join used it meanwhile). No request
 //! lists anything cluster-wide: the organization is read by name, the home namespace's
 //! Memberships and Invitations are listed in that namespace only, and the person's other
 //! memberships come from the cache.
@@ -100,15 +101,13 @@ pub async fn accept(
     let Some(org) = organization(client, &namespace).await? else {
         return Ok(Outcome::Invalid);
     };
-    let mut taken = false;
+    let mut taken = None;
     let outcome = attempts(acceptor, writes, token, &cached, &org, &mut taken).await;
-    if taken && !matches!(outcome, Ok(Outcome::Joined { .. })) {
-        let email = cached.spec.email.normalized();
-        if let Err(error) =
-            exclusive::release(client, &acceptor.claims_namespace, &email, &org).await
-        {
-            tracing::warn!(%error, organization = %org.name_any(), "releasing an exclusive-membership claim failed; it lapses on its own");
-        }
+    if let Some(taken) = taken
+        && !matches!(outcome, Ok(Outcome::Joined { .. }))
+        && let Err(error) = exclusive::undo(client, &acceptor.claims_namespace, &taken).await
+    {
+        tracing::warn!(%error, organization = %org.name_any(), "giving back an exclusive-membership claim failed; it lapses on its own");
     }
     outcome
 }
@@ -119,7 +118,7 @@ async fn attempts(
     token: &str,
     cached: &Invitation,
     org: &Organization,
-    taken: &mut bool,
+    taken: &mut Option<exclusive::Taken>,
 ) -> Result<Outcome, AcceptError> {
     let client = &acceptor.client;
     let name = cached.name_any();
@@ -145,7 +144,7 @@ async fn attempts(
                 .map_err(AcceptError::Claim)?
             {
                 Claimed::Refused(message) => refused = Some(message),
-                Claimed::Taken => *taken = true,
+                Claimed::Taken(claim) => *taken = Some(claim),
                 Claimed::AlreadyHeld | Claimed::NotNeeded => {}
             }
         }

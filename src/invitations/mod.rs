@@ -65,7 +65,9 @@ pub(crate) async fn write_status(
 pub enum SetupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("reading the SMTP Secret {0}: {1}")]
+    #[error(
+        "reading the SMTP Secret {0} (the operator may get only the Secret its Role kube-org-smtp-secret names, see manifests/rbac.yaml): {1}"
+    )]
     Secret(String, kube::Error),
     #[error(transparent)]
     Email(#[from] EmailError),

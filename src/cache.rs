@@ -54,6 +54,24 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    let (reader, filled, events) = reflect_events(api, config);
+    (reader, filled, events.touched_objects())
+}
+
+/// Like [`reflect_objects`], but yields the watch events themselves (each already
+/// applied to the cache when it is yielded), for keeping an index next to the cache.
+pub fn reflect_events<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    Filled,
+    impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (reader, writer) = reflector::store();
     let (filled_tx, filled_rx) = watch::channel(false);
     let events = reflector::reflector(writer, watcher(api, config).default_backoff()).inspect(
@@ -63,7 +81,7 @@ where
             }
         },
     );
-    (reader, Filled(filled_rx), events.touched_objects())
+    (reader, Filled(filled_rx), events)
 }
 
 #[cfg(test)]

@@ -115,6 +115,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let invitations = crate::invitations::Invitations::new(
         client.clone(),
         &args.invitations,
+        &args.lease_namespace,
         &mut registry,
         metrics.clone(),
     )

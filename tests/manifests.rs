@@ -152,3 +152,58 @@ fn the_deployment_runs_the_operator_with_flags_it_accepts() {
         .unwrap_or_else(|error| panic!("{argv:?}: {error}"));
     assert!(run.args.leader_elect, "two replicas need leader election");
 }
+
+/// Invitation tokens live as hashes in the Invitation's status: the operator holds no
+/// cluster-wide right on Secrets, only `get` on the SMTP Secret in its own namespace.
+#[test]
+fn the_operator_reads_only_its_smtp_secret() {
+    let rbac = manifest("rbac.yaml");
+    for role in cluster_roles(&rbac) {
+        for rule in role.rules.iter().flatten() {
+            assert!(
+                !rule
+                    .resources
+                    .iter()
+                    .flatten()
+                    .any(|r| r == "secrets" || r.starts_with("secrets/")),
+                "ClusterRole {:?} has a secrets rule: {rule:?}",
+                role.metadata.name
+            );
+        }
+    }
+    let smtp: k8s_openapi::api::core::v1::Secret =
+        serde_yaml::from_str(&manifest("smtp-secret.yaml")).expect("the SMTP Secret");
+    let roles: Vec<k8s_openapi::api::rbac::v1::Role> = parse_yaml(&rbac)
+        .into_iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "Role"))
+        .map(|o| serde_json::from_value(serde_json::to_value(o).expect("object")).expect("a Role"))
+        .collect();
+    let secret_rules: Vec<_> = roles
+        .iter()
+        .flat_map(|role| {
+            role.rules
+                .iter()
+                .flatten()
+                .map(move |rule| (role.metadata.namespace.clone(), rule))
+        })
+        .filter(|(_, rule)| rule.resources.iter().flatten().any(|r| r == "secrets"))
+        .collect();
+    assert_eq!(secret_rules.len(), 1, "{secret_rules:?}");
+    let (namespace, rule) = &secret_rules[0];
+    assert_eq!(namespace, &smtp.metadata.namespace);
+    assert_eq!(rule.verbs, vec!["get".to_string()]);
+    assert_eq!(
+        rule.resource_names,
+        Some(vec![smtp.metadata.name.clone().expect("named")])
+    );
+    // The Deployment reads that very Secret.
+    let deployment = manifest("deployment.yaml");
+    assert!(
+        deployment.contains(&format!(
+            "{}/{}",
+            smtp.metadata.namespace.as_deref().unwrap_or_default(),
+            smtp.metadata.name.as_deref().unwrap_or_default()
+        )),
+        "KUBE_ORG_SMTP_SECRET names the Secret the Role grants"
+    );
+}

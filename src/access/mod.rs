@@ -3,6 +3,7 @@
 //! ([`desired`]), and the roles that computation resolves ([`roles`]).
 
 pub mod desired;
+pub mod home;
 pub mod leave;
 pub mod names;
 pub mod policy;

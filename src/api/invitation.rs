@@ -117,4 +117,27 @@ pub struct InvitationStatus {
     /// How many times the invitation was re-sent automatically after expiring.
     #[serde(default)]
     pub auto_resends: i32,
+
+    /// The hashes of the current link's token, while the link works (removed when it is
+    /// used, expires, is replaced by a resend or the invitation is refused). The link is
+    /// the one issued for `issuedForResend`/`autoResends` and expires at `expiresAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<InvitationToken>,
+}
+
+/// The hashes that recognise an invitation link's token; the token itself is only in the
+/// email. They are safe to show: each is a SHA-256 of a 256-bit random token (with its
+/// own domain separation), so neither can be turned back into the token nor guessed,
+/// and knowing them does not let anyone accept. Keeping them here rather than in a
+/// Secret means kube-org needs no rights on Secrets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InvitationToken {
+    /// Finds the invitation a token belongs to: 160 bits of a hash of the token, hex.
+    #[schemars(length(max = 64))]
+    pub lookup_id: String,
+
+    /// Verifies a token (compared in constant time): a SHA-256 of the token, hex.
+    #[schemars(length(max = 64))]
+    pub verifier: String,
 }

@@ -18,7 +18,9 @@ pub mod scope;
 
 pub use condition::Condition;
 pub use fields::{Email, GoDuration};
-pub use invitation::{Invitation, InvitationPhase, InvitationSpec, InvitationStatus};
+pub use invitation::{
+    Invitation, InvitationPhase, InvitationSpec, InvitationStatus, InvitationToken,
+};
 pub use membership::{Membership, MembershipSpec, MembershipStatus};
 pub use organization::{Organization, OrganizationSpec, OrganizationStatus};
 pub use rolebinding::{RoleBinding, RoleBindingSpec, RoleBindingStatus};

@@ -1,22 +1,37 @@
 //! Accepting an invitation with its token, exactly once.
 //!
-//! The token finds its Secret by lookup id and is verified in constant time. The one
-//! write that decides the race is the Invitation's status going to Accepted (reason
-//! `Joining`) with a resourceVersion precondition: of two concurrent clicks, or two
-//! replicas, exactly one wins; the other sees Accepted and gets the neutral answer.
-//! Only then are the Membership and RoleBindings created (a crash in between is
-//! finished by the controller) and the token Secret deleted.
+//! The token is looked up by its lookup id in the endpoint's watch-fed cache
+//! ([`super::index`]) and verified in constant time; the one Invitation is then read
+//! again by name, so the decision is made on the current object. The one write that
+//! decides the race is the Invitation's status going to Accepted (reason `Joining`,
+//! without the token's hashes) with a resourceVersion precondition: of two concurrent
+//! clicks, or two replicas, exactly one wins; the other sees Accepted and gets the
+//! neutral answer. Only then are the Membership and RoleBindings created (a crash in
+//! between is finished by the controller).
+//!
+//! Exclusive membership is serialised per person by a claim ([`crate::exclusive`]),
+//! taken before the acceptance is recorded and given back if it then is not (unless a
+//! concurrent join used it meanwhile). No request
+//! lists anything cluster-wide: the organization is read by name, the home namespace's
+//! Memberships and Invitations are listed in that namespace only, and the person's other
+//! memberships come from the cache.
 
-use k8s_openapi::api::core::v1::Secret;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
+use super::index::{AcceptCache, NotReady};
 use super::join::{self, membership_name};
 use super::lifecycle::{self, joining_status};
-use super::token::{self, LABEL_TOKEN_ID, StoredToken};
+use super::token;
 use super::write_status;
+use crate::access::home::organization_of_home;
+use crate::access::names::LABEL_ORGANIZATION;
 use crate::api::{Invitation, InvitationPhase, Membership, Organization};
+use crate::exclusive::{self, Claimed, MemberOf};
 
 /// How often a lost resourceVersion race is retried before giving up.
 const ATTEMPTS: usize = 5;
@@ -47,51 +62,98 @@ pub enum AcceptError {
     },
     #[error("recording the acceptance: {0}")]
     Write(kube::Error),
+    #[error("claiming exclusive membership: {0}")]
+    Claim(kube::Error),
     #[error("the invitation kept changing; try again")]
     Contended,
+    #[error(transparent)]
+    NotReady(#[from] NotReady),
 }
 
 fn read(what: &'static str) -> impl FnOnce(kube::Error) -> AcceptError {
     move |source| AcceptError::Read { what, source }
 }
 
+/// What accepting needs: the client, the caches, and where claims live.
+#[derive(Clone)]
+pub struct Acceptor {
+    pub client: Client,
+    pub cache: AcceptCache,
+    /// The operator's namespace (`--lease-namespace`), where exclusive-membership
+    /// claims are kept.
+    pub claims_namespace: String,
+}
+
 /// Accepts the invitation `token` belongs to.
 pub async fn accept(
-    client: &Client,
+    acceptor: &Acceptor,
     writes: &crate::metrics::Metrics,
     token: &str,
 ) -> Result<Outcome, AcceptError> {
     if !token::well_formed(token) {
         return Ok(Outcome::Invalid);
     }
-    let Some(stored) = find(client, token).await? else {
+    let Some(cached) = acceptor.cache.find(token).await? else {
         return Ok(Outcome::Invalid);
     };
-    let invitations: Api<Invitation> = Api::namespaced(client.clone(), &stored.namespace);
+    let client = &acceptor.client;
+    let namespace = cached.namespace().unwrap_or_default();
+    let Some(org) = organization(client, &namespace).await? else {
+        return Ok(Outcome::Invalid);
+    };
+    let mut taken = None;
+    let outcome = attempts(acceptor, writes, token, &cached, &org, &mut taken).await;
+    if let Some(taken) = taken
+        && !matches!(outcome, Ok(Outcome::Joined { .. }))
+        && let Err(error) = exclusive::undo(client, &acceptor.claims_namespace, &taken).await
+    {
+        tracing::warn!(%error, organization = %org.name_any(), "giving back an exclusive-membership claim failed; it lapses on its own");
+    }
+    outcome
+}
+
+async fn attempts(
+    acceptor: &Acceptor,
+    writes: &crate::metrics::Metrics,
+    token: &str,
+    cached: &Invitation,
+    org: &Organization,
+    taken: &mut Option<exclusive::Taken>,
+) -> Result<Outcome, AcceptError> {
+    let client = &acceptor.client;
+    let name = cached.name_any();
+    let namespace = cached.namespace().unwrap_or_default();
+    let invitations: Api<Invitation> = Api::namespaced(client.clone(), &namespace);
     for _ in 0..ATTEMPTS {
         let Some(invitation) = invitations
-            .get_opt(&stored.invitation)
+            .get_opt(&name)
             .await
             .map_err(read("the Invitation"))?
         else {
             return Ok(Outcome::Invalid);
         };
-        if !link_is_current(&invitation, &stored, Timestamp::now()) {
+        if !link_is_current(&invitation, token, Timestamp::now()) {
             return Ok(Outcome::Invalid);
         }
-        let organizations = list(Api::<Organization>::all(client.clone()), "Organizations").await?;
-        let Some(org) = organizations
-            .iter()
-            .find(|o| o.home_namespace() == stored.namespace)
-        else {
-            return Ok(Outcome::Invalid);
-        };
-        if let Some(message) = refusal(client, &invitation, org, &organizations).await? {
+        let email = invitation.spec.email.normalized();
+        let mut refused = refusal(client, &invitation, org).await?;
+        if refused.is_none() {
+            let member_of = member_of(acceptor, &email).await?;
+            match exclusive::claim(client, &acceptor.claims_namespace, &email, org, &member_of)
+                .await
+                .map_err(AcceptError::Claim)?
+            {
+                Claimed::Refused(message) => refused = Some(message),
+                Claimed::Taken(claim) => *taken = Some(claim),
+                Claimed::AlreadyHeld | Claimed::NotNeeded => {}
+            }
+        }
+        if let Some(message) = refused {
             // A concurrent accept may have won meanwhile, and its new Membership is what
             // refuses this one: answer as for a used link unless the Invitation is
             // unchanged since it was read.
             let now = invitations
-                .get_opt(&stored.invitation)
+                .get_opt(&name)
                 .await
                 .map_err(read("the Invitation"))?;
             if now.and_then(|i| i.resource_version()) != invitation.resource_version() {
@@ -99,7 +161,6 @@ pub async fn accept(
             }
             return Ok(Outcome::Refused(message));
         }
-        let email = invitation.spec.email.normalized();
         let status = joining_status(&invitation, &membership_name(&email), Timestamp::now());
         match write_status(&invitations, writes, &invitation, status).await {
             Ok(joining) => {
@@ -110,7 +171,8 @@ pub async fn accept(
                     .unwrap_or_else(|| org.name_any());
                 let membership = membership_name(&email);
                 // Acceptance is recorded; should creating the objects fail now, the
-                // controller finishes the job (the status says Joining).
+                // controller finishes the job (the status says Joining), so the claim
+                // stays.
                 let invitation = match join::finish(client, writes, &joining).await {
                     Ok(joined) => joined,
                     Err(error) => {
@@ -131,6 +193,94 @@ pub async fn accept(
     Err(AcceptError::Contended)
 }
 
+/// The organization of home namespace `namespace`
+/// ([`organization_of_home`]), read by name: the Namespace, then the Organization its
+/// label names.
+async fn organization(
+    client: &Client,
+    namespace: &str,
+) -> Result<Option<Organization>, AcceptError> {
+    let Some(ns) = Api::<Namespace>::all(client.clone())
+        .get_opt(namespace)
+        .await
+        .map_err(read("the home Namespace"))?
+    else {
+        return Ok(None);
+    };
+    let Some(marked) = ns.labels().get(LABEL_ORGANIZATION) else {
+        return Ok(None);
+    };
+    let org = Api::<Organization>::all(client.clone())
+        .get_opt(marked)
+        .await
+        .map_err(read("the Organization"))?;
+    Ok(organization_of_home(&ns, org.as_ref()).cloned())
+}
+
+/// The organizations `email` is a live member of, from the cached Memberships, each
+/// namespace's organization read by name.
+async fn member_of(acceptor: &Acceptor, email: &str) -> Result<Vec<MemberOf>, AcceptError> {
+    let mut orgs: BTreeMap<String, Option<Organization>> = BTreeMap::new();
+    for membership in acceptor.cache.memberships_of(email) {
+        if membership.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let namespace = membership.namespace().unwrap_or_default();
+        if let std::collections::btree_map::Entry::Vacant(entry) = orgs.entry(namespace) {
+            let org = organization(&acceptor.client, entry.key()).await?;
+            entry.insert(org);
+        }
+    }
+    Ok(orgs
+        .into_values()
+        .flatten()
+        .map(|org| MemberOf {
+            exclusive: org.spec.membership.exclusive,
+            organization: org.name_any(),
+        })
+        .collect())
+}
+
+/// Whether `token` is the invitation's current, pending, unexpired link.
+pub fn link_is_current(invitation: &Invitation, token: &str, now: Timestamp) -> bool {
+    let Some(status) = invitation.status.as_ref() else {
+        return false;
+    };
+    let Some(record) = status.token.as_ref() else {
+        return false;
+    };
+    // Evaluated in full, the constant-time compare included, whatever fails first.
+    let matches = token::matches(record, token);
+    let live = invitation.metadata.deletion_timestamp.is_none()
+        && status.phase == Some(InvitationPhase::Pending)
+        && invitation.spec.resend <= status.issued_for_resend
+        && status.expires_at.as_ref().is_some_and(|t| now < t.0);
+    matches && live
+}
+
+/// Why this person cannot join now: the controller's refusals, re-checked live on the
+/// home namespace's Memberships and Invitations.
+async fn refusal(
+    client: &Client,
+    invitation: &Invitation,
+    org: &Organization,
+) -> Result<Option<String>, AcceptError> {
+    let namespace = org.home_namespace();
+    let memberships = list(
+        Api::<Membership>::namespaced(client.clone(), &namespace),
+        "Memberships",
+    )
+    .await?;
+    let siblings = list(
+        Api::<Invitation>::namespaced(client.clone(), &namespace),
+        "Invitations",
+    )
+    .await?;
+    let memberships: Vec<&Membership> = memberships.iter().collect();
+    let siblings: Vec<&Invitation> = siblings.iter().collect();
+    Ok(lifecycle::refusal(invitation, org, &memberships, &siblings).map(|r| r.message))
+}
+
 async fn list<K>(api: Api<K>, what: &'static str) -> Result<Vec<K>, AcceptError>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -142,206 +292,60 @@ where
         .items)
 }
 
-/// The token's Secret, if the token is one.
-async fn find(client: &Client, token: &str) -> Result<Option<StoredToken>, AcceptError> {
-    let secrets: Api<Secret> = Api::all(client.clone());
-    let selector = format!("{LABEL_TOKEN_ID}={}", token::lookup_id(token));
-    let found = secrets
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(read("token Secrets"))?;
-    Ok(found
-        .items
-        .iter()
-        .filter_map(|secret| token::read_secret(secret).ok())
-        .find(|stored| stored.matches(token)))
-}
-
-/// Whether the stored link is the invitation's current, pending, unexpired link.
-pub fn link_is_current(invitation: &Invitation, stored: &StoredToken, now: Timestamp) -> bool {
-    let Some(status) = invitation.status.as_ref() else {
-        return false;
-    };
-    invitation.uid().as_deref() == Some(stored.invitation_uid.as_str())
-        && invitation.metadata.deletion_timestamp.is_none()
-        && status.phase == Some(InvitationPhase::Pending)
-        && invitation.spec.resend <= status.issued_for_resend
-        && status.issued_for_resend == stored.generation.resend
-        && status.auto_resends == stored.generation.auto_resends
-        && status.expires_at.as_ref().map(|t| t.0) == Some(stored.expires_at)
-        && now < stored.expires_at
-}
-
-/// Why this person cannot join now: the controller's refusals, re-checked live, and
-/// exclusive membership.
-async fn refusal(
-    client: &Client,
-    invitation: &Invitation,
-    org: &Organization,
-    organizations: &[Organization],
-) -> Result<Option<String>, AcceptError> {
-    let namespace = org.home_namespace();
-    let memberships = list(Api::<Membership>::all(client.clone()), "Memberships").await?;
-    let siblings = list(
-        Api::<Invitation>::namespaced(client.clone(), &namespace),
-        "Invitations",
-    )
-    .await?;
-    let home_members: Vec<&Membership> = memberships
-        .iter()
-        .filter(|m| m.namespace().as_deref() == Some(namespace.as_str()))
-        .collect();
-    let siblings: Vec<&Invitation> = siblings.iter().collect();
-    if let Some(refusal) = lifecycle::refusal(invitation, org, &home_members, &siblings) {
-        return Ok(Some(refusal.message));
-    }
-    Ok(exclusive_conflict(
-        invitation,
-        org,
-        organizations,
-        &memberships,
-    ))
-}
-
-/// An organization with exclusive membership admits no one who belongs to another
-/// organization, and no member of an exclusive organization joins another.
-pub fn exclusive_conflict(
-    invitation: &Invitation,
-    org: &Organization,
-    organizations: &[Organization],
-    memberships: &[Membership],
-) -> Option<String> {
-    let email = invitation.spec.email.normalized();
-    let home = org.home_namespace();
-    let other = organizations
-        .iter()
-        .filter(|o| o.home_namespace() != home)
-        .filter(|o| org.spec.membership.exclusive || o.spec.membership.exclusive)
-        .find(|o| {
-            let other_home = o.home_namespace();
-            memberships.iter().any(|m| {
-                m.namespace().as_deref() == Some(other_home.as_str())
-                    && m.metadata.deletion_timestamp.is_none()
-                    && m.spec.email.normalized() == email
-            })
-        })?;
-    let which = if org.spec.membership.exclusive {
-        format!(
-            "organization {} admits only people who belong to no other organization",
-            org.name_any()
-        )
-    } else {
-        format!(
-            "organization {} does not let its members join another organization",
-            other.name_any()
-        )
-    };
-    Some(format!(
-        "{email} is a member of organization {}, and {which}; leave {} first, then use this link again",
-        other.name_any(),
-        other.name_any()
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::InvitationStatus;
-    use crate::invitations::fixtures::{self, organization};
-    use crate::invitations::lifecycle::LinkGeneration;
-    use crate::invitations::token::{Token, read_secret, secret_for};
+    use crate::invitations::fixtures;
+    use crate::invitations::token::Token;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    fn org(name: &str, exclusive: bool) -> Organization {
-        organization(
-            name,
-            serde_json::json!({"membership": {"exclusive": exclusive}}),
-        )
-    }
-
-    fn member(namespace: &str, email: &str) -> Membership {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "m", "namespace": namespace},
-            "spec": {"email": email}
-        }))
-        .unwrap()
-    }
-
-    fn invitation() -> Invitation {
-        let mut invitation = fixtures::invitation("dave", "Dave@example.com", vec![]);
-        invitation.metadata.namespace = Some("org-a".into());
-        invitation.metadata.uid = Some("u1".into());
-        invitation
-    }
-
-    #[test]
-    fn exclusive_organizations_refuse_members_of_others_and_say_so() {
-        let orgs = [org("a", true), org("b", false)];
-        let invitation = invitation();
-        let in_b = [member("org-b", "dave@example.com")];
-        let message = exclusive_conflict(&invitation, &orgs[0], &orgs, &in_b).unwrap();
-        assert!(message.contains("member of organization b"), "{message}");
-        assert_eq!(exclusive_conflict(&invitation, &orgs[0], &orgs, &[]), None);
-        // Joining a non-exclusive organization from a non-exclusive one is fine ...
-        let open = [org("a", false), org("b", false)];
-        assert_eq!(
-            exclusive_conflict(&invitation, &open[0], &open, &in_b),
-            None
-        );
-        // ... but a member of an exclusive organization cannot join another.
-        let strict_b = [org("a", false), org("b", true)];
-        let message = exclusive_conflict(&invitation, &strict_b[0], &strict_b, &in_b).unwrap();
-        assert!(
-            message.contains("does not let its members join"),
-            "{message}"
-        );
-    }
 
     #[test]
     fn only_the_current_pending_unexpired_link_is_accepted() {
-        let mut invitation = invitation();
+        let mut invitation = fixtures::invitation("dave", "Dave@example.com", vec![]);
+        let token = Token::mint().unwrap();
         let expires = Timestamp::from_second(2_000).unwrap();
-        let generation = LinkGeneration {
-            resend: 1,
-            auto_resends: 0,
-        };
-        let stored = read_secret(&secret_for(
-            &invitation,
-            &Token::mint().unwrap(),
-            generation,
-            expires,
-        ))
-        .unwrap();
         invitation.spec.resend = 1;
         invitation.status = Some(InvitationStatus {
             phase: Some(InvitationPhase::Pending),
             expires_at: Some(Time(expires)),
             issued_for_resend: 1,
+            token: Some(token.record()),
             ..Default::default()
         });
+        let token = token.expose();
         let before = Timestamp::from_second(1_999).unwrap();
-        assert!(link_is_current(&invitation, &stored, before));
+        assert!(link_is_current(&invitation, token, before));
         assert!(
-            !link_is_current(&invitation, &stored, expires),
+            !link_is_current(&invitation, token, expires),
             "expired at expiresAt"
+        );
+        let other = Token::mint().unwrap();
+        assert!(
+            !link_is_current(&invitation, other.expose(), before),
+            "unknown"
         );
 
         let mut resent = invitation.clone();
         resent.spec.resend = 2;
         assert!(
-            !link_is_current(&resent, &stored, before),
+            !link_is_current(&resent, token, before),
             "a resend kills the old link"
         );
+        let mut reissued = invitation.clone();
+        reissued.status.as_mut().unwrap().token = Some(other.record());
+        assert!(!link_is_current(&reissued, token, before), "replaced link");
 
         let mut accepted = invitation.clone();
-        accepted.status.as_mut().unwrap().phase = Some(InvitationPhase::Accepted);
-        assert!(!link_is_current(&accepted, &stored, before), "used");
+        let status = accepted.status.as_mut().unwrap();
+        status.phase = Some(InvitationPhase::Accepted);
+        assert!(!link_is_current(&accepted, token, before), "used");
+        let mut burned = invitation.clone();
+        burned.status.as_mut().unwrap().token = None;
+        assert!(!link_is_current(&burned, token, before), "burned");
 
-        let mut recreated = invitation.clone();
-        recreated.metadata.uid = Some("u2".into());
-        assert!(
-            !link_is_current(&recreated, &stored, before),
-            "another object of the same name"
-        );
+        let mut cancelled = invitation.clone();
+        cancelled.metadata.deletion_timestamp = Some(Time(before));
+        assert!(!link_is_current(&cancelled, token, before), "cancelled");
     }
 }

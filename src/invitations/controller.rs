@@ -1,6 +1,8 @@
 //! The effectful shell around [`lifecycle::decide`]: a kube-runtime Controller on
-//! Invitations, re-triggered by their Organization, the Memberships of the home
-//! namespace and sibling Invitations for the same person.
+//! Invitations, re-triggered by their Organization, their home Namespace (its
+//! `kube-org.io/organization` label decides which Organization it belongs to, see
+//! [`crate::access::home`]), the Memberships of the home namespace and sibling
+//! Invitations for the same person.
 //!
 //! Decisions are made on the cache; anything that writes is decided again on the live
 //! object first, and every status write carries a resourceVersion precondition, so a
@@ -11,9 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -28,9 +29,11 @@ use super::lifecycle::{
     sending_status,
 };
 use super::metrics::Metrics;
-use super::token::{self, Token, TokenError};
+use super::token::{Token, TokenError};
 use super::write_status;
-use crate::api::{FIELD_MANAGER, Invitation, InvitationPhase, Membership, Organization};
+use crate::access::home::{no_organization_message, organization_of_home};
+use crate::access::names::LABEL_ORGANIZATION;
+use crate::api::{Invitation, InvitationPhase, Membership, Organization};
 use crate::cache::{Filled, all_filled, reflect_objects, wait_all_filled};
 
 /// Why a reconcile failed (it is retried).
@@ -66,7 +69,9 @@ pub struct Context {
     pub invitations: Store<Invitation>,
     pub organizations: Store<Organization>,
     pub memberships: Store<Membership>,
-    /// Whether the Invitation, Organization and Membership caches are filled.
+    /// Namespaces labelled `kube-org.io/organization`.
+    pub namespaces: Store<Namespace>,
+    /// Whether the Invitation, Organization, Membership and Namespace caches are filled.
     pub filled: Vec<Filled>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -86,6 +91,7 @@ pub struct InvitationController {
     invitations: Store<Invitation>,
     organizations: Store<Organization>,
     memberships: Store<Membership>,
+    namespaces: Store<Namespace>,
     /// Whether each cache above has had its first complete list.
     filled: Vec<Filled>,
     client: Client,
@@ -110,6 +116,10 @@ impl InvitationController {
             Api::<Membership>::all(client.clone()),
             watcher::Config::default(),
         );
+        let (namespaces, namespaces_filled, namespace_events) = reflect_objects(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default().labels(LABEL_ORGANIZATION),
+        );
         let cache = invitations.clone();
         let by_person = move |namespace: Option<String>, email: String, except: Option<String>| {
             cache
@@ -124,6 +134,7 @@ impl InvitationController {
         let siblings = by_person.clone();
         let members = by_person;
         let in_home = invitations.clone();
+        let in_namespace = invitations.clone();
         // A change to one Invitation wakes the others to the same person (a refusal for
         // a duplicate may clear), from the same watch: no second watch of Invitations.
         let (sibling_tx, sibling_rx) = futures::channel::mpsc::unbounded();
@@ -156,13 +167,29 @@ impl InvitationController {
                     .filter(|i| i.namespace() == home)
                     .map(|i| ObjectRef::from_obj(&*i))
                     .collect::<Vec<_>>()
+            })
+            // Marking (or unmarking) a home namespace decides its organization.
+            .watches_stream(namespace_events, move |ns| {
+                let name = Some(ns.name_any());
+                in_namespace
+                    .state()
+                    .into_iter()
+                    .filter(|i| i.namespace() == name)
+                    .map(|i| ObjectRef::from_obj(&*i))
+                    .collect::<Vec<_>>()
             });
         InvitationController {
             controller,
             invitations,
             organizations,
             memberships,
-            filled: vec![invitations_filled, organizations_filled, memberships_filled],
+            namespaces,
+            filled: vec![
+                invitations_filled,
+                organizations_filled,
+                memberships_filled,
+                namespaces_filled,
+            ],
             client,
             emails_in_flight,
         }
@@ -193,6 +220,7 @@ impl InvitationController {
             invitations: self.invitations,
             organizations: self.organizations,
             memberships: self.memberships,
+            namespaces: self.namespaces,
             filled: self.filled,
             recorder,
             metrics,
@@ -237,12 +265,21 @@ fn error_policy(invitation: Arc<Invitation>, error: &Error, ctx: Arc<Context>) -
 }
 
 impl Context {
+    /// The organization of home namespace `namespace`, or why there is none.
+    fn organization(&self, namespace: &str) -> Result<Organization, String> {
+        let ns = self.namespaces.get(&ObjectRef::new(namespace));
+        let organizations = self.organizations.state();
+        let orgs = || organizations.iter().map(AsRef::as_ref);
+        ns.as_deref()
+            .and_then(|ns| organization_of_home(ns, orgs()))
+            .cloned()
+            .ok_or_else(|| no_organization_message(namespace, ns.as_deref(), orgs()))
+    }
+
     fn decide(&self, invitation: &Invitation, now: Timestamp) -> Decision {
         let namespace = invitation.namespace();
         let same_namespace = |ns: Option<String>| ns == namespace;
-        let organization = self
-            .organizations
-            .find(|o| Some(o.home_namespace()) == namespace);
+        let organization = self.organization(namespace.as_deref().unwrap_or_default());
         let memberships = self
             .memberships
             .state_filter(|m| same_namespace(m.namespace()));
@@ -251,7 +288,8 @@ impl Context {
             .state_filter(|i| same_namespace(i.namespace()));
         lifecycle::decide(&Facts {
             invitation,
-            organization: organization.as_deref(),
+            organization: organization.as_ref().ok(),
+            no_organization: organization.as_ref().err().cloned(),
             memberships: memberships.iter().map(AsRef::as_ref).collect(),
             invitations: invitations.iter().map(AsRef::as_ref).collect(),
             defaults: &self.defaults,
@@ -339,16 +377,12 @@ async fn reconcile_invitation(invitation: Arc<Invitation>, ctx: &Context) -> Res
         Decision::Nothing => Ok(Action::await_change()),
         Decision::Settle {
             ref status,
-            burn_token,
             ref event,
             ..
         } => {
             if live.status.as_ref() != Some(status) {
                 write_status(&api, &ctx.shared, &live, status.clone()).await?;
                 record_expiry(ctx, &live, status, now);
-            }
-            if burn_token {
-                join::burn(&ctx.client, &ctx.shared, &live).await;
             }
             if let Some(note) = event {
                 ctx.publish(&live, note).await;
@@ -379,8 +413,9 @@ fn record_expiry(
     }
 }
 
-/// Mints a token, stores its hash, records the intent, emails the link, records the
-/// outcome. A crash after the email left and before the outcome is recorded sends the
+/// Mints a token, records the intent with the token's hashes (one status write, which
+/// also kills the previous link), emails the link, records the outcome. A crash after
+/// the email left and before the outcome is recorded sends the
 /// email once more on restart (with a new link; the first one is dead); since only one
 /// email at a time is in that window (by default), a crash duplicates at most one email.
 async fn send(
@@ -404,25 +439,15 @@ async fn send(
         }
     }
     let namespace = live.namespace().unwrap_or_default();
-    let Some(org) = ctx.organizations.find(|o| o.home_namespace() == namespace) else {
+    let Ok(org) = ctx.organization(&namespace) else {
         return Ok(Action::await_change());
     };
     let token = Token::mint()?;
-    let secret = token::secret_for(&live, &token, plan.generation, plan.expires_at);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    ctx.shared.write("secrets", "apply");
-    secrets
-        .patch(
-            &token::secret_name(&live.name_any()),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
     let sending = write_status(
         api,
         &ctx.shared,
         &live,
-        sending_status(&live, &plan, Timestamp::now()),
+        sending_status(&live, &plan, token.record(), Timestamp::now()),
     )
     .await?;
 

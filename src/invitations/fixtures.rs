@@ -1,6 +1,8 @@
 //! Objects for the unit tests of this module.
 
-use crate::api::{Access, Invitation, InvitationSpec, Organization, RoleAssignment, Scope};
+use crate::api::{
+    Access, Invitation, InvitationSpec, InvitationToken, Organization, RoleAssignment, Scope,
+};
 
 /// One offered role.
 pub fn role(role: &str, scope: Scope, access: Access) -> RoleAssignment {
@@ -36,4 +38,11 @@ pub fn organization(name: &str, spec: serde_json::Value) -> Organization {
     }
     serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": full}))
         .expect("a valid Organization")
+}
+
+/// The hashes of a freshly minted token.
+pub fn token() -> InvitationToken {
+    crate::invitations::token::Token::mint()
+        .expect("random")
+        .record()
 }

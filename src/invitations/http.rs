@@ -16,12 +16,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
-use kube::Client;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 use serde::Deserialize;
 
-use super::accept::{Outcome, accept};
+use super::accept::{Acceptor, Outcome, accept};
 use super::email::{ACCEPT_PATH, escape};
 use super::metrics::Metrics;
 use super::ratelimit::RateLimiter;
@@ -36,7 +35,8 @@ pub const NEUTRAL: &str = "This invitation link cannot be used: it may have expi
 /// What the endpoint needs.
 #[derive(Clone)]
 pub struct AcceptState {
-    pub client: Client,
+    /// The client, the watch-fed caches and the claims namespace acceptance uses.
+    pub acceptor: Acceptor,
     /// Counts the API writes an acceptance makes.
     pub writes: crate::metrics::Metrics,
     pub metrics: Arc<Metrics>,
@@ -178,7 +178,7 @@ async fn confirm(State(state): State<AcceptState>, headers: HeaderMap, body: Byt
         let message = "send the token as JSON {\"token\": \"...\"} or as the form field token";
         return answer(json, StatusCode::BAD_REQUEST, "bad-request", message, None);
     };
-    match accept(&state.client, &state.writes, &token).await {
+    match accept(&state.acceptor, &state.writes, &token).await {
         Ok(Outcome::Joined {
             organization,
             membership,

@@ -5,15 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use super::lifecycle::joined_status;
-use super::token::secret_name;
 use super::write_status;
 use crate::access::names::{ANNOTATION_SOURCE, person_object_name};
 use crate::api::fields::normalize_email;
@@ -110,8 +108,9 @@ fn already_exists(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
 }
 
-/// Creates the Membership and RoleBindings (those that exist already are kept), records
-/// the invitation as Accepted and burns its token. Safe to repeat.
+/// Creates the Membership and RoleBindings (those that exist already are kept) and
+/// records the invitation as Accepted (its token's hashes went with the Joining write).
+/// Safe to repeat.
 pub async fn finish(
     client: &Client,
     writes: &crate::metrics::Metrics,
@@ -175,26 +174,7 @@ pub async fn finish(
             Err(error) => return Err(JoinError::Status(current.name_any(), error)),
         }
     };
-    burn(client, writes, invitation).await;
     Ok(written)
-}
-
-/// Deletes an invitation's token Secret; a missing Secret is fine, and a failure only
-/// leaves a dead token behind (acceptance checks the Invitation's phase).
-pub async fn burn(client: &Client, writes: &crate::metrics::Metrics, invitation: &Invitation) {
-    let namespace = invitation.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    writes.write("secrets", "delete");
-    if let Err(error) = secrets
-        .delete(
-            &secret_name(&invitation.name_any()),
-            &DeleteParams::default(),
-        )
-        .await
-        && !matches!(&error, kube::Error::Api(status) if status.code == 404)
-    {
-        tracing::warn!(invitation = %invitation.name_any(), %error, "deleting a used or expired token failed");
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The invitation state machine, as a pure function: given an Invitation, its
 //! Organization, the Memberships and Invitations of the home namespace and the time,
 //! what the Invitation's status should be and what, if anything, must happen (send a
-//! new link, burn the token, wake up at the deadline).
+//! new link, wake up at the deadline). A link dies with the status write that removes
+//! its hashes (`status.token`): used, expired, refused or replaced.
 //!
 //! The shell ([`super::controller`]) only gathers the facts and carries the decision
 //! out; everything that can be decided without a cluster is decided and tested here.
@@ -16,7 +17,9 @@ use crate::access::roles::{RoleProblem, RoleTable};
 use crate::api::condition::{DesiredCondition, READY, merge_conditions};
 use crate::api::fields::normalize_email;
 use crate::api::scope::ScopeTarget;
-use crate::api::{Invitation, InvitationPhase, InvitationStatus, Membership, Organization};
+use crate::api::{
+    Invitation, InvitationPhase, InvitationStatus, InvitationToken, Membership, Organization,
+};
 
 /// Condition type: the email with the current link reached the SMTP server.
 pub const DELIVERED: &str = "Delivered";
@@ -41,8 +44,11 @@ pub struct Defaults {
 /// Everything the decision depends on.
 pub struct Facts<'a> {
     pub invitation: &'a Invitation,
-    /// The Organization whose home namespace holds the invitation.
+    /// The organization of the home namespace holding the invitation
+    /// ([`crate::access::home::organization_of_home`]).
     pub organization: Option<&'a Organization>,
+    /// Why there is none, when `organization` is `None` (a default message otherwise).
+    pub no_organization: Option<String>,
     /// The Memberships of the home namespace.
     pub memberships: Vec<&'a Membership>,
     /// The Invitations of the home namespace (the invitation itself may be among them).
@@ -72,13 +78,12 @@ pub struct SendPlan {
 /// What to do with an invitation now.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
-    /// Being deleted: its token Secret goes with it (owner reference); nothing to do.
+    /// Being deleted: its link is dead already (acceptance checks); nothing to do.
     Nothing,
-    /// Write `status` if it differs from the current one; burn the token when
-    /// `burn_token`; wake up at `wake_at` (the expiry deadline).
+    /// Write `status` if it differs from the current one (a status without `token`
+    /// kills the link); wake up at `wake_at` (the expiry deadline).
     Settle {
         status: InvitationStatus,
-        burn_token: bool,
         wake_at: Option<Timestamp>,
         event: Option<Note>,
     },
@@ -117,17 +122,20 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
         Some(InvitationPhase::Accepted) => return accepted(&current),
         // Expired stays expired until spec.resend is raised.
         Some(InvitationPhase::Expired) if !resend_raised => {
-            return settle(invitation, &current, current.clone(), false, None, None);
+            return settle(invitation, &current, current.clone(), None, None);
         }
         _ => {}
     }
     let Some(org) = facts.organization else {
+        let why = facts.no_organization.clone().unwrap_or_else(|| {
+            format!(
+                "no Organization has {} as its home namespace",
+                invitation.namespace().unwrap_or_default()
+            )
+        });
         let refusal = Refusal {
             reason: "OrganizationNotFound",
-            message: format!(
-                "no Organization has {} as its home namespace; the invitation waits for one",
-                invitation.namespace().unwrap_or_default()
-            ),
+            message: format!("{why}; the invitation waits for one"),
         };
         return refuse(invitation, &current, refusal, facts.now);
     };
@@ -148,7 +156,7 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
         _ if !delivered(&current) => (link(current.auto_resends), current.delivery_attempts + 1),
         Some(expires_at) if facts.now < expires_at => {
             let status = pending_status(invitation, &current, facts.now);
-            return settle(invitation, &current, status, false, Some(expires_at), None);
+            return settle(invitation, &current, status, Some(expires_at), None);
         }
         _ if current.auto_resends < org.spec.invitations.auto_resend => {
             (link(current.auto_resends + 1), 1)
@@ -178,7 +186,7 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
                 invitation.metadata.generation,
                 &Time(facts.now),
             );
-            settle(invitation, &current, status, false, None, None)
+            settle(invitation, &current, status, None, None)
         }
     }
 }
@@ -194,7 +202,6 @@ fn settle(
     invitation: &Invitation,
     current: &InvitationStatus,
     status: InvitationStatus,
-    burn_token: bool,
     wake_at: Option<Timestamp>,
     event: Option<Note>,
 ) -> Decision {
@@ -205,7 +212,6 @@ fn settle(
     }
     Decision::Settle {
         status,
-        burn_token: burn_token && changed,
         wake_at,
         event: event.filter(|_| changed),
     }
@@ -221,7 +227,6 @@ fn accepted(current: &InvitationStatus) -> Decision {
     }
     Decision::Settle {
         status: current.clone(),
-        burn_token: false,
         wake_at: None,
         event: None,
     }
@@ -254,13 +259,14 @@ fn refuse(
         delivery_attempts: 0,
         issued_for_resend: current.issued_for_resend,
         auto_resends: 0,
+        token: None,
     };
     let event = Note {
         warning: true,
         reason: refusal.reason.to_string(),
         message: refusal.message,
     };
-    settle(invitation, current, status, true, None, Some(event))
+    settle(invitation, current, status, None, Some(event))
 }
 
 fn pending_status(
@@ -317,6 +323,7 @@ fn expire(
     );
     let mut status = current.clone();
     status.phase = Some(InvitationPhase::Expired);
+    status.token = None;
     status.conditions = merge_conditions(
         &current.conditions,
         &[
@@ -331,7 +338,7 @@ fn expire(
         reason: "Expired".to_string(),
         message,
     };
-    settle(invitation, current, status, true, None, Some(event))
+    settle(invitation, current, status, None, Some(event))
 }
 
 fn show_time(time: Option<&Time>) -> String {
@@ -340,10 +347,12 @@ fn show_time(time: Option<&Time>) -> String {
 }
 
 /// The status recorded before a link is emailed: the intent (generation, expiry,
-/// attempt), so a crash between sending and recording costs one duplicate email at most.
+/// attempt) and the new token's hashes in one write, so a crash between sending and
+/// recording costs one duplicate email at most, and the previous link dies at once.
 pub fn sending_status(
     invitation: &Invitation,
     plan: &SendPlan,
+    token: InvitationToken,
     now: Timestamp,
 ) -> InvitationStatus {
     let current = invitation.status.clone().unwrap_or_default();
@@ -372,6 +381,7 @@ pub fn sending_status(
         delivery_attempts: plan.attempt,
         issued_for_resend: plan.generation.resend,
         auto_resends: plan.generation.auto_resends,
+        token: Some(token),
     }
 }
 
@@ -456,6 +466,7 @@ fn accepted_status(
         ));
     }
     status.phase = Some(InvitationPhase::Accepted);
+    status.token = None;
     status.observed_generation = invitation.metadata.generation;
     status.conditions = merge_conditions(
         &status.conditions,

@@ -67,6 +67,7 @@ impl World {
         decide(&Facts {
             invitation,
             organization: self.org.as_ref(),
+            no_organization: None,
             memberships: self.memberships.iter().collect(),
             invitations,
             defaults: &self.defaults,
@@ -82,14 +83,17 @@ fn send_plan(decision: Decision) -> SendPlan {
     }
 }
 
+/// The status, whether it keeps a working link (`status.token`), the wake-up and event.
 fn settled(decision: Decision) -> (InvitationStatus, bool, Option<Timestamp>, Option<Note>) {
     match decision {
         Decision::Settle {
             status,
-            burn_token,
             wake_at,
             event,
-        } => (status, burn_token, wake_at, event),
+        } => {
+            let link = status.token.is_some();
+            (status, link, wake_at, event)
+        }
         other => panic!("expected Settle, got {other:?}"),
     }
 }
@@ -106,7 +110,7 @@ fn condition<'a>(status: &'a InvitationStatus, type_: &str) -> &'a Condition {
 fn delivered_at(invitation: &Invitation, world: &World, now: Timestamp) -> Invitation {
     let plan = send_plan(world.decide(invitation, now));
     let mut sent = invitation.clone();
-    sent.status = Some(sending_status(&sent, &plan, now));
+    sent.status = Some(sending_status(&sent, &plan, fixtures::token(), now));
     sent.status = Some(delivered_status(&sent, now));
     sent
 }
@@ -160,13 +164,13 @@ fn a_delivered_invitation_waits_for_its_deadline_without_writing() {
     assert_eq!(condition(&status, DELIVERED).status, "True");
     assert_eq!(condition(&status, READY).reason, "LinkSent");
 
-    let (again, burn, wake_at, event) = settled(world.decide(&sent, at(200)));
+    let (again, link, wake_at, event) = settled(world.decide(&sent, at(200)));
     assert_eq!(
         Some(&again),
         sent.status.as_ref(),
         "no status write when nothing changed"
     );
-    assert!(!burn);
+    assert!(link, "the link keeps working");
     assert_eq!(
         wake_at,
         Some(at(3700)),
@@ -179,19 +183,19 @@ fn a_delivered_invitation_waits_for_its_deadline_without_writing() {
 fn at_the_deadline_it_expires_and_the_token_is_burned() {
     let world = World::new();
     let sent = delivered_at(&invitation("dave", "dave@example.com", 0), &world, at(100));
-    let (status, burn, wake_at, event) = settled(world.decide(&sent, at(3700)));
+    let (status, link, wake_at, event) = settled(world.decide(&sent, at(3700)));
     assert_eq!(status.phase, Some(InvitationPhase::Expired));
     assert_eq!(condition(&status, READY).reason, "Expired");
     assert_eq!(condition(&status, READY).status, "False");
-    assert!(burn);
+    assert!(!link, "the token's hashes are removed");
     assert_eq!(wake_at, None);
     assert_eq!(event.unwrap().reason, "Expired");
 
     let mut expired = sent.clone();
     expired.status = Some(status.clone());
-    let (later, burn, _, event) = settled(world.decide(&expired, at(9999)));
+    let (later, link, _, event) = settled(world.decide(&expired, at(9999)));
     assert_eq!(later, status, "expired stays expired, quietly");
-    assert!(!burn && event.is_none());
+    assert!(!link && event.is_none());
 }
 
 #[test]
@@ -211,7 +215,7 @@ fn raising_resend_issues_a_new_link_on_pending_and_expired_invitations() {
     expired.spec.resend = 1;
     let plan = send_plan(world.decide(&expired, at(5000)));
     assert_eq!(plan.generation.resend, 1);
-    let status = sending_status(&expired, &plan, at(5000));
+    let status = sending_status(&expired, &plan, fixtures::token(), at(5000));
     assert_eq!(status.phase, Some(InvitationPhase::Pending));
     assert_eq!(status.issued_for_resend, 1);
     assert_eq!(status.sent_at, None, "the new link is not sent yet");
@@ -231,7 +235,7 @@ fn auto_resend_reissues_expired_links_that_many_times() {
         }
     );
     let mut again = sent.clone();
-    again.status = Some(sending_status(&again, &plan, at(3600)));
+    again.status = Some(sending_status(&again, &plan, fixtures::token(), at(3600)));
     again.status = Some(delivered_status(&again, at(3600)));
     assert_eq!(again.status.as_ref().unwrap().auto_resends, 1);
     let (status, ..) = settled(world.decide(&again, at(7200)));
@@ -244,7 +248,7 @@ fn a_failed_delivery_stays_pending_and_is_retried_with_growing_delays() {
     let inv = invitation("dave", "dave@example.com", 0);
     let plan = send_plan(world.decide(&inv, at(0)));
     let mut failed = inv.clone();
-    failed.status = Some(sending_status(&failed, &plan, at(0)));
+    failed.status = Some(sending_status(&failed, &plan, fixtures::token(), at(0)));
     failed.status = Some(failed_status(
         &failed,
         "SMTP server smtp://127.0.0.1:1: Connection refused",
@@ -269,7 +273,7 @@ fn a_failed_delivery_stays_pending_and_is_retried_with_growing_delays() {
 
     // A crash after "sending" was recorded leads to one more attempt, not silence.
     let mut crashed = inv.clone();
-    crashed.status = Some(sending_status(&crashed, &plan, at(0)));
+    crashed.status = Some(sending_status(&crashed, &plan, fixtures::token(), at(0)));
     assert_eq!(send_plan(world.decide(&crashed, at(5))).attempt, 2);
 }
 
@@ -292,9 +296,9 @@ fn missing_settings_wait_with_a_reason_instead_of_sending() {
 }
 
 fn refusal_reason(world: &World, inv: &Invitation) -> (String, String) {
-    let (status, burn, _, event) = settled(world.decide(inv, at(0)));
+    let (status, link, _, event) = settled(world.decide(inv, at(0)));
     assert_eq!(status.phase, None);
-    assert!(burn, "a refused invitation's token is burned");
+    assert!(!link, "a refused invitation has no working link");
     assert!(event.unwrap().warning);
     let ready = condition(&status, READY);
     assert_eq!(ready.status, "False");
@@ -384,9 +388,9 @@ fn a_refusal_that_lifts_sends_a_fresh_link() {
     let mut inv = invitation("dave", "dave@example.com", 0);
     let (status, ..) = settled(world.decide(&inv, at(0)));
     inv.status = Some(status);
-    let (same, burn, _, event) = settled(world.decide(&inv, at(1)));
+    let (same, link, _, event) = settled(world.decide(&inv, at(1)));
     assert_eq!(Some(&same), inv.status.as_ref());
-    assert!(!burn && event.is_none(), "no repeated writes or events");
+    assert!(!link && event.is_none(), "no repeated writes or events");
 
     world.memberships.clear();
     let plan = send_plan(world.decide(&inv, at(2)));
@@ -426,4 +430,39 @@ fn a_deleted_invitation_is_left_to_the_garbage_collector() {
     let mut inv = invitation("dave", "dave@example.com", 0);
     inv.metadata.deletion_timestamp = Some(Time(at(1)));
     assert_eq!(world.decide(&inv, at(2)), Decision::Nothing);
+}
+
+#[test]
+fn a_refusal_kills_a_sent_link() {
+    let mut world = World::new();
+    let sent = delivered_at(&invitation("dave", "dave@example.com", 0), &world, at(100));
+    assert!(sent.status.as_ref().unwrap().token.is_some());
+    world.memberships.push(member("dave@example.com"));
+    let (status, link, _, _) = settled(world.decide(&sent, at(200)));
+    assert_eq!(condition(&status, READY).reason, "AlreadyMember");
+    assert!(!link, "the refused invitation's link stops working");
+}
+
+#[test]
+fn without_its_organization_the_invitation_says_why() {
+    let mut world = World::new();
+    world.org = None;
+    let inv = invitation("dave", "dave@example.com", 0);
+    let decision = decide(&Facts {
+        invitation: &inv,
+        organization: None,
+        no_organization: Some("home namespace org-acme is not marked for organization acme".into()),
+        memberships: vec![],
+        invitations: vec![],
+        defaults: &world.defaults,
+        now: at(0),
+    });
+    let (status, ..) = settled(decision);
+    let ready = condition(&status, READY);
+    assert_eq!(ready.reason, "OrganizationNotFound");
+    assert!(
+        ready.message.contains("not marked for organization acme"),
+        "{}",
+        ready.message
+    );
 }

@@ -2,11 +2,13 @@
 //! accept endpoint that turns a click into a Membership and RoleBindings.
 //!
 //! - [`lifecycle`]: the state machine, a pure function (unit-tested without a cluster);
-//! - [`token`]: minting, hashing and verifying tokens, and their Secret;
+//! - [`token`]: minting, hashing and verifying tokens (their hashes live in the
+//!   Invitation's status);
 //! - [`email`]: the message and the pooled SMTP transport;
 //! - [`controller`]: the reconcile loop around the state machine;
 //! - [`accept`] and [`join`]: accepting exactly once, and what acceptance creates;
-//! - [`http`] and [`ratelimit`]: the accept endpoint as an axum Router;
+//! - [`http`] and [`ratelimit`]: the accept endpoint as an axum Router, answering from
+//!   the watch-fed caches in [`index`];
 //! - [`config`]: the flags; [`metrics`]: the Prometheus metrics.
 
 pub mod accept;
@@ -14,6 +16,7 @@ pub mod config;
 pub mod controller;
 pub mod email;
 pub mod http;
+pub mod index;
 pub mod join;
 pub mod lifecycle;
 pub mod metrics;
@@ -62,7 +65,9 @@ pub(crate) async fn write_status(
 pub enum SetupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("reading the SMTP Secret {0}: {1}")]
+    #[error(
+        "reading the SMTP Secret {0} (the operator may get only the Secret its Role kube-org-smtp-secret names, see manifests/rbac.yaml): {1}"
+    )]
     Secret(String, kube::Error),
     #[error(transparent)]
     Email(#[from] EmailError),
@@ -79,10 +84,13 @@ pub struct Invitations {
 }
 
 impl Invitations {
-    /// Reads the flags (and the SMTP Secret), registers the metrics into `registry`.
+    /// Reads the flags (and the SMTP Secret), registers the metrics into `registry`,
+    /// and starts the accept endpoint's watches. Exclusive-membership claims are kept in
+    /// `claims_namespace` (the operator's namespace).
     pub async fn new(
         client: Client,
         args: &InvitationArgs,
+        claims_namespace: &str,
         registry: &mut Registry,
         writes: crate::metrics::Metrics,
     ) -> Result<Invitations, SetupError> {
@@ -120,8 +128,13 @@ impl Invitations {
                 instance: std::env::var("POD_NAME").ok(),
             },
         );
-        let router = http::router(http::AcceptState {
+        let acceptor = accept::Acceptor {
+            cache: index::AcceptCache::start(client.clone(), args.invitations_selector.as_deref()),
             client,
+            claims_namespace: claims_namespace.to_string(),
+        };
+        let router = http::router(http::AcceptState {
+            acceptor,
             writes,
             metrics: metrics.clone(),
             limiter: Arc::new(ratelimit::RateLimiter::new(args.accept_rate_limit)),

@@ -140,6 +140,46 @@ pub fn decide(
     }
 }
 
+/// What the Organization reconciler does about one declared member's claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberClaim {
+    /// The member grants (the organization holds the claim, or needs none).
+    Granted,
+    /// Take the claim first ([`claim`], with these organizations the person is in).
+    Take,
+    /// The Membership grants nothing; the message says why.
+    Refused(String),
+}
+
+/// The rule for a Membership that already exists (declared directly, or created by an
+/// acceptance): the holder of the claim keeps its member whatever appeared since; a
+/// claim held by another organization refuses the member; an exclusive organization
+/// without the claim takes it as [`decide`] allows. So of two organizations declaring
+/// one person, the one holding the claim is the one where the person is a member.
+pub fn member_claim(
+    email: &str,
+    claim: Option<&Holder>,
+    organization: &str,
+    exclusive: bool,
+    member_of: &[MemberOf],
+    now: Timestamp,
+) -> MemberClaim {
+    if claim.is_some_and(|h| h.organization == organization) {
+        return MemberClaim::Granted;
+    }
+    match decide(email, claim, organization, exclusive, member_of, now) {
+        Decision::Claim => MemberClaim::Take,
+        Decision::AlreadyHeld | Decision::NotNeeded => MemberClaim::Granted,
+        Decision::Refuse(message) => MemberClaim::Refused(message),
+    }
+}
+
+/// Reads a claim's holder and email from a cached Lease.
+pub fn cached_holder(lease: &Lease) -> Option<(String, Holder)> {
+    let email = lease.annotations().get(ANNOTATION_EMAIL)?.clone();
+    Some((email, holder(lease)?))
+}
+
 /// What [`claim`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claimed {
@@ -362,6 +402,40 @@ mod tests {
             Decision::Refuse(message) => message,
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_holder_keeps_its_member_and_others_are_refused() {
+        let now = at(1_000);
+        let x = held("x", 900);
+        // x holds the claim: its member stays, even once y declares the person too.
+        assert_eq!(
+            member_claim("p@e.com", Some(&x), "x", true, &[member("y", false)], now),
+            MemberClaim::Granted
+        );
+        // y, exclusive or not, is refused.
+        for exclusive in [true, false] {
+            assert!(matches!(
+                member_claim(
+                    "p@e.com",
+                    Some(&x),
+                    "y",
+                    exclusive,
+                    &[member("x", true)],
+                    now
+                ),
+                MemberClaim::Refused(_)
+            ));
+        }
+        // Nobody holds it: an exclusive organization takes it, an open one needs none.
+        assert_eq!(
+            member_claim("p@e.com", None, "x", true, &[], now),
+            MemberClaim::Take
+        );
+        assert_eq!(
+            member_claim("p@e.com", None, "y", false, &[], now),
+            MemberClaim::Granted
+        );
     }
 
     #[test]

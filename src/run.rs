@@ -156,6 +156,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 metrics.clone(),
                 args.organizations_selector.clone(),
                 args.concurrency,
+                args.lease_namespace.clone(),
                 stop_rx.clone(),
             )),
         ));

@@ -727,3 +727,65 @@ async fn a_repaired_organization_is_quiet_afterwards() {
     );
     org.delete().await;
 }
+
+/// Case 4, exclusivity: two exclusive organizations whose owners both declare the same
+/// person (no Invitation involved): exactly one Membership grants, the other says why;
+/// when the person leaves the first, the second grants.
+#[tokio::test]
+async fn exclusive_membership_holds_for_declared_members() {
+    let exclusive = serde_json::json!({"membership": {"exclusive": true}});
+    let x = TestOrg::with_spec(&["alice@example.com"], exclusive.clone()).await;
+    let y = TestOrg::with_spec(&["alice@example.com"], exclusive).await;
+    let c = &x.client;
+    let x_res = x.resource("deployment").await;
+    let y_res = y.resource("deployment").await;
+    let person = format!("{}@example.com", unique("pat"));
+    for org in [&x, &y] {
+        let m: Membership = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pat", "namespace": org.home},
+            "spec": {"email": person},
+        }))
+        .unwrap();
+        org.memberships()
+            .create(&PostParams::default(), &m)
+            .await
+            .unwrap();
+        org.bind("pat-viewer", &person, "viewer", all("deployment"), "full")
+            .await;
+    }
+    let reasons = eventually("both Memberships are decided", REACT, || async {
+        let a = membership_reason(&x, "pat").await?;
+        let b = membership_reason(&y, "pat").await?;
+        let decided = |r: &str| r == "Active" || r == "ExclusiveMembership";
+        (decided(&a) && decided(&b)).then_some((a, b))
+    })
+    .await;
+    let (winner, loser, loser_res, winner_res) = match reasons {
+        (a, b) if a == "Active" && b == "ExclusiveMembership" => (&x, &y, &y_res, &x_res),
+        (a, b) if a == "ExclusiveMembership" && b == "Active" => (&y, &x, &x_res, &y_res),
+        other => panic!("exactly one Membership must grant: {other:?}"),
+    };
+    eventually_can(c, &person, view_in(winner_res), true, REACT).await;
+    assert!(!can(c, &person, view_in(loser_res)).await);
+    // Stable: a few seconds later nothing has flipped.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        membership_reason(winner, "pat").await.as_deref(),
+        Some("Active")
+    );
+    assert_eq!(
+        membership_reason(loser, "pat").await.as_deref(),
+        Some("ExclusiveMembership")
+    );
+
+    // The person leaves the first organization: the second's Membership grants.
+    winner
+        .memberships()
+        .delete("pat", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually_can(c, &person, view_in(loser_res), true, REACT).await;
+    eventually_can(c, &person, view_in(winner_res), false, REACT).await;
+    x.delete().await;
+    y.delete().await;
+}

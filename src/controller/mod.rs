@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, RoleBinding as NativeRoleBinding,
@@ -34,6 +35,8 @@ pub struct Context {
     pub stores: Stores,
     /// Custom ClusterRoles recently found bindable, so reconciles do not ask again.
     pub bindable: Bindable,
+    /// The operator's namespace, where exclusive-membership claims live.
+    pub claims_namespace: String,
 }
 
 /// ClusterRoles kube-org was allowed to bind, remembered for [`Bindable::TTL`]: a
@@ -74,6 +77,8 @@ pub struct Stores {
     pub native_bindings: Store<NativeRoleBinding>,
     pub cluster_roles: Store<ClusterRole>,
     pub cluster_role_bindings: Store<ClusterRoleBinding>,
+    /// Exclusive-membership claims (Leases in the operator's namespace).
+    pub claims: Store<Lease>,
     /// Whether each cache above has had its first complete list.
     pub filled: Vec<Filled>,
 }
@@ -137,6 +142,7 @@ pub async fn run(
     metrics: Metrics,
     selector: Option<String>,
     concurrency: u16,
+    claims_namespace: String,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let managed = watcher::Config::default().labels(&format!(
@@ -167,6 +173,14 @@ pub async fn run(
     let (cluster_role_bindings, cluster_role_bindings_filled, cluster_role_binding_events) =
         reflect_objects(Api::<ClusterRoleBinding>::all(client.clone()), managed);
 
+    let (claims, claims_filled, claim_events) = reflect_objects(
+        Api::<Lease>::namespaced(client.clone(), &claims_namespace),
+        watcher::Config::default().labels(&format!(
+            "{}={}",
+            crate::exclusive::LABEL_CLAIM,
+            crate::exclusive::CLAIM_EXCLUSIVE
+        )),
+    );
     let mut organizations_config = watcher::Config::default();
     if let Some(selector) = &selector {
         organizations_config = organizations_config.labels(selector);
@@ -186,7 +200,9 @@ pub async fn run(
         native_bindings: native_bindings.clone(),
         cluster_roles,
         cluster_role_bindings,
+        claims,
         filled: vec![
+            claims_filled,
             organizations_filled,
             memberships_filled,
             bindings_filled,
@@ -203,18 +219,21 @@ pub async fn run(
     };
     let context = Arc::new(Context {
         bindable: Bindable::default(),
+        claims_namespace,
         recorder: Recorder::new(client.clone(), reporter),
         client,
         metrics,
         stores,
     });
 
-    let (o1, o2, o3, o4) = (
+    let (o1, o2, o3, o4, o5) = (
+        organizations.clone(),
         organizations.clone(),
         organizations.clone(),
         organizations.clone(),
         organizations.clone(),
     );
+    let members_by_email = context.stores.memberships.clone();
     let bindings_by_ns = native_bindings.clone();
     let controller = controller
         .watches_stream(membership_events, move |m: Membership| {
@@ -246,6 +265,22 @@ pub async fn run(
             org_of_label(&rb)
         })
         .watches_stream(cluster_role_events, |cr: ClusterRole| org_of_label(&cr))
+        .watches_stream(claim_events, move |claim: Lease| {
+            // Every organization the person is declared in: a claim taken or given
+            // back changes who may grant them.
+            let Some((email, _)) = crate::exclusive::cached_holder(&claim) else {
+                return vec![];
+            };
+            let mut orgs: Vec<ObjectRef<Organization>> = members_by_email
+                .state()
+                .iter()
+                .filter(|m| m.spec.email.normalized() == email)
+                .flat_map(|m| orgs_homed_in(&o5, m.namespace()))
+                .collect();
+            orgs.sort_by(|a, b| a.name.cmp(&b.name));
+            orgs.dedup();
+            orgs
+        })
         .watches_stream(cluster_role_binding_events, |crb: ClusterRoleBinding| {
             org_of_label(&crb)
         })

@@ -238,7 +238,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         })
         .collect();
     let unbindable = unbindable_cluster_roles(org, ctx).await?;
-    let exclusive_refusals = BTreeMap::new();
+    let exclusive_refusals = exclusive_membership(org, ctx, &access_members).await?;
     let mut desired = desired_access(&AccessInput {
         org,
         memberships: access_members,
@@ -417,6 +417,146 @@ async fn delete_orphaned_bindings(
         info!(organization = %org.name_any(), member = %orphan.spec.member, binding = %orphan.name_any(), "member gone; their RoleBinding deleted");
     }
     Ok(())
+}
+
+/// The reason of a Membership refused because the person belongs, exclusively, to
+/// another organization.
+const EXCLUSIVE_MEMBERSHIP: &str = "ExclusiveMembership";
+
+/// Reasons of a Membership that grants nothing: it does not count as "a member of
+/// that organization" for exclusive membership elsewhere.
+const REFUSED_MEMBERSHIP_REASONS: [&str; 3] = [
+    EXCLUSIVE_MEMBERSHIP,
+    "DomainNotAllowed",
+    "SystemUserNotAllowed",
+];
+
+/// How long a claim this organization holds, with no Membership of the person, is kept
+/// before it is given back: an acceptance takes the claim a moment before it creates
+/// the Membership. A member who leaves gives it back at once.
+const CLAIM_GRACE: Duration = Duration::from_secs(60);
+
+/// Exclusive membership for the members as they are (declared directly or accepted):
+/// the Memberships that must grant nothing because the person belongs, exclusively,
+/// to another organization (see [`crate::exclusive::member_claim`]). Takes the claims an
+/// exclusive organization's members need and gives back those nobody needs.
+async fn exclusive_membership(
+    org: &Organization,
+    ctx: &Context,
+    memberships: &[&Membership],
+) -> Result<BTreeMap<String, PolicyRefusal>, Error> {
+    use crate::exclusive::{MemberClaim, cached_holder, member_claim};
+    let name = org.name_any();
+    let claims: BTreeMap<String, crate::exclusive::Holder> = ctx
+        .stores
+        .claims
+        .state()
+        .iter()
+        .filter_map(|lease| cached_holder(lease))
+        .collect();
+    let live: Vec<&&Membership> = memberships
+        .iter()
+        .filter(|m| m.meta().deletion_timestamp.is_none())
+        .filter(|m| crate::access::policy::membership_refusal(org, m).is_none())
+        .collect();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut refused = BTreeMap::new();
+    for m in &live {
+        let email = m.spec.email.normalized();
+        let claim = claims.get(&email);
+        if !org.spec.membership.exclusive && claim.is_none() {
+            continue;
+        }
+        let member_of = member_of_elsewhere(ctx, &email, &org.home_namespace());
+        match member_claim(
+            &email,
+            claim,
+            &name,
+            org.spec.membership.exclusive,
+            &member_of,
+            now,
+        ) {
+            MemberClaim::Granted => {}
+            MemberClaim::Refused(message) => {
+                refused.insert(m.name_any(), exclusive_refusal(message));
+            }
+            MemberClaim::Take => {
+                ctx.metrics.write("leases", "create");
+                match crate::exclusive::claim(
+                    &ctx.client,
+                    &ctx.claims_namespace,
+                    &email,
+                    org,
+                    &member_of,
+                )
+                .await?
+                {
+                    crate::exclusive::Claimed::Refused(message) => {
+                        refused.insert(m.name_any(), exclusive_refusal(message));
+                    }
+                    _ => {
+                        info!(organization = %name, member = %email, "exclusive membership claimed")
+                    }
+                }
+            }
+        }
+    }
+    // Give back what this organization holds for people who are no longer members.
+    for (email, holder) in &claims {
+        let still_member = live.iter().any(|m| m.spec.email.normalized() == *email);
+        let settled = holder.since.is_none_or(|since| {
+            now.duration_since(since).as_secs() >= CLAIM_GRACE.as_secs() as i64
+        });
+        if holder.organization == name && !still_member && settled {
+            ctx.metrics.write("leases", "delete");
+            if crate::exclusive::release(&ctx.client, &ctx.claims_namespace, email, org).await? {
+                info!(organization = %name, member = %email, "exclusive membership claim given back");
+            }
+        }
+    }
+    Ok(refused)
+}
+
+fn exclusive_refusal(message: String) -> PolicyRefusal {
+    PolicyRefusal {
+        reason: EXCLUSIVE_MEMBERSHIP,
+        message: format!("{message}; this Membership grants nothing meanwhile"),
+    }
+}
+
+/// The organizations (other than the one homed in `home`) where `email` is a member
+/// that grants: not being deleted, not refused.
+fn member_of_elsewhere(ctx: &Context, email: &str, home: &str) -> Vec<crate::exclusive::MemberOf> {
+    let organizations = ctx.stores.organizations.state();
+    let mut member_of: Vec<crate::exclusive::MemberOf> = ctx
+        .stores
+        .memberships
+        .state()
+        .iter()
+        .filter(|m| m.meta().deletion_timestamp.is_none())
+        .filter(|m| m.namespace().as_deref() != Some(home))
+        .filter(|m| m.spec.email.normalized() == email)
+        .filter(|m| {
+            !m.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == READY && REFUSED_MEMBERSHIP_REASONS.contains(&c.reason.as_str())
+                })
+            })
+        })
+        .filter_map(|m| {
+            let namespace = m.namespace()?;
+            organizations
+                .iter()
+                .find(|o| o.home_namespace() == namespace)
+                .map(|o| crate::exclusive::MemberOf {
+                    organization: o.name_any(),
+                    exclusive: o.spec.membership.exclusive,
+                })
+        })
+        .collect();
+    member_of.sort_by(|a, b| a.organization.cmp(&b.organization));
+    member_of.dedup();
+    member_of
 }
 
 /// How often an organization with a ClusterRole kube-org may not bind checks again.
@@ -802,6 +942,26 @@ async fn release_leaving_members(
                     .cloned()
                     .collect();
                 patch_finalizers(ctx, leaving, finalizers).await?;
+                // Exclusive membership: the person is free to join elsewhere at once.
+                let stays = memberships.iter().any(|m| {
+                    m.meta().deletion_timestamp.is_none() && m.spec.email.normalized() == email
+                });
+                let claimed = ctx
+                    .stores
+                    .claims
+                    .get(
+                        &kube::runtime::reflector::ObjectRef::new(&crate::exclusive::claim_name(
+                            &email,
+                        ))
+                        .within(&ctx.claims_namespace),
+                    )
+                    .and_then(|lease| crate::exclusive::cached_holder(&lease))
+                    .is_some_and(|(_, holder)| holder.organization == org.name_any());
+                if !stays && claimed {
+                    ctx.metrics.write("leases", "delete");
+                    crate::exclusive::release(&ctx.client, &ctx.claims_namespace, &email, org)
+                        .await?;
+                }
                 info!(organization = %org.name_any(), member = %email, "member left; access revoked");
                 publish(
                     ctx,

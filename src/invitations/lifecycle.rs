@@ -383,6 +383,41 @@ pub fn delivered_status(invitation: &Invitation, now: Timestamp) -> InvitationSt
     pending_status(invitation, &current, now)
 }
 
+/// Delivered and Ready reason of an invitation whose email cannot be built from the
+/// objects (e.g. a sender or an address no mail server takes).
+pub const REASON_INVALID_MESSAGE: &str = "InvalidMessage";
+
+/// The status when the email cannot be built: still Pending, `Delivered=False` and
+/// `Ready=False` with reason `InvalidMessage` and what to fix. No link was issued.
+pub fn invalid_message_status(
+    invitation: &Invitation,
+    error: &str,
+    now: Timestamp,
+) -> InvitationStatus {
+    let current = invitation.status.clone().unwrap_or_default();
+    let message: String = format!(
+        "the invitation email cannot be built: {error}; fix the Organization's spec.displayName or spec.invitations, or the invitation's email, and it is sent"
+    )
+    .chars()
+    .take(1024)
+    .collect();
+    let conditions = merge_conditions(
+        &current.conditions,
+        &[
+            DesiredCondition::new(DELIVERED, false, REASON_INVALID_MESSAGE, message.clone()),
+            DesiredCondition::new(READY, false, REASON_INVALID_MESSAGE, message),
+        ],
+        invitation.metadata.generation,
+        &Time(now),
+    );
+    InvitationStatus {
+        phase: Some(current.phase.unwrap_or(InvitationPhase::Pending)),
+        conditions,
+        observed_generation: invitation.metadata.generation,
+        ..current
+    }
+}
+
 /// The status after the SMTP server refused or could not be reached: still Pending,
 /// `Delivered=False` with the server's error, retried with backoff.
 pub fn failed_status(

@@ -49,6 +49,8 @@ async fn operator() -> &'static Operator {
                 DEFAULT_BASE,
                 "--accept-rate-limit",
                 "100000",
+                "--accept-rate-limit-global",
+                "100000",
                 "--invitations-selector",
                 &format!("!{SHARD}"),
             ]))
@@ -416,7 +418,7 @@ async fn invite_email_link_and_confirm_make_a_member() {
     assert_eq!(org.bindings_of(&dave).await.len(), 2);
 
     // Metrics show the work.
-    let metrics = http::get(&format!("{}/metrics", operator.base_url)).await;
+    let metrics = http::get(&format!("{}/metrics", operator.metrics_url)).await;
     assert_eq!(metrics.status, 200);
     for wanted in [
         "\nkube_org_invitation_emails_sent_total ",
@@ -897,4 +899,60 @@ async fn the_accept_endpoint_limits_each_client() {
     assert_eq!(answer.status, 413);
     operator.stop();
     operator_b.stop();
+}
+
+/// A client that is not behind a trusted proxy cannot pick its own bucket by sending
+/// `X-Forwarded-For`; behind a trusted proxy each forwarded client has its own.
+#[tokio::test]
+async fn a_spoofed_forwarded_for_from_an_untrusted_peer_is_still_limited() {
+    let untrusted = Operator::start(&args(&[
+        "--organizations-selector",
+        ACCESS_ELSEWHERE,
+        "--accept-rate-limit",
+        "3",
+        // Trusts a proxy network the test is not in: 127.0.0.1 is an ordinary client.
+        "--trusted-proxies",
+        "192.0.2.0/24,2001:db8::/32",
+        "--invitations-selector",
+        &format!("{SHARD}={}", unique("nothing")),
+    ]))
+    .await;
+    let url = format!("{}?token={}", accept_url(&untrusted), "ab".repeat(32));
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let spoofed = format!("198.51.100.{i}");
+        statuses.push(
+            http::get_with(&url, &[("X-Forwarded-For", &spoofed)])
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
+
+    let behind_proxy = Operator::start(&args(&[
+        "--organizations-selector",
+        ACCESS_ELSEWHERE,
+        "--accept-rate-limit",
+        "2",
+        "--trusted-proxies",
+        "127.0.0.0/8",
+        "--invitations-selector",
+        &format!("{SHARD}={}", unique("nothing")),
+    ]))
+    .await;
+    let url = format!("{}?token={}", accept_url(&behind_proxy), "ab".repeat(32));
+    let url = &url;
+    let forwarded = |client: &'static str| async move {
+        // The client forged the first entry; the trusted proxy appended the real one.
+        let header = format!("203.0.113.250, {client}");
+        http::get_with(url, &[("X-Forwarded-For", &header)])
+            .await
+            .status
+    };
+    assert_eq!(forwarded("198.51.100.1").await, 200);
+    assert_eq!(forwarded("198.51.100.1").await, 200);
+    assert_eq!(forwarded("198.51.100.1").await, 429, "the same client");
+    assert_eq!(forwarded("198.51.100.2").await, 200, "another client");
+    untrusted.stop();
+    behind_proxy.stop();
 }

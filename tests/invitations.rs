@@ -901,6 +901,57 @@ async fn the_accept_endpoint_limits_each_client() {
     operator_b.stop();
 }
 
+/// An invitation whose email cannot be built (an invitee address or a sender no mail
+/// server takes) says so on itself, `InvalidMessage`, and stops nothing else: the
+/// invitations next to it are delivered, and fixing the Organization sends it.
+#[tokio::test]
+async fn an_unbuildable_email_is_reported_on_its_invitation_and_stops_nothing_else() {
+    let (_, org) = shared_org(json!({})).await;
+    org.invite("bad-address", "bad(addr@example.com", json!({}))
+        .await;
+    let good = email("next-to-bad");
+    let (_, mail) = org.invite_and_mail("good", &good, json!({})).await;
+    assert!(mail.link().contains("token="));
+    let bad = org.wait_ready_reason("bad-address", "InvalidMessage").await;
+    let (status, reason, message) = condition(&bad, "Delivered");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "InvalidMessage")
+    );
+    assert!(message.contains("bad(addr@example.com"), "{message}");
+    assert_eq!(phase(&bad), Some(InvitationPhase::Pending));
+
+    // A sender no mail server takes: every invitation of that organization says so,
+    // other organizations are served, and fixing the sender sends it.
+    let (_, broken) = shared_org(json!({"invitations": {"from": "kube(org@example.com"}})).await;
+    let waiting = email("bad-sender");
+    broken.invite("bad-sender", &waiting, json!({})).await;
+    let refused = broken
+        .wait_ready_reason("bad-sender", "InvalidMessage")
+        .await;
+    assert!(
+        condition(&refused, "Ready")
+            .2
+            .contains("kube(org@example.com")
+    );
+    let (_, other) = shared_org(json!({})).await;
+    other
+        .invite_and_mail("unaffected", &email("unaffected"), json!({}))
+        .await;
+    Api::<Organization>::all(broken.client.clone())
+        .patch(
+            &broken.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"invitations": {"from": "kube-org@example.com"}}})),
+        )
+        .await
+        .expect("fixing the sender");
+    broken.wait_delivered("bad-sender").await;
+    org.delete().await;
+    broken.delete().await;
+    other.delete().await;
+}
+
 /// A client that is not behind a trusted proxy cannot pick its own bucket by sending
 /// `X-Forwarded-For`; behind a trusted proxy each forwarded client has its own.
 #[tokio::test]

@@ -510,11 +510,13 @@ mod tests {
         let invitation = invitation();
         let token = "f".repeat(64);
         let link = accept_link("https://org.example.com/a\r\nb", &token);
+        let good = accept_link("https://org.example.com", &token);
         for (from, link) in [
             ("kube-org@example.com\r\nBcc: x@example.com", link.as_str()),
             ("", link.as_str()),
             ("kube-org@example.com", link.as_str()),
             ("kube-org@example.com", ""),
+            ("kube(org@example.com", good.as_str()),
         ] {
             let invite = Invite {
                 organization: &org,
@@ -527,6 +529,24 @@ mod tests {
             assert!(error.is_invalid_message(), "{error}");
             assert!(!error.to_string().contains(&token), "{error}");
         }
+    }
+
+    #[test]
+    fn an_invitee_address_the_mail_library_refuses_is_an_error() {
+        let org = org();
+        let invitation = fixtures::invitation(
+            "bad",
+            "bad(addr@example.com",
+            vec![role("viewer", Scope::all_of("deployment"), Access::Full)],
+        );
+        let invite = Invite {
+            organization: &org,
+            invitation: &invitation,
+            from: "noreply@example.com",
+            link: "https://org.example.com/invitations/accept?token=x",
+            expires_at: Timestamp::UNIX_EPOCH,
+        };
+        assert!(matches!(invite.message(), Err(EmailError::Address(..))));
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn organization() -> impl Strategy<Value = Organization> {
             prop::option::of(text()),
             prop::option::of(email()),
             prop::option::of(text()),
-            -3i32..12,
+            prop_oneof![-3i32..12, Just(i32::MAX), Just(i32::MIN)],
             prop::collection::vec(text(), 0..3),
             any::<bool>(),
         ),
@@ -169,7 +169,11 @@ fn invitation_status() -> impl Strategy<Value = Value> {
             prop::option::of(time()),
         ),
         prop::option::of(text()),
-        (-3i32..10, -2i64..5, -2i32..12),
+        (
+            prop_oneof![-3i32..10, Just(i32::MAX), Just(i32::MIN)],
+            prop_oneof![-2i64..5, Just(i64::MAX), Just(i64::MIN)],
+            prop_oneof![-2i32..12, Just(i32::MAX), Just(i32::MIN)],
+        ),
     )
         .prop_map(
             |(
@@ -194,7 +198,7 @@ fn invitation() -> impl Strategy<Value = Invitation> {
         email(),
         prop::collection::vec(role_assignment(), 0..4),
         prop::option::of(text()),
-        -2i64..5,
+        prop_oneof![-2i64..5, Just(i64::MAX), Just(i64::MIN)],
         prop::option::of(invitation_status()),
         (any::<bool>(), 0i64..4),
     )

@@ -145,13 +145,16 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
     };
     let (generation, attempt) = match current.expires_at.as_ref().map(|t| t.0) {
         _ if resend_raised => (link(0), 1),
-        _ if !delivered(&current) => (link(current.auto_resends), current.delivery_attempts + 1),
+        _ if !delivered(&current) => (
+            link(current.auto_resends),
+            current.delivery_attempts.saturating_add(1),
+        ),
         Some(expires_at) if facts.now < expires_at => {
             let status = pending_status(invitation, &current, facts.now);
             return settle(invitation, &current, status, false, Some(expires_at), None);
         }
         _ if current.auto_resends < org.spec.invitations.auto_resend => {
-            (link(current.auto_resends + 1), 1)
+            (link(current.auto_resends.saturating_add(1)), 1)
         }
         expires_at => {
             let expires_at = expires_at.unwrap_or(facts.now);

@@ -531,6 +531,38 @@ mod tests {
     }
 
     #[test]
+    fn the_two_listeners_need_different_addresses() {
+        use clap::Parser;
+
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+
+        let defaults = Cli::try_parse_from(["kube-org"]).expect("defaults parse");
+        assert_eq!(defaults.args.listen.port(), 8080);
+        assert_eq!(defaults.args.metrics_listen.port(), 8081);
+        assert!(defaults.args.validate().is_ok());
+        let same = Cli::try_parse_from([
+            "kube-org",
+            "--listen",
+            "127.0.0.1:9000",
+            "--metrics-listen",
+            "127.0.0.1:9000",
+        ])
+        .expect("flags parse");
+        assert!(matches!(
+            same.args.validate(),
+            Err(crate::invitations::ConfigError::SameListenAddress(_))
+        ));
+        let proxies = Cli::try_parse_from(["kube-org", "--trusted-proxies", "10.0.0.0/8,fd00::/8"])
+            .expect("CIDRs parse");
+        assert_eq!(proxies.args.invitations.trusted_proxies.len(), 2);
+        assert!(Cli::try_parse_from(["kube-org", "--trusted-proxies", "ingress"]).is_err());
+    }
+
+    #[test]
     fn readyz_follows_the_ready_flag() {
         let state = AppState {
             ready: Arc::new(AtomicBool::new(true)),

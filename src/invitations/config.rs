@@ -54,6 +54,11 @@ pub struct InvitationArgs {
     )]
     pub trusted_proxies: Vec<super::ratelimit::Cidr>,
 
+    /// Replaced by --trusted-proxies (it believed X-Forwarded-For from anyone); setting
+    /// it stops the process with a message saying what to set instead.
+    #[arg(long, env = "KUBE_ORG_ACCEPT_TRUST_FORWARDED_FOR", hide = true)]
+    pub accept_trust_forwarded_for: bool,
+
     /// Handle only Invitations matching this label selector (to shard invitations
     /// between operators; default: all).
     #[arg(long, env = "KUBE_ORG_INVITATIONS_SELECTOR")]
@@ -69,6 +74,9 @@ pub struct InvitationArgs {
 impl InvitationArgs {
     /// Checks every flag that has a format, before anything connects anywhere.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.accept_trust_forwarded_for {
+            return Err(ConfigError::TrustForwardedFor);
+        }
         if let Some(url) = &self.smtp_url {
             SmtpUrl::parse(url)?;
         }
@@ -134,6 +142,10 @@ pub enum ConfigError {
         "--listen and --metrics-listen are both {0}: the public accept endpoint and the operational endpoints need different addresses"
     )]
     SameListenAddress(String),
+    #[error(
+        "--accept-trust-forwarded-for is replaced by --trusted-proxies: list the addresses or CIDRs of the proxies in front of the accept endpoint (X-Forwarded-For is believed only from them)"
+    )]
+    TrustForwardedFor,
 }
 
 impl SmtpUrl {
@@ -267,5 +279,16 @@ mod tests {
         assert!(secret_ref("a/b/c").is_err());
         assert!(accept_base_url("https://org.example.com").is_ok());
         assert!(accept_base_url("org.example.com").is_err());
+        let old_flag = InvitationArgs {
+            accept_trust_forwarded_for: true,
+            ..Default::default()
+        };
+        assert!(
+            old_flag
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--trusted-proxies")
+        );
     }
 }

@@ -9,6 +9,6 @@ RUN make static
 FROM scratch
 COPY --from=build /src/target/x86_64-unknown-linux-gnu/release/kube-org /kube-org
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080 8081
 ENTRYPOINT ["/kube-org"]
 CMD ["run"]

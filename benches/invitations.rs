@@ -169,7 +169,7 @@ async fn main() {
         percentile(&lateness, 99.0),
         lateness.last().copied().unwrap_or(f64::NAN)
     );
-    let metrics = http::get(&format!("{}/metrics", operator.base_url)).await;
+    let metrics = http::get(&format!("{}/metrics", operator.metrics_url)).await;
     assert_eq!(metrics.status, 200, "GET /metrics: {}", metrics.body);
     let value = |metric: &str| {
         metrics

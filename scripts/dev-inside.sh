@@ -17,7 +17,7 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
-target/debug/kube-org run --listen 127.0.0.1:8080 --impersonate kube-org-system/kube-org \
+target/debug/kube-org run --listen 127.0.0.1:8080 --metrics-listen 127.0.0.1:8081 --impersonate kube-org-system/kube-org \
   --smtp-url "smtp://$KUBE_ORG_MAILPIT_SMTP" --smtp-from kube-org@example.com \
   --accept-base-url http://127.0.0.1:8080 &
 operator=$!
@@ -38,6 +38,8 @@ kube-org is running (its log is above and below).
   kubectl get kube-org -A
   kubectl auth can-i create deployments --as bob@example.com -n acme-prod
   Mailpit (invitation emails): $KUBE_ORG_MAILPIT_API
+  accept endpoint: http://127.0.0.1:8080/invitations/accept
+  metrics, health, readiness: http://127.0.0.1:8081/metrics /healthz /readyz
 Press Ctrl-C to stop everything.
 MSG
 wait $operator

@@ -14,3 +14,6 @@ pub mod metrics;
 pub mod plugin;
 pub mod run;
 pub mod shutdown;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -1,5 +1,11 @@
-//! `kube-org run`: the operator process. Starts the watches and the HTTP server, and
-//! stops both cleanly on SIGINT or SIGTERM.
+//! `kube-org run`: the operator process. Starts the watches and two HTTP servers (the
+//! public accept endpoint on `--listen`; `/metrics`, `/healthz` and `/readyz` on
+//! `--metrics-listen`), and stops them cleanly on SIGINT or SIGTERM.
+//!
+//! A controller task that ends while it should run (a panic, or an unexpected return)
+//! makes the process unready at once and exit non-zero, releasing the Lease: Kubernetes
+//! restarts it and the other replica takes over, instead of a leader that holds the
+//! Lease and reconciles nothing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,16 +20,21 @@ use axum::routing::get;
 use kube::Client;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
 
 /// Command-line flags of `kube-org run`; each has an environment-variable equivalent.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Address of the HTTP server (health, readiness, metrics, invitation acceptance).
+    /// Address of the public HTTP server: the invitation accept endpoint only.
     #[arg(long, env = "KUBE_ORG_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+
+    /// Address of the operational HTTP server: `/metrics`, `/healthz` and `/readyz`
+    /// (for probes and Prometheus; do not expose it publicly).
+    #[arg(long, env = "KUBE_ORG_METRICS_LISTEN", default_value = "0.0.0.0:8081")]
+    pub metrics_listen: SocketAddr,
 
     /// Log format.
     #[arg(long, env = "KUBE_ORG_LOG_FORMAT", value_enum, default_value = "text")]
@@ -67,6 +78,11 @@ pub struct RunArgs {
     #[arg(long, env = "KUBE_ORG_IMPERSONATE", hide = true)]
     pub impersonate: Option<String>,
 
+    /// Makes the named controller task (`access` or `invitation`) panic as soon as it
+    /// starts: only for the test that a dying controller stops the process.
+    #[arg(long, env = "KUBE_ORG_TEST_CRASH_CONTROLLER", hide = true)]
+    pub test_crash_controller: Option<String>,
+
     /// Invitations: SMTP, sender, accept link, rate limit.
     #[command(flatten)]
     pub invitations: crate::invitations::InvitationArgs,
@@ -78,6 +94,11 @@ impl RunArgs {
         if let Some(sa) = &self.impersonate {
             crate::invitations::config::namespace_and_name(sa)
                 .ok_or_else(|| crate::invitations::ConfigError::ServiceAccount(sa.clone()))?;
+        }
+        if self.listen == self.metrics_listen {
+            return Err(crate::invitations::ConfigError::SameListenAddress(
+                self.listen.to_string(),
+            ));
         }
         self.invitations.validate()
     }
@@ -128,10 +149,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    info!(address = %args.listen, "HTTP server listening");
+        .with_context(|| format!("listening on {} (--listen)", args.listen))?;
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("listening on {} (--metrics-listen)", args.metrics_listen))?;
+    info!(address = %args.listen, "accept endpoint listening");
+    info!(address = %args.metrics_listen, "metrics, health and readiness listening");
     // Every replica serves the accept endpoint, leader or not.
-    let server = tokio::spawn(serve(listener, state, stop_rx.clone(), accept_routes));
+    let server = tokio::spawn(serve(listener, stop_rx.clone(), accept_routes));
+    let metrics_server = tokio::spawn(serve(
+        metrics_listener,
+        stop_rx.clone(),
+        operational_routes(state),
+    ));
     ready.store(true, Ordering::SeqCst);
     info!("kube-org started");
 
@@ -145,30 +175,46 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         name = &mut signal => { info!(signal = name, "shutting down"); false }
         result = leading.wait_for(|leads| *leads) => result.is_ok(),
     };
-    let mut controllers = Vec::new();
+    let mut controllers: Vec<(&'static str, tokio::task::JoinHandle<()>)> = Vec::new();
+    let mut died = None;
     if leads {
         metrics.leader.set(1);
         info!("leading: starting the controllers");
+        let crash = args.test_crash_controller.as_deref();
         controllers.push((
             "access controller",
-            tokio::spawn(crate::controller::run(
-                client.clone(),
-                metrics.clone(),
-                args.organizations_selector.clone(),
-                args.concurrency,
-                args.lease_namespace.clone(),
-                stop_rx.clone(),
-            )),
+            spawn_controller(
+                "access",
+                crash,
+                crate::controller::run(
+                    client.clone(),
+                    metrics.clone(),
+                    args.organizations_selector.clone(),
+                    args.concurrency,
+                    args.lease_namespace.clone(),
+                    stop_rx.clone(),
+                ),
+            ),
         ));
         controllers.push((
             "invitation controller",
-            tokio::spawn(invitations.run(args.concurrency, metrics.clone(), stop_rx.clone())),
+            spawn_controller(
+                "invitation",
+                crash,
+                invitations.run(args.concurrency, metrics.clone(), stop_rx.clone()),
+            ),
         ));
         tokio::select! {
             name = &mut signal => info!(signal = name, "shutting down"),
             _ = leading.wait_for(|leads| !*leads) => {
                 warn!("lost leadership; stopping so that only the leader acts");
                 lost_leadership = true;
+            }
+            (name, end) = first_to_end(&mut controllers) => {
+                // Unready at once: no new traffic while the process stops.
+                ready.store(false, Ordering::SeqCst);
+                error!(controller = name, how = %end, "a controller stopped while it should run; exiting so that another replica takes over");
+                died = Some((name, end));
             }
         }
     }
@@ -186,15 +232,85 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // over without waiting for it to expire.
     election.step_down().await;
     metrics.leader.set(0);
-    match tokio::time::timeout(GRACE, server).await {
-        Ok(joined) => joined.context("HTTP server task")??,
-        Err(_) => warn!("HTTP server did not stop within {GRACE:?}; exiting anyway"),
+    for (what, task) in [("accept", server), ("metrics", metrics_server)] {
+        match tokio::time::timeout(GRACE, task).await {
+            Ok(joined) => joined.with_context(|| format!("{what} HTTP server task"))??,
+            Err(_) => warn!("the {what} HTTP server did not stop within {GRACE:?}; exiting anyway"),
+        }
+    }
+    if let Some((name, end)) = died {
+        anyhow::bail!("the {name} {end}");
     }
     if lost_leadership {
         anyhow::bail!("lost leadership");
     }
     info!("kube-org stopped");
     Ok(())
+}
+
+/// How a supervised task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEnd {
+    /// It returned, though it should run until told to stop.
+    Returned,
+    /// It panicked, with this message.
+    Panicked(String),
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl std::fmt::Display for TaskEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskEnd::Returned => f.write_str("returned unexpectedly"),
+            TaskEnd::Panicked(message) => write!(f, "panicked: {message}"),
+            TaskEnd::Cancelled => f.write_str("was cancelled"),
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
+}
+
+/// Resolves when the first of `tasks` ends (never, when there are none), removing it
+/// from `tasks` and saying which it was and how it ended. The others keep running and
+/// stay in `tasks`.
+pub async fn first_to_end(
+    tasks: &mut Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+) -> (&'static str, TaskEnd) {
+    if tasks.is_empty() {
+        return std::future::pending().await;
+    }
+    let (result, index, _) =
+        futures::future::select_all(tasks.iter_mut().map(|(_, task)| task)).await;
+    let (name, _) = tasks.remove(index);
+    let end = match result {
+        Ok(()) => TaskEnd::Returned,
+        Err(error) if error.is_panic() => TaskEnd::Panicked(panic_message(&*error.into_panic())),
+        Err(_) => TaskEnd::Cancelled,
+    };
+    (name, end)
+}
+
+/// Spawns a controller; when `crash` names it (`--test-crash-controller`), the task
+/// panics instead, as a controller hitting a bug would.
+fn spawn_controller(
+    name: &'static str,
+    crash: Option<&str>,
+    controller: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let crash = crash == Some(name);
+    tokio::spawn(async move {
+        if crash {
+            panic!("the {name} controller crashes on purpose (--test-crash-controller)");
+        }
+        controller.await
+    })
 }
 
 /// How long each part of the process may take to stop after SIGTERM.
@@ -304,18 +420,20 @@ struct AppState {
     registry: Arc<Registry>,
 }
 
-async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    mut stop: watch::Receiver<bool>,
-    accept_routes: Router,
-) -> anyhow::Result<()> {
-    let app = Router::new()
+/// `/healthz`, `/readyz` and `/metrics`: the operational endpoints.
+fn operational_routes(state: AppState) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(state)
-        .merge(accept_routes);
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+    app: Router,
+) -> anyhow::Result<()> {
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -353,5 +471,116 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forever() -> tokio::task::JoinHandle<()> {
+        tokio::spawn(std::future::pending())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_controller_is_noticed_and_the_others_keep_running() {
+        let mut tasks = vec![
+            ("access controller", forever()),
+            (
+                "invitation controller",
+                tokio::spawn(async { panic!("boom on bad input") }),
+            ),
+        ];
+        let (name, end) = first_to_end(&mut tasks).await;
+        assert_eq!(name, "invitation controller");
+        assert_eq!(end, TaskEnd::Panicked("boom on bad input".to_string()));
+        assert_eq!(tasks.len(), 1, "the other task is still supervised");
+        assert!(!tasks[0].1.is_finished());
+        tasks[0].1.abort();
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_returns_is_noticed_too() {
+        let mut tasks = vec![("access controller", tokio::spawn(async {}))];
+        let (name, end) = first_to_end(&mut tasks).await;
+        assert_eq!(
+            (name, end.to_string().as_str()),
+            ("access controller", "returned unexpectedly")
+        );
+        assert!(tasks.is_empty());
+        // With nothing left to supervise it never resolves.
+        let nothing =
+            tokio::time::timeout(Duration::from_millis(50), first_to_end(&mut tasks)).await;
+        assert!(nothing.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_test_crash_flag_crashes_only_the_named_controller() {
+        let mut tasks = vec![
+            (
+                "access controller",
+                spawn_controller("access", Some("invitation"), std::future::pending()),
+            ),
+            (
+                "invitation controller",
+                spawn_controller("invitation", Some("invitation"), std::future::pending()),
+            ),
+        ];
+        let (name, end) = first_to_end(&mut tasks).await;
+        assert_eq!(name, "invitation controller");
+        assert!(matches!(end, TaskEnd::Panicked(_)), "{end:?}");
+        tasks[0].1.abort();
+    }
+
+    #[test]
+    fn the_two_listeners_need_different_addresses() {
+        use clap::Parser;
+
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+
+        let defaults = Cli::try_parse_from(["kube-org"]).expect("defaults parse");
+        assert_eq!(defaults.args.listen.port(), 8080);
+        assert_eq!(defaults.args.metrics_listen.port(), 8081);
+        assert!(defaults.args.validate().is_ok());
+        let same = Cli::try_parse_from([
+            "kube-org",
+            "--listen",
+            "127.0.0.1:9000",
+            "--metrics-listen",
+            "127.0.0.1:9000",
+        ])
+        .expect("flags parse");
+        assert!(matches!(
+            same.args.validate(),
+            Err(crate::invitations::ConfigError::SameListenAddress(_))
+        ));
+        let proxies = Cli::try_parse_from(["kube-org", "--trusted-proxies", "10.0.0.0/8,fd00::/8"])
+            .expect("CIDRs parse");
+        assert_eq!(proxies.args.invitations.trusted_proxies.len(), 2);
+        assert!(Cli::try_parse_from(["kube-org", "--trusted-proxies", "ingress"]).is_err());
+    }
+
+    #[test]
+    fn readyz_follows_the_ready_flag() {
+        let state = AppState {
+            ready: Arc::new(AtomicBool::new(true)),
+            registry: Arc::new(Registry::default()),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        assert_eq!(
+            runtime.block_on(readyz(State(state.clone()))).0,
+            StatusCode::OK
+        );
+        state.ready.store(false, Ordering::SeqCst);
+        assert_eq!(
+            runtime.block_on(readyz(State(state))).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -49,6 +49,8 @@ async fn operator() -> &'static Operator {
                 DEFAULT_BASE,
                 "--accept-rate-limit",
                 "100000",
+                "--accept-rate-limit-global",
+                "100000",
                 "--invitations-selector",
                 &format!("!{SHARD}"),
             ]))
@@ -440,7 +442,7 @@ async fn invite_email_link_and_confirm_make_a_member() {
     assert_eq!(org.bindings_of(&dave).await.len(), 2);
 
     // Metrics show the work.
-    let metrics = http::get(&format!("{}/metrics", operator.base_url)).await;
+    let metrics = http::get(&format!("{}/metrics", operator.metrics_url)).await;
     assert_eq!(metrics.status, 200);
     for wanted in [
         "\nkube_org_invitation_emails_sent_total ",
@@ -1116,4 +1118,111 @@ async fn exclusive_claims_are_taken_once_and_released_by_their_holder() {
     );
     a.delete().await;
     b.delete().await;
+}
+
+/// An invitation whose email cannot be built (an invitee address or a sender no mail
+/// server takes) says so on itself, `InvalidMessage`, and stops nothing else: the
+/// invitations next to it are delivered, and fixing the Organization sends it.
+#[tokio::test]
+async fn an_unbuildable_email_is_reported_on_its_invitation_and_stops_nothing_else() {
+    let (_, org) = shared_org(json!({})).await;
+    org.invite("bad-address", "bad(addr@example.com", json!({}))
+        .await;
+    let good = email("next-to-bad");
+    let (_, mail) = org.invite_and_mail("good", &good, json!({})).await;
+    assert!(mail.link().contains("token="));
+    let bad = org.wait_ready_reason("bad-address", "InvalidMessage").await;
+    let (status, reason, message) = condition(&bad, "Delivered");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "InvalidMessage")
+    );
+    assert!(message.contains("bad(addr@example.com"), "{message}");
+    assert_eq!(phase(&bad), Some(InvitationPhase::Pending));
+
+    // A sender no mail server takes: every invitation of that organization says so,
+    // other organizations are served, and fixing the sender sends it.
+    let (_, broken) = shared_org(json!({"invitations": {"from": "kube(org@example.com"}})).await;
+    let waiting = email("bad-sender");
+    broken.invite("bad-sender", &waiting, json!({})).await;
+    let refused = broken
+        .wait_ready_reason("bad-sender", "InvalidMessage")
+        .await;
+    assert!(
+        condition(&refused, "Ready")
+            .2
+            .contains("kube(org@example.com")
+    );
+    let (_, other) = shared_org(json!({})).await;
+    other
+        .invite_and_mail("unaffected", &email("unaffected"), json!({}))
+        .await;
+    Api::<Organization>::all(broken.client.clone())
+        .patch(
+            &broken.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"invitations": {"from": "kube-org@example.com"}}})),
+        )
+        .await
+        .expect("fixing the sender");
+    broken.wait_delivered("bad-sender").await;
+    org.delete().await;
+    broken.delete().await;
+    other.delete().await;
+}
+
+/// A client that is not behind a trusted proxy cannot pick its own bucket by sending
+/// `X-Forwarded-For`; behind a trusted proxy each forwarded client has its own.
+#[tokio::test]
+async fn a_spoofed_forwarded_for_from_an_untrusted_peer_is_still_limited() {
+    let untrusted = Operator::start(&args(&[
+        "--organizations-selector",
+        ACCESS_ELSEWHERE,
+        "--accept-rate-limit",
+        "3",
+        // Trusts a proxy network the test is not in: 127.0.0.1 is an ordinary client.
+        "--trusted-proxies",
+        "192.0.2.0/24,2001:db8::/32",
+        "--invitations-selector",
+        &format!("{SHARD}={}", unique("nothing")),
+    ]))
+    .await;
+    let url = format!("{}?token={}", accept_url(&untrusted), "ab".repeat(32));
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let spoofed = format!("198.51.100.{i}");
+        statuses.push(
+            http::get_with(&url, &[("X-Forwarded-For", &spoofed)])
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
+
+    let behind_proxy = Operator::start(&args(&[
+        "--organizations-selector",
+        ACCESS_ELSEWHERE,
+        "--accept-rate-limit",
+        "2",
+        "--trusted-proxies",
+        "127.0.0.0/8",
+        "--invitations-selector",
+        &format!("{SHARD}={}", unique("nothing")),
+    ]))
+    .await;
+    let url = format!("{}?token={}", accept_url(&behind_proxy), "ab".repeat(32));
+    let url = &url;
+    let forwarded = |client: &'static str| async move {
+        // The client forged the first entry; the trusted proxy appended the real one.
+        let header = format!("203.0.113.250, {client}");
+        http::get_with(url, &[("X-Forwarded-For", &header)])
+            .await
+            .status
+    };
+    assert_eq!(forwarded("198.51.100.1").await, 200);
+    assert_eq!(forwarded("198.51.100.1").await, 200);
+    assert_eq!(forwarded("198.51.100.1").await, 429, "the same client");
+    assert_eq!(forwarded("198.51.100.2").await, 200, "another client");
+    untrusted.stop();
+    behind_proxy.stop();
 }

@@ -207,3 +207,75 @@ fn the_operator_reads_only_its_smtp_secret() {
         "KUBE_ORG_SMTP_SECRET names the Secret the Role grants"
     );
 }
+
+/// The public Service carries only the accept endpoint; `/metrics`, `/healthz` and
+/// `/readyz` are on their own port (`--metrics-listen`), which the probes use and a
+/// separate cluster-internal Service exposes.
+#[test]
+fn the_public_service_exposes_only_the_accept_endpoint() {
+    use k8s_openapi::api::core::v1::Service;
+
+    let deployment: k8s_openapi::api::apps::v1::Deployment =
+        serde_yaml::from_str(&manifest("deployment.yaml")).expect("a Deployment");
+    let pod = deployment
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec");
+    let container = &pod.containers[0];
+    let ports: Vec<(String, i32)> = container
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
+        .collect();
+    // The flags' defaults: --listen 0.0.0.0:8080, --metrics-listen 0.0.0.0:8081.
+    assert_eq!(
+        ports,
+        vec![("accept".to_string(), 8080), ("metrics".to_string(), 8081)]
+    );
+    for (what, probe) in [
+        ("liveness", container.liveness_probe.as_ref()),
+        ("readiness", container.readiness_probe.as_ref()),
+    ] {
+        let port = probe
+            .and_then(|p| p.http_get.as_ref())
+            .map(|get| get.port.clone())
+            .unwrap_or_else(|| panic!("a {what} probe over HTTP"));
+        assert_eq!(
+            port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("metrics".into()),
+            "the {what} probe uses the metrics port"
+        );
+    }
+
+    let services: Vec<Service> = parse_yaml(&manifest("service.yaml"))
+        .into_iter()
+        .map(|o| {
+            serde_json::from_value(serde_json::to_value(o).expect("object")).expect("a Service")
+        })
+        .collect();
+    let target_ports = |name: &str| -> Vec<String> {
+        let service = services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("Service {name} in service.yaml"));
+        service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| match p.target_port {
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s)) => s,
+                other => format!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(target_ports("kube-org"), vec!["accept".to_string()]);
+    assert_eq!(
+        target_ports("kube-org-metrics"),
+        vec!["metrics".to_string()]
+    );
+}

@@ -1,13 +1,16 @@
 //! Flags of `kube-org run` that change what it does, against the real control plane:
 //! `--log-format json` (every line one JSON object; the lines of a reconcile name its
-//! object) and `--organizations-selector` (sharding organizations between operators).
+//! object), `--organizations-selector` (sharding organizations between operators),
+//! `--metrics-listen` (operational endpoints apart from the public one) and what a
+//! dying controller does to the process.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{
-    Operator, Shard, client, create_organization, eventually, unique, wait_for_namespace,
+    Operator, Shard, client, create_organization, eventually, http_get, http_get_status, unique,
+    wait_for_namespace,
 };
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
@@ -91,4 +94,78 @@ async fn an_operator_with_an_organizations_selector_handles_only_those() {
     );
     delete_orgs(&client, &[&mine, &other]).await;
     operator.stop();
+}
+
+/// The public listener (`--listen`) serves the accept endpoint only; `/metrics`,
+/// `/healthz` and `/readyz` are on `--metrics-listen`.
+#[tokio::test]
+async fn operational_endpoints_listen_apart_from_the_accept_endpoint() {
+    client().await;
+    let shard = Shard::new("ports");
+    let operator = Operator::start(&shard.operator_args()).await;
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(
+            http_get_status(&format!("{}{path}", operator.metrics_url)).await,
+            Some(200),
+            "{path} on --metrics-listen"
+        );
+        assert_eq!(
+            http_get_status(&format!("{}{path}", operator.base_url)).await,
+            Some(404),
+            "{path} must not be on the public --listen"
+        );
+    }
+    let token = "ab".repeat(32);
+    assert_eq!(
+        http_get_status(&format!(
+            "{}/invitations/accept?token={token}",
+            operator.base_url
+        ))
+        .await,
+        Some(200),
+        "the accept page on --listen"
+    );
+    assert_eq!(
+        http_get_status(&format!(
+            "{}/invitations/accept?token={token}",
+            operator.metrics_url
+        ))
+        .await,
+        Some(404),
+        "no accept page on --metrics-listen"
+    );
+    let (_, metrics) = http_get(&format!("{}/metrics", operator.metrics_url))
+        .await
+        .expect("/metrics answers");
+    assert!(metrics.contains("kube_org_leader"), "{metrics}");
+    operator.stop();
+}
+
+/// A controller task that dies while the process leads makes it exit non-zero (and
+/// release the Lease), so that Kubernetes restarts it and another replica takes over.
+#[tokio::test]
+async fn a_dying_controller_stops_the_process_with_an_error() {
+    client().await;
+    let shard = Shard::new("crash");
+    let mut args = shard.operator_args();
+    args.extend([
+        "--test-crash-controller".to_string(),
+        "invitation".to_string(),
+    ]);
+    let mut operator = Operator::spawn(&args);
+    let status = eventually(
+        "kube-org run exits after its controller died",
+        Duration::from_secs(30),
+        || {
+            let exited = operator.exited();
+            async move { exited }
+        },
+    )
+    .await;
+    assert!(!status.success(), "exited with {status}");
+    let log = operator.log_tail();
+    assert!(
+        log.contains("a controller stopped while it should run"),
+        "the log says why:\n{log}"
+    );
 }

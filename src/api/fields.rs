@@ -12,8 +12,24 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 /// The shape an email address must have. Deliberately loose (one `@`, a dot in the
-/// domain, no spaces): the mailbox itself is proven by the invitation link.
-pub const EMAIL_PATTERN: &str = r"^[^@\s]+@[^@\s]+\.[^@\s]+$";
+/// domain, no spaces and no control characters): the mailbox itself is proven by the
+/// invitation link.
+pub const EMAIL_PATTERN: &str = r"^[^@\s\p{Cc}]+@[^@\s\p{Cc}]+\.[^@\s\p{Cc}]+$";
+
+/// CEL: the string holds no control character (CR, LF, tab, NUL, DEL, C1) and no
+/// Unicode line or paragraph separator. Every string that reaches an email header, a
+/// log line or a web page carries it: a line break in a display name would otherwise
+/// end a mail header early (header injection) or forge a log line.
+pub const NO_CONTROL_CHARACTERS: &str = r"!self.matches('[\\p{Cc}\\p{Zl}\\p{Zp}]')";
+
+/// CEL: [`NO_CONTROL_CHARACTERS`], and no white space either (URLs).
+pub const NO_SPACE_OR_CONTROL_CHARACTERS: &str = r"!self.matches('[\\s\\p{Cc}\\p{Zl}\\p{Zp}]')";
+
+/// Whether `text` holds a character [`NO_CONTROL_CHARACTERS`] refuses.
+pub fn has_control_characters(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+}
 
 /// Go's `time.ParseDuration` syntax restricted to positive values in the units that
 /// make sense for an invitation: `72h`, `30m`, `1h30m`, `90s`.

@@ -7,7 +7,9 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
-use super::fields::{Email, GoDuration, dns_label_schema};
+use super::fields::{
+    Email, GoDuration, NO_CONTROL_CHARACTERS, NO_SPACE_OR_CONTROL_CHARACTERS, dns_label_schema,
+};
 
 /// The resource type an organization uses when it declares none.
 pub const DEFAULT_RESOURCE_TYPE: &str = "deployment";
@@ -40,9 +42,11 @@ pub const DEFAULT_INVITATION_TTL: &str = "72h";
     validation = Rule::new("has(self.homeNamespace) == has(oldSelf.homeNamespace) && (!has(self.homeNamespace) || self.homeNamespace == oldSelf.homeNamespace)").message("homeNamespace cannot be changed after the organization is created")
 )]
 pub struct OrganizationSpec {
-    /// The name people see, e.g. "Acme Platform Team".
+    /// The name people see, e.g. "Acme Platform Team" (at most 200 characters, on one
+    /// line: it becomes the sender name of invitation emails).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 200))]
+    #[x_kube(validation = Rule::new(NO_CONTROL_CHARACTERS).message("displayName must be one line of text: no line breaks, tabs or other control characters"))]
     pub display_name: Option<String>,
 
     /// The owners' email addresses (at least one). Each owner gets a Membership and an
@@ -147,11 +151,14 @@ pub struct CustomRole {
     /// ServiceAccount must be allowed to bind it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(NO_SPACE_OR_CONTROL_CHARACTERS).message("clusterRole must be a ClusterRole name: no spaces, line breaks or other control characters"))]
     pub cluster_role: Option<String>,
 
-    /// What the role is for, in a sentence (shown by `kubectl org roles`).
+    /// What the role is for, in a sentence (shown by `kubectl org roles` and in
+    /// invitation emails; one line, at most 512 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new(NO_CONTROL_CHARACTERS).message("description must be one line of text: no line breaks, tabs or other control characters"))]
     pub description: Option<String>,
 }
 
@@ -176,7 +183,10 @@ pub struct InvitationPolicy {
     /// Default: the operator's `--accept-base-url`.
     #[serde(default, rename = "acceptURL", skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("acceptURL must start with https:// or http://"))]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("acceptURL must start with https:// or http://"),
+        validation = Rule::new(NO_SPACE_OR_CONTROL_CHARACTERS).message("acceptURL must be a URL without spaces, line breaks or other control characters")
+    )]
     pub accept_url: Option<String>,
 
     /// How many times an expired invitation is re-sent automatically with a new link

@@ -31,13 +31,32 @@ pub struct InvitationArgs {
     #[arg(long, env = "KUBE_ORG_ACCEPT_BASE_URL")]
     pub accept_base_url: Option<String>,
 
-    /// Requests per minute one client address may make to the accept endpoint.
-    #[arg(long, env = "KUBE_ORG_ACCEPT_RATE_LIMIT", default_value_t = 30)]
+    /// Requests per minute one client may make to the accept endpoint (a client is an
+    /// IPv4 address or an IPv6 /64 network).
+    #[arg(long, env = "KUBE_ORG_ACCEPT_RATE_LIMIT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub accept_rate_limit: u32,
 
-    /// Take the client address for the rate limit from the last `X-Forwarded-For`
-    /// entry (set this behind a reverse proxy or ingress that appends it).
-    #[arg(long, env = "KUBE_ORG_ACCEPT_TRUST_FORWARDED_FOR")]
+    /// Requests per minute all clients together may make to the accept endpoint: caps
+    /// the load many addresses can put on the API server.
+    #[arg(long, env = "KUBE_ORG_ACCEPT_RATE_LIMIT_GLOBAL", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+    pub accept_rate_limit_global: u32,
+
+    /// Reverse proxies (ingress controllers, load balancers) in front of the accept
+    /// endpoint, as comma-separated addresses or CIDR networks (e.g.
+    /// `10.0.0.0/8,fd00::/8`). Only for a request whose TCP peer is one of them is the
+    /// client taken from `X-Forwarded-For`: the right-most address that is not a
+    /// trusted proxy. Default: none (the header is ignored).
+    #[arg(
+        long,
+        env = "KUBE_ORG_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<super::ratelimit::Cidr>,
+
+    /// Replaced by --trusted-proxies (it believed X-Forwarded-For from anyone); setting
+    /// it stops the process with a message saying what to set instead.
+    #[arg(long, env = "KUBE_ORG_ACCEPT_TRUST_FORWARDED_FOR", hide = true)]
     pub accept_trust_forwarded_for: bool,
 
     /// Handle only Invitations matching this label selector (to shard invitations
@@ -55,6 +74,9 @@ pub struct InvitationArgs {
 impl InvitationArgs {
     /// Checks every flag that has a format, before anything connects anywhere.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.accept_trust_forwarded_for {
+            return Err(ConfigError::TrustForwardedFor);
+        }
         if let Some(url) = &self.smtp_url {
             SmtpUrl::parse(url)?;
         }
@@ -116,6 +138,14 @@ pub enum ConfigError {
     AcceptBaseUrl(String),
     #[error("--impersonate {0:?} must be namespace/name of a ServiceAccount")]
     ServiceAccount(String),
+    #[error(
+        "--listen and --metrics-listen are both {0}: the public accept endpoint and the operational endpoints need different addresses"
+    )]
+    SameListenAddress(String),
+    #[error(
+        "--accept-trust-forwarded-for is replaced by --trusted-proxies: list the addresses or CIDRs of the proxies in front of the accept endpoint (X-Forwarded-For is believed only from them)"
+    )]
+    TrustForwardedFor,
 }
 
 impl SmtpUrl {
@@ -249,5 +279,16 @@ mod tests {
         assert!(secret_ref("a/b/c").is_err());
         assert!(accept_base_url("https://org.example.com").is_ok());
         assert!(accept_base_url("org.example.com").is_err());
+        let old_flag = InvitationArgs {
+            accept_trust_forwarded_for: true,
+            ..Default::default()
+        };
+        assert!(
+            old_flag
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--trusted-proxies")
+        );
     }
 }

@@ -25,8 +25,8 @@ use tracing::Instrument;
 use super::email::{Invite, Mailer, accept_link};
 use super::join::{self, JoinError};
 use super::lifecycle::{
-    self, Decision, Defaults, Facts, Note, SendPlan, delivered_status, failed_status, retry_delay,
-    sending_status,
+    self, Decision, Defaults, Facts, Note, REASON_INVALID_MESSAGE, SendPlan, delivered_status,
+    failed_status, invalid_message_status, retry_delay, sending_status,
 };
 use super::metrics::Metrics;
 use super::token::{Token, TokenError};
@@ -443,6 +443,21 @@ async fn send(
         return Ok(Action::await_change());
     };
     let token = Token::mint()?;
+    let link = accept_link(&plan.accept_base_url, token.expose());
+    // Build the message before anything is written: a message that cannot be built
+    // from these objects (a sender, an address or a link no mail server takes) is
+    // reported on this invitation alone and waits for the objects to change.
+    let invite = Invite {
+        organization: &org,
+        invitation: &live,
+        from: &plan.from,
+        link: &link,
+        expires_at: plan.expires_at,
+    };
+    let message = match invite.message() {
+        Ok(message) => message,
+        Err(error) => return invalid_message(ctx, api, &live, &error).await,
+    };
     let sending = write_status(
         api,
         &ctx.shared,
@@ -451,25 +466,11 @@ async fn send(
     )
     .await?;
 
-    let link = accept_link(&plan.accept_base_url, token.expose());
-    let invite = Invite {
-        organization: &org,
-        invitation: &sending,
-        from: &plan.from,
-        link: &link,
-        expires_at: plan.expires_at,
-    };
-    let unrecorded = ctx
-        .unrecorded
-        .acquire()
-        .await
-        .expect("the semaphore is never closed");
-    let sent = match (&ctx.mailer, invite.message()) {
-        (Some(mailer), Ok(message)) => mailer.send(message).await,
-        (None, _) => Err(super::email::EmailError::Build(
-            "no SMTP server configured".to_string(),
-        )),
-        (_, Err(error)) => Err(error),
+    // The semaphore is never closed; were it, sending without a permit is still right.
+    let unrecorded = ctx.unrecorded.acquire().await.ok();
+    let sent = match &ctx.mailer {
+        Some(mailer) => mailer.send(message).await,
+        None => Err(super::email::EmailError::NotConfigured),
     };
     drop(token);
     match sent {
@@ -520,4 +521,30 @@ async fn send(
             Ok(Action::requeue(delay))
         }
     }
+}
+
+/// Reports a message that cannot be built on the invitation (`Delivered=False` and
+/// `Ready=False`, reason `InvalidMessage`, and a Warning Event), once: the same failure
+/// seen again writes nothing. No token is stored and nothing is retried until the
+/// Invitation or its Organization changes (both wake this controller).
+async fn invalid_message(
+    ctx: &Context,
+    api: &Api<Invitation>,
+    live: &Invitation,
+    error: &super::email::EmailError,
+) -> Result<Action, Error> {
+    let message = error.to_string();
+    let status = invalid_message_status(live, &message, Timestamp::now());
+    if live.status.as_ref() != Some(&status) {
+        ctx.metrics.emails_failed.inc();
+        tracing::warn!(invitation = %live.name_any(), namespace = %live.namespace().unwrap_or_default(), error = %message, "the invitation email cannot be built");
+        write_status(api, &ctx.shared, live, status).await?;
+        let note = Note {
+            warning: true,
+            reason: REASON_INVALID_MESSAGE.to_string(),
+            message,
+        };
+        ctx.publish(live, &note).await;
+    }
+    Ok(Action::await_change())
 }

@@ -11,6 +11,7 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::config::{SmtpSecurity, SmtpUrl};
+use crate::api::fields::has_control_characters;
 use crate::api::organization::RoleLevel;
 use crate::api::scope::ScopeTarget;
 use crate::api::{Access, Invitation, Organization};
@@ -24,12 +25,65 @@ pub const ACCEPT_PATH: &str = "/invitations/accept";
 pub enum EmailError {
     #[error("{0:?} is not a usable email address: {1}")]
     Address(String, String),
+    #[error(
+        "the accept link base {0:?} is not a usable URL: it is empty or contains spaces or control characters"
+    )]
+    Link(String),
     #[error("building the email: {0}")]
     Build(String),
+    #[error("no SMTP server configured")]
+    NotConfigured,
     #[error("SMTP server {server}: {error}")]
     Smtp { server: String, error: String },
     #[error("TLS settings for {0}: {1}")]
     Tls(String, String),
+}
+
+impl EmailError {
+    /// Whether the message itself cannot be built from the objects (a sender, an
+    /// address or a link no mail server would take): sending again cannot help until
+    /// the Organization or the Invitation changes, unlike a server that failed.
+    pub fn is_invalid_message(&self) -> bool {
+        matches!(
+            self,
+            EmailError::Address(..) | EmailError::Link(_) | EmailError::Build(_)
+        )
+    }
+}
+
+/// The longest sender name an email carries (longer display names are cut).
+pub const MAX_DISPLAY_NAME: usize = 200;
+
+/// `text` made safe for one line of a mail header: control characters and line or
+/// paragraph separators become spaces, runs of white space one space, at most `max`
+/// characters. Admission already refuses such characters; this guards objects that
+/// predate the rule or bypassed it.
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max * 4));
+    let mut count = 0;
+    let mut space = false;
+    for c in text.chars() {
+        if count >= max {
+            break;
+        }
+        let blank = c.is_whitespace() || c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+        if blank {
+            space = !out.is_empty();
+            continue;
+        }
+        if space {
+            // A space only with room for a character after it: never a trailing one.
+            if count + 2 > max {
+                break;
+            }
+            out.push(' ');
+            count += 1;
+            space = false;
+        }
+        out.push(c);
+        count += 1;
+    }
+    out
 }
 
 /// The link in the email.
@@ -103,13 +157,27 @@ pub struct Invite<'a> {
 }
 
 impl Invite<'_> {
+    /// The display name (else the object's name), on one line.
     fn organization_name(&self) -> String {
-        self.organization
+        let display = self
+            .organization
             .spec
             .display_name
-            .clone()
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| self.organization.metadata.name.clone().unwrap_or_default())
+            .as_deref()
+            .map(|n| one_line(n, MAX_DISPLAY_NAME))
+            .unwrap_or_default();
+        if display.is_empty() {
+            one_line(
+                self.organization
+                    .metadata
+                    .name
+                    .as_deref()
+                    .unwrap_or_default(),
+                MAX_DISPLAY_NAME,
+            )
+        } else {
+            display
+        }
     }
 
     /// The subject line.
@@ -175,26 +243,64 @@ impl Invite<'_> {
         )
     }
 
-    /// The whole message.
+    /// The whole message, or why it cannot be built from these objects. Never panics:
+    /// every string is checked or made one line before it reaches a header, and a
+    /// panic inside the mail library is turned into [`EmailError::Build`].
     pub fn message(&self) -> Result<Message, EmailError> {
-        let from_address = self
-            .from
-            .parse()
-            .map_err(|e: lettre::address::AddressError| {
-                EmailError::Address(self.from.to_string(), e.to_string())
-            })?;
+        let from_text = self.from.trim();
+        if from_text.is_empty() || has_control_characters(from_text) {
+            return Err(EmailError::Address(
+                self.from.to_string(),
+                "a sender address must be one line without control characters".to_string(),
+            ));
+        }
+        let from_address: lettre::Address =
+            from_text
+                .parse()
+                .map_err(|e: lettre::address::AddressError| {
+                    EmailError::Address(self.from.to_string(), e.to_string())
+                })?;
         let to_text = self.invitation.spec.email.normalized();
-        let to = to_text
+        if has_control_characters(&to_text) {
+            return Err(EmailError::Address(
+                to_text,
+                "an address must not contain control characters".to_string(),
+            ));
+        }
+        let to: lettre::Address = to_text
             .parse()
             .map_err(|e: lettre::address::AddressError| {
                 EmailError::Address(to_text.clone(), e.to_string())
             })?;
-        Message::builder()
-            .from(Mailbox::new(Some(self.organization_name()), from_address))
-            .to(Mailbox::new(None, to))
-            .subject(self.subject())
-            .multipart(MultiPart::alternative_plain_html(self.text(), self.html()))
-            .map_err(|e| EmailError::Build(e.to_string()))
+        if self.link.is_empty()
+            || has_control_characters(self.link)
+            || self.link.chars().any(char::is_whitespace)
+        {
+            // Never the whole link: it carries the token.
+            let base = self.link.split('?').next().unwrap_or_default();
+            let base = base.strip_suffix(ACCEPT_PATH).unwrap_or(base);
+            return Err(EmailError::Link(base.chars().take(256).collect()));
+        }
+        let name = self.organization_name();
+        let build = || {
+            Message::builder()
+                .from(Mailbox::new(
+                    (!name.is_empty()).then(|| name.clone()),
+                    from_address,
+                ))
+                .to(Mailbox::new(None, to))
+                .subject(self.subject())
+                .multipart(MultiPart::alternative_plain_html(self.text(), self.html()))
+                .map_err(|e| EmailError::Build(e.to_string()))
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the mail library failed".to_string());
+            Err(EmailError::Build(what))
+        })
     }
 }
 
@@ -367,6 +473,80 @@ mod tests {
         assert!(message.contains("multipart/alternative"));
         assert!(message.contains("text/plain"));
         assert!(message.contains("text/html"));
+    }
+
+    #[test]
+    fn a_display_name_with_line_breaks_is_one_header_line() {
+        let org = organization(
+            "acme",
+            serde_json::json!({"displayName": "Acme\r\nBcc: everyone@example.com\u{2028}\tTeam"}),
+        );
+        let invitation = invitation();
+        let link = accept_link("https://org.example.com", &"a".repeat(64));
+        let invite = Invite {
+            organization: &org,
+            invitation: &invitation,
+            from: "noreply@example.com",
+            link: &link,
+            expires_at: Timestamp::UNIX_EPOCH,
+        };
+        assert_eq!(
+            invite.subject(),
+            "You are invited to join Acme Bcc: everyone@example.com Team"
+        );
+        let message = String::from_utf8(invite.message().unwrap().formatted()).unwrap();
+        let headers = message.split("\r\n\r\n").next().unwrap();
+        assert!(
+            !headers
+                .lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
+            "{headers}"
+        );
+    }
+
+    #[test]
+    fn unusable_input_is_a_typed_error_without_the_token() {
+        let org = org();
+        let invitation = invitation();
+        let token = "f".repeat(64);
+        let link = accept_link("https://org.example.com/a\r\nb", &token);
+        let good = accept_link("https://org.example.com", &token);
+        for (from, link) in [
+            ("kube-org@example.com\r\nBcc: x@example.com", link.as_str()),
+            ("", link.as_str()),
+            ("kube-org@example.com", link.as_str()),
+            ("kube-org@example.com", ""),
+            ("kube(org@example.com", good.as_str()),
+        ] {
+            let invite = Invite {
+                organization: &org,
+                invitation: &invitation,
+                from,
+                link,
+                expires_at: Timestamp::UNIX_EPOCH,
+            };
+            let error = invite.message().unwrap_err();
+            assert!(error.is_invalid_message(), "{error}");
+            assert!(!error.to_string().contains(&token), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_invitee_address_the_mail_library_refuses_is_an_error() {
+        let org = org();
+        let invitation = fixtures::invitation(
+            "bad",
+            "bad(addr@example.com",
+            vec![role("viewer", Scope::all_of("deployment"), Access::Full)],
+        );
+        let invite = Invite {
+            organization: &org,
+            invitation: &invitation,
+            from: "noreply@example.com",
+            link: "https://org.example.com/invitations/accept?token=x",
+            expires_at: Timestamp::UNIX_EPOCH,
+        };
+        assert!(matches!(invite.message(), Err(EmailError::Address(..))));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! accepts. The invitee needs no Kubernetes credentials: the token proves the mailbox.
 //!
 //! Every answer carries `Referrer-Policy: no-referrer` and `Cache-Control: no-store`;
-//! bodies are limited in size; each client address is rate limited.
+//! bodies are limited in size; each client (an IPv4 address or an IPv6 /64, seen
+//! through `--trusted-proxies` only) is rate limited, and all clients together too.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use serde::Deserialize;
 use super::accept::{Acceptor, Outcome, accept};
 use super::email::{ACCEPT_PATH, escape};
 use super::metrics::Metrics;
-use super::ratelimit::RateLimiter;
+use super::ratelimit::{self, Cidr, RateLimiter};
 use super::token;
 
 /// Largest request body accepted.
@@ -41,7 +42,8 @@ pub struct AcceptState {
     pub writes: crate::metrics::Metrics,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<RateLimiter>,
-    pub trust_forwarded_for: bool,
+    /// `--trusted-proxies`: only from these peers is `X-Forwarded-For` believed.
+    pub trusted_proxies: Arc<Vec<Cidr>>,
     pub recorder: Recorder,
 }
 
@@ -58,11 +60,16 @@ pub fn router(state: AcceptState) -> Router {
 
 /// Rate limit first, then the privacy headers on whatever the handler answers.
 async fn guard(State(state): State<AcceptState>, request: Request, next: Next) -> Response {
-    let client = client_address(&request, state.trust_forwarded_for);
+    let client = client_address(&request, &state.trusted_proxies);
     let mut response = match state.limiter.check(client, Instant::now()) {
         Ok(()) => next.run(request).await,
-        Err(wait) => {
-            state.metrics.accepted("rate-limited");
+        Err(limited) => {
+            let wait = limited.retry_after;
+            state.metrics.accepted(if limited.global {
+                "rate-limited-global"
+            } else {
+                "rate-limited"
+            });
             let mut response = (
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many requests; try again in a minute.",
@@ -93,21 +100,19 @@ async fn guard(State(state): State<AcceptState>, request: Request, next: Next) -
     response
 }
 
-fn client_address(request: &Request, trust_forwarded_for: bool) -> IpAddr {
-    let forwarded = trust_forwarded_for
-        .then(|| request.headers().get("x-forwarded-for"))
-        .flatten()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|v| v.trim().parse().ok());
-    forwarded
-        .or_else(|| {
-            request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0.ip())
-        })
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+/// The rate-limit bucket of the request's client (see [`ratelimit::client_key`]).
+fn client_address(request: &Request, trusted_proxies: &[Cidr]) -> IpAddr {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let forwarded = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok());
+    ratelimit::client_key(peer, forwarded, trusted_proxies)
 }
 
 #[derive(Deserialize)]

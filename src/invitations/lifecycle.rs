@@ -153,13 +153,16 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
     };
     let (generation, attempt) = match current.expires_at.as_ref().map(|t| t.0) {
         _ if resend_raised => (link(0), 1),
-        _ if !delivered(&current) => (link(current.auto_resends), current.delivery_attempts + 1),
+        _ if !delivered(&current) => (
+            link(current.auto_resends),
+            current.delivery_attempts.saturating_add(1),
+        ),
         Some(expires_at) if facts.now < expires_at => {
             let status = pending_status(invitation, &current, facts.now);
             return settle(invitation, &current, status, Some(expires_at), None);
         }
         _ if current.auto_resends < org.spec.invitations.auto_resend => {
-            (link(current.auto_resends + 1), 1)
+            (link(current.auto_resends.saturating_add(1)), 1)
         }
         expires_at => {
             let expires_at = expires_at.unwrap_or(facts.now);
@@ -391,6 +394,41 @@ pub fn delivered_status(invitation: &Invitation, now: Timestamp) -> InvitationSt
     current.sent_at = Some(Time(now));
     current.observed_generation = invitation.metadata.generation;
     pending_status(invitation, &current, now)
+}
+
+/// Delivered and Ready reason of an invitation whose email cannot be built from the
+/// objects (e.g. a sender or an address no mail server takes).
+pub const REASON_INVALID_MESSAGE: &str = "InvalidMessage";
+
+/// The status when the email cannot be built: still Pending, `Delivered=False` and
+/// `Ready=False` with reason `InvalidMessage` and what to fix. No link was issued.
+pub fn invalid_message_status(
+    invitation: &Invitation,
+    error: &str,
+    now: Timestamp,
+) -> InvitationStatus {
+    let current = invitation.status.clone().unwrap_or_default();
+    let message: String = format!(
+        "the invitation email cannot be built: {error}; fix the Organization's spec.displayName or spec.invitations, or the invitation's email, and it is sent"
+    )
+    .chars()
+    .take(1024)
+    .collect();
+    let conditions = merge_conditions(
+        &current.conditions,
+        &[
+            DesiredCondition::new(DELIVERED, false, REASON_INVALID_MESSAGE, message.clone()),
+            DesiredCondition::new(READY, false, REASON_INVALID_MESSAGE, message),
+        ],
+        invitation.metadata.generation,
+        &Time(now),
+    );
+    InvitationStatus {
+        phase: Some(current.phase.unwrap_or(InvitationPhase::Pending)),
+        conditions,
+        observed_generation: invitation.metadata.generation,
+        ..current
+    }
 }
 
 /// The status after the SMTP server refused or could not be reached: still Pending,

@@ -466,3 +466,27 @@ fn without_its_organization_the_invitation_says_why() {
         ready.message
     );
 }
+
+#[test]
+fn an_email_that_cannot_be_built_is_reported_once_and_stays_pending() {
+    let world = World::new();
+    let inv = invitation("dave", "dave@example.com", 0);
+    let mut refused = inv.clone();
+    let error = "\"bad(addr@example.com\" is not a usable email address: invalid user";
+    refused.status = Some(invalid_message_status(&refused, error, at(0)));
+    let status = refused.status.clone().unwrap();
+    assert_eq!(status.phase, Some(InvitationPhase::Pending));
+    assert_eq!(status.delivery_attempts, 0, "no link was issued");
+    for type_ in [DELIVERED, READY] {
+        let c = condition(&status, type_);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", REASON_INVALID_MESSAGE)
+        );
+        assert!(c.message.contains("bad(addr@example.com"), "{}", c.message);
+    }
+    // Seen again later: the same status, so nothing is written.
+    assert_eq!(invalid_message_status(&refused, error, at(60)), status);
+    // The decision is still to send: a change of the objects tries again.
+    assert_eq!(send_plan(world.decide(&refused, at(1))).attempt, 1);
+}

@@ -137,8 +137,11 @@ impl Invitations {
             acceptor,
             writes,
             metrics: metrics.clone(),
-            limiter: Arc::new(ratelimit::RateLimiter::new(args.accept_rate_limit)),
-            trust_forwarded_for: args.accept_trust_forwarded_for,
+            limiter: Arc::new(ratelimit::RateLimiter::new(
+                args.accept_rate_limit,
+                args.accept_rate_limit_global,
+            )),
+            trusted_proxies: Arc::new(args.trusted_proxies.clone()),
             recorder: recorder.clone(),
         });
         Ok(Invitations {

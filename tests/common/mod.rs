@@ -337,8 +337,11 @@ pub fn error_message(error: &kube::Error) -> String {
 
 /// A `kube-org run` process started by the tests, against the cluster under test.
 pub struct Operator {
-    /// Where its HTTP server listens, e.g. `http://127.0.0.1:41234`.
+    /// Where its public accept endpoint listens (`--listen`), e.g.
+    /// `http://127.0.0.1:41234`.
     pub base_url: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen (`--metrics-listen`).
+    pub metrics_url: String,
     /// Its log file.
     pub log: std::path::PathBuf,
     child: std::process::Child,
@@ -350,8 +353,20 @@ pub struct Operator {
 impl Operator {
     /// Starts `kube-org run` with extra flags and waits until `/readyz` answers.
     pub async fn start(extra_args: &[String]) -> Operator {
+        let mut operator = Operator::spawn(extra_args);
+        operator.wait_ready().await;
+        operator
+    }
+
+    /// Starts `kube-org run` with extra flags, without waiting for it.
+    pub fn spawn(extra_args: &[String]) -> Operator {
         let port = free_port();
         let base_url = format!("http://127.0.0.1:{port}");
+        let mut metrics_port = free_port();
+        while metrics_port == port {
+            metrics_port = free_port();
+        }
+        let metrics_url = format!("http://127.0.0.1:{metrics_port}");
         let dir = std::env::var_os("KUBE_ORG_CONTROLPLANE_DIR")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
@@ -361,6 +376,8 @@ impl Operator {
             .arg("run")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{metrics_port}"))
             .arg("--stop-on-stdin-close")
             .arg("--impersonate")
             .arg(OPERATOR_SERVICE_ACCOUNT)
@@ -375,14 +392,13 @@ impl Operator {
             .spawn()
             .expect("starting kube-org run");
         let stdin = child.stdin.take();
-        let mut operator = Operator {
+        Operator {
             base_url,
+            metrics_url,
             log,
             child,
             stdin,
-        };
-        operator.wait_ready().await;
-        operator
+        }
     }
 
     async fn wait_ready(&mut self) {
@@ -394,7 +410,7 @@ impl Operator {
                     self.log_tail()
                 );
             }
-            if http_get_status(&format!("{}/readyz", self.base_url)).await == Some(200) {
+            if http_get_status(&format!("{}/readyz", self.metrics_url)).await == Some(200) {
                 return;
             }
             assert!(
@@ -507,7 +523,7 @@ pub async fn http_get(url: &str) -> Option<(u16, String)> {
 impl Operator {
     /// The value of one metric (the sum over its label sets) from `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
-        let (_, body) = http_get(&format!("{}/metrics", self.base_url))
+        let (_, body) = http_get(&format!("{}/metrics", self.metrics_url))
             .await
             .expect("/metrics answers");
         body.lines()

@@ -31,6 +31,22 @@ impl Response {
 
 /// Sends one request to an `http://host:port/path` URL.
 pub async fn request(method: &str, url: &str, content_type: Option<&str>, body: &[u8]) -> Response {
+    request_with(method, url, &[], content_type, body).await
+}
+
+/// A GET with extra request headers.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Response {
+    request_with("GET", url, headers, None, b"").await
+}
+
+/// Sends one request with extra headers.
+pub async fn request_with(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Response {
     let rest = url
         .strip_prefix("http://")
         .unwrap_or_else(|| panic!("not an http:// URL: {url}"));
@@ -47,6 +63,9 @@ pub async fn request(method: &str, url: &str, content_type: Option<&str>, body: 
     );
     if let Some(content_type) = content_type {
         head.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     stream

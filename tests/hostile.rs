@@ -74,6 +74,35 @@ async fn membership_reason(org: &TestOrg, name: &str) -> Option<String> {
         .map(|c| c.reason)
 }
 
+/// Makes `email` a member holding `role` in `scope`, with the RoleBinding
+/// `<local part>-<role>`.
+async fn grant(org: &TestOrg, email: &str, role: &str, scope: serde_json::Value) {
+    org.member(email).await;
+    let local = email.split('@').next().unwrap_or(email);
+    org.bind(&format!("{local}-{role}"), email, role, scope, "full")
+        .await;
+}
+
+/// Carol becomes admin of the named resource `prod` only: a namespace admin, the
+/// tenant these tests act as.
+async fn carol_administers(org: &TestOrg, prod: &str) {
+    grant(
+        org,
+        "carol@example.com",
+        "admin",
+        named("deployment", &[prod]),
+    )
+    .await;
+    eventually_can(
+        &org.client,
+        "carol@example.com",
+        admin_in(prod),
+        true,
+        REACT,
+    )
+    .await;
+}
+
 fn native_bindings(client: &Client, ns: &str) -> Api<NativeRoleBinding> {
     Api::namespaced(client.clone(), ns)
 }
@@ -86,25 +115,14 @@ async fn a_squatted_binding_name_is_repaired_and_stops_nothing_else() {
     let c = &org.client;
     let prod = org.resource("deployment").await;
     let dev = org.resource("deployment").await;
-    org.member("carol@example.com").await;
-    org.bind(
-        "carol-admin-prod",
-        "carol@example.com",
-        "admin",
-        named("deployment", &[&prod]),
-        "full",
-    )
-    .await;
-    org.member("bob@example.com").await;
-    org.bind(
-        "bob-viewer-dev",
+    carol_administers(&org, &prod).await;
+    grant(
+        &org,
         "bob@example.com",
         "viewer",
         named("deployment", &[&dev]),
-        "full",
     )
     .await;
-    eventually_can(c, "carol@example.com", admin_in(&prod), true, REACT).await;
     eventually_can(c, "bob@example.com", view_in(&dev), true, REACT).await;
 
     // Carol, admin of prod only, takes the name kube-org will need for `edit` there.
@@ -122,15 +140,7 @@ async fn a_squatted_binding_name_is_repaired_and_stops_nothing_else() {
         .expect("carol may create RoleBindings in the namespace she administers");
 
     // Dan becomes editor of every deployment: kube-org needs that very name in prod.
-    org.member("dan@example.com").await;
-    org.bind(
-        "dan-editor",
-        "dan@example.com",
-        "editor",
-        all("deployment"),
-        "full",
-    )
-    .await;
+    grant(&org, "dan@example.com", "editor", all("deployment")).await;
     eventually_can(c, "dan@example.com", edit_in(&dev), true, REACT).await;
     eventually_can(c, "dan@example.com", edit_in(&prod), true, REACT).await;
 
@@ -161,25 +171,14 @@ async fn a_binding_held_by_a_tenants_finalizer_still_stops_granting() {
     let org = TestOrg::new(&["alice@example.com"]).await;
     let c = &org.client;
     let prod = org.resource("deployment").await;
-    org.member("carol@example.com").await;
-    org.bind(
-        "carol-admin-prod",
-        "carol@example.com",
-        "admin",
-        named("deployment", &[&prod]),
-        "full",
-    )
-    .await;
-    org.member("erin@example.com").await;
-    org.bind(
-        "erin-viewer-prod",
+    carol_administers(&org, &prod).await;
+    grant(
+        &org,
         "erin@example.com",
         "viewer",
         named("deployment", &[&prod]),
-        "full",
     )
     .await;
-    eventually_can(c, "carol@example.com", admin_in(&prod), true, REACT).await;
     eventually_can(c, "erin@example.com", view_in(&prod), true, REACT).await;
 
     let held = format!("kube-org:{}:view", org.name);
@@ -277,28 +276,18 @@ async fn an_unwritable_target_is_reported_and_blocks_nothing_else() {
     let c = &org.client;
     let prod = org.resource("deployment").await;
     let dev = org.resource("deployment").await;
-    org.member("bob@example.com").await;
-    org.bind(
-        "bob-viewer-dev",
+    grant(
+        &org,
         "bob@example.com",
         "viewer",
         named("deployment", &[&dev]),
-        "full",
     )
     .await;
     eventually_can(c, "bob@example.com", view_in(&dev), true, REACT).await;
     wait_org_reason(c, &org.name, "Reconciled").await;
     let policy = refuse_operator_writes_in(c, &prod).await;
 
-    org.member("dan@example.com").await;
-    org.bind(
-        "dan-editor",
-        "dan@example.com",
-        "editor",
-        all("deployment"),
-        "full",
-    )
-    .await;
+    grant(&org, "dan@example.com", "editor", all("deployment")).await;
     eventually_can(c, "dan@example.com", edit_in(&dev), true, REACT).await;
     org.memberships()
         .delete("bob-example-com", &DeleteParams::default())
@@ -627,15 +616,7 @@ async fn a_membership_gone_before_its_finalizer_leaves_no_bindings() {
     let org = TestOrg::new(&["alice@example.com"]).await;
     let c = &org.client;
     let prod = org.resource("deployment").await;
-    org.member("frank@example.com").await;
-    org.bind(
-        "frank-viewer",
-        "frank@example.com",
-        "viewer",
-        all("deployment"),
-        "full",
-    )
-    .await;
+    grant(&org, "frank@example.com", "viewer", all("deployment")).await;
     eventually_can(c, "frank@example.com", view_in(&prod), true, REACT).await;
     eventually("frank's binding is Bound", REACT, || async {
         let b = org.bindings().get("frank-viewer").await.ok()?;
@@ -694,13 +675,11 @@ async fn a_repaired_organization_is_quiet_afterwards() {
     let org = TestOrg::new(&["alice@example.com"]).await;
     let c = &org.client;
     let prod = org.resource("deployment").await;
-    org.member("carol@example.com").await;
-    org.bind(
-        "carol-viewer",
+    grant(
+        &org,
         "carol@example.com",
         "viewer",
         named("deployment", &[&prod]),
-        "full",
     )
     .await;
     eventually_can(c, "carol@example.com", view_in(&prod), true, REACT).await;

@@ -111,10 +111,26 @@ pub async fn delete<K>(
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
+    delete_returning(api, metrics, resource, name)
+        .await
+        .map(|_| ())
+}
+
+/// Deletes one object and returns it when it is only marked for deletion (held by
+/// finalizers); already gone is fine.
+async fn delete_returning<K>(
+    api: &Api<K>,
+    metrics: &Metrics,
+    resource: &str,
+    name: &str,
+) -> Result<Option<K>, Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
     metrics.write(resource, "delete");
     match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Ok(answer) => Ok(answer.left()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
         Err(error) => Err(error.into()),
     }
 }
@@ -291,17 +307,11 @@ async fn remove<K>(api: &Api<K>, metrics: &Metrics, resource: &str, name: &str) 
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    metrics.write(resource, "delete");
-    match api.delete(name, &DeleteParams::default()).await {
-        // The object comes back when it is only marked for deletion.
-        Ok(answer) => match answer.left() {
-            Some(remaining) if !remaining.finalizers().is_empty() => {
-                release(api, metrics, resource, name).await
-            }
-            _ => Ok(()),
-        },
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
+    match delete_returning(api, metrics, resource, name).await? {
+        Some(remaining) if !remaining.finalizers().is_empty() => {
+            release(api, metrics, resource, name).await
+        }
+        _ => Ok(()),
     }
 }
 

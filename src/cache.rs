@@ -74,19 +74,51 @@ where
 {
     let (reader, writer) = reflector::store();
     let (filled_tx, filled_rx) = watch::channel(false);
-    let events = reflector::reflector(writer, watcher(api, config).default_backoff()).inspect(
-        move |event| {
-            if let Ok(watcher::Event::InitDone) = event {
-                filled_tx.send_replace(true);
-            }
-        },
-    );
+    let stream = watcher(api, config).default_backoff().modify(strip);
+    let events = reflector::reflector(writer, stream).inspect(move |event| {
+        if let Ok(watcher::Event::InitDone) = event {
+            filled_tx.send_replace(true);
+        }
+    });
     (reader, Filled(filled_rx), events)
 }
+
+/// What no reconcile reads, dropped before an object is cached: server-side apply's
+/// `managedFields` (often larger than the object) and kubectl's last-applied copy.
+fn strip<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_objects_lose_what_no_reconcile_reads() {
+        let mut ns: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {
+                    "name": "a",
+                    "labels": {"kube-org.io/organization": "acme"},
+                    "annotations": {LAST_APPLIED: "{}"},
+                    "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+                }
+            }))
+            .unwrap();
+        strip(&mut ns);
+        assert_eq!(ns.metadata.managed_fields, None);
+        assert_eq!(ns.metadata.annotations, None);
+        assert_eq!(ns.metadata.labels.unwrap().len(), 1);
+    }
 
     #[tokio::test]
     async fn every_waiter_wakes_when_the_cache_fills() {

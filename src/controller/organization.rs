@@ -183,7 +183,6 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     }
     let snapshot = dereference(org, ctx);
     let (owner_memberships, owner_bindings) = ensure_owners(org, ctx, &snapshot).await?;
-    ensure_membership_finalizers(ctx, &snapshot.memberships).await?;
 
     // Compute from the cache plus the owner objects just applied (the cache may not
     // have them yet), so owners get access in this same pass.
@@ -283,9 +282,12 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     }
     report_failed_targets(&mut desired, &synced.failures);
 
+    // Bookkeeping after access: finalizers (a Membership deleted before it has one is
+    // handled by the orphaned-binding step), members leaving, statuses.
+    ensure_membership_finalizers(ctx, &snapshot.memberships).await?;
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
     delete_orphaned_bindings(org, ctx, &snapshot, &memberships).await?;
-    write_binding_statuses(ctx, &snapshot.bindings, &desired).await?;
+    write_binding_statuses(org, ctx, &snapshot.bindings, &desired).await?;
     write_membership_statuses(org, ctx, &snapshot.memberships, &desired, &refusals).await?;
 
     let members = desired.members.len();
@@ -995,6 +997,7 @@ async fn release_leaving_members(
 }
 
 async fn write_binding_statuses(
+    org: &Organization,
     ctx: &Context,
     cached: &[Arc<RoleBinding>],
     desired: &DesiredAccess,
@@ -1005,15 +1008,101 @@ async fn write_binding_statuses(
             writes.push(write_binding_status(ctx, binding, outcome));
         }
     }
-    concurrently(writes).await
+    let transitions: Vec<Transition> = all_ok(writes).await?.into_iter().flatten().collect();
+    publish_transitions(ctx, org, "RoleBinding", transitions).await;
+    Ok(())
 }
 
-/// One binding's status; an Event when its Ready condition changes.
+/// Runs independent writes with bounded concurrency and keeps what each returned;
+/// fails on the first error.
+async fn all_ok<T, F>(writes: Vec<F>) -> Result<Vec<T>, Error>
+where
+    F: std::future::Future<Output = Result<T, Error>>,
+{
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(writes)
+        .buffer_unordered(super::WRITE_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// An object whose Ready condition changed in this reconcile: announced by an Event.
+#[derive(Debug)]
+struct Transition {
+    object: k8s_openapi::api::core::v1::ObjectReference,
+    name: String,
+    type_: EventType,
+    reason: String,
+    note: String,
+}
+
+/// At most this many objects get an Event each per reconcile; a larger change is one
+/// Event on the Organization that summarises it (no Event storm on a bulk change).
+const EVENTS_PER_RECONCILE: usize = 5;
+
+/// Publishes the Ready transitions of one reconcile (see [`summarise`]).
+async fn publish_transitions(
+    ctx: &Context,
+    org: &Organization,
+    kind: &str,
+    transitions: Vec<Transition>,
+) {
+    for event in summarise(&org.object_ref(&()), kind, transitions) {
+        publish_to(ctx, &event.object, event.type_, &event.reason, &event.note).await;
+    }
+}
+
+/// The Events for one reconcile's Ready transitions: one per object for a few, one on
+/// the Organization for many (counts per reason, a few names each).
+fn summarise(
+    organization: &k8s_openapi::api::core::v1::ObjectReference,
+    kind: &str,
+    transitions: Vec<Transition>,
+) -> Vec<Transition> {
+    if transitions.len() <= EVENTS_PER_RECONCILE {
+        return transitions;
+    }
+    let warning = transitions.iter().any(|t| t.type_ == EventType::Warning);
+    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for t in &transitions {
+        by_reason.entry(&t.reason).or_default().push(&t.name);
+    }
+    let parts: Vec<String> = by_reason
+        .iter()
+        .map(|(reason, names)| {
+            let shown: Vec<&str> = names.iter().take(3).copied().collect();
+            let more = names.len().saturating_sub(shown.len());
+            let tail = if more > 0 {
+                format!(", +{more}")
+            } else {
+                String::new()
+            };
+            format!("{reason} {} ({}{tail})", names.len(), shown.join(", "))
+        })
+        .collect();
+    vec![Transition {
+        object: organization.clone(),
+        name: organization.name.clone().unwrap_or_default(),
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: format!("{kind}sChanged"),
+        note: format!(
+            "{} {kind}s changed: {}",
+            transitions.len(),
+            parts.join("; ")
+        ),
+    }]
+}
+
+/// One binding's status; its Ready transition, if any (for an Event).
 async fn write_binding_status(
     ctx: &Context,
     binding: &RoleBinding,
     outcome: &BindingOutcome,
-) -> Result<(), Error> {
+) -> Result<Option<Transition>, Error> {
     let current = binding.status.clone().unwrap_or_default();
     let status = RoleBindingStatus {
         conditions: merge_conditions(
@@ -1040,15 +1129,21 @@ async fn write_binding_status(
         &status,
     )
     .await?;
-    if wrote && changed_ready {
-        let (kind, reason) = if outcome.ready.status {
-            (EventType::Normal, "Granted")
-        } else {
-            (EventType::Warning, outcome.ready.reason.as_str())
-        };
-        publish(ctx, binding, kind, reason, &outcome.ready.message).await;
+    if !(wrote && changed_ready) {
+        return Ok(None);
     }
-    Ok(())
+    let (type_, reason) = if outcome.ready.status {
+        (EventType::Normal, "Granted")
+    } else {
+        (EventType::Warning, outcome.ready.reason.as_str())
+    };
+    Ok(Some(Transition {
+        object: binding.object_ref(&()),
+        name: binding.name_any(),
+        type_,
+        reason: reason.to_string(),
+        note: outcome.ready.message.clone(),
+    }))
 }
 
 fn membership_source(m: &Membership) -> String {
@@ -1135,20 +1230,18 @@ async fn write_membership_statuses(
                 &status,
             )
             .await?;
-            if let Some(refusal) = refusal {
-                publish(
-                    ctx,
-                    m.as_ref(),
-                    EventType::Warning,
-                    refusal.reason,
-                    &refusal.message,
-                )
-                .await;
-            }
-            Ok(())
+            Ok(refusal.map(|refusal| Transition {
+                object: m.object_ref(&()),
+                name: m.name_any(),
+                type_: EventType::Warning,
+                reason: refusal.reason.to_string(),
+                note: refusal.message.clone(),
+            }))
         });
     }
-    concurrently(writes).await
+    let transitions: Vec<Transition> = all_ok(writes).await?.into_iter().flatten().collect();
+    publish_transitions(ctx, org, "Membership", transitions).await;
+    Ok(())
 }
 
 /// Deleting an Organization: garbage collection removes what it owns (home namespace
@@ -1181,6 +1274,16 @@ async fn publish<K: Resource<DynamicType = ()>>(
     reason: &str,
     note: &str,
 ) {
+    publish_to(ctx, &obj.object_ref(&()), type_, reason, note).await;
+}
+
+async fn publish_to(
+    ctx: &Context,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.to_string(),
@@ -1189,7 +1292,63 @@ async fn publish<K: Resource<DynamicType = ()>>(
         secondary: None,
     };
     ctx.metrics.write("events", "create");
-    if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    if let Err(error) = ctx.recorder.publish(&event, object).await {
         warn!(%error, reason, "could not publish an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transition(name: &str, reason: &str, warning: bool) -> Transition {
+        Transition {
+            object: k8s_openapi::api::core::v1::ObjectReference {
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            name: name.to_string(),
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_few_transitions_get_an_event_each_and_a_bulk_change_one_summary() {
+        let org = k8s_openapi::api::core::v1::ObjectReference {
+            name: Some("acme".to_string()),
+            ..Default::default()
+        };
+        let few: Vec<Transition> = (0..3)
+            .map(|i| transition(&format!("b{i}"), "Granted", false))
+            .collect();
+        assert_eq!(summarise(&org, "RoleBinding", few).len(), 3);
+
+        let mut many: Vec<Transition> = (0..1000)
+            .map(|i| transition(&format!("b{i}"), "Granted", false))
+            .collect();
+        many.push(transition("x", "UnknownRole", true));
+        let events = summarise(&org, "RoleBinding", many);
+        assert_eq!(events.len(), 1);
+        let event = &events[0];
+        assert_eq!(event.object.name.as_deref(), Some("acme"));
+        assert_eq!(event.reason, "RoleBindingsChanged");
+        assert_eq!(
+            event.type_,
+            EventType::Warning,
+            "a refusal among them is worth a warning"
+        );
+        assert!(
+            event.note.starts_with(
+                "1001 RoleBindings changed: Granted 1000 (b0, b1, b2, +997); UnknownRole 1 (x)"
+            ),
+            "{}",
+            event.note
+        );
     }
 }

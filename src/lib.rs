@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod run;
 pub mod shutdown;
+pub mod watch_set;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -132,9 +132,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
 
+    // One watch per kind for the whole process, on every replica.
+    let watches = crate::watch_set::WatchSet::start(
+        &client,
+        args.invitations.invitations_selector.as_deref(),
+    );
     // Invitations: the controller, the accept endpoint and their metrics.
     let invitations = crate::invitations::Invitations::new(
         client.clone(),
+        &watches,
         &args.invitations,
         &args.lease_namespace,
         &mut registry,
@@ -188,6 +194,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 crash,
                 crate::controller::run(
                     client.clone(),
+                    watches.clone(),
                     metrics.clone(),
                     args.organizations_selector.clone(),
                     args.concurrency,

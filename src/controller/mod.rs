@@ -23,9 +23,10 @@ use tracing::{Instrument, info, warn};
 
 use crate::access::names::{LABEL_MANAGED_BY, LABEL_ORGANIZATION, MANAGER};
 use crate::api::{Invitation, Membership, Organization, RoleBinding};
-use crate::cache::{Filled, all_filled, reflect_objects};
+use crate::cache::{Filled, all_filled};
 use crate::metrics::Metrics;
 use crate::shutdown::{RECONCILE_GRACE, run_until_stopped, stopped};
+use crate::watch_set::Watched;
 
 /// Everything a reconcile reads or writes through.
 pub struct Context {
@@ -139,6 +140,7 @@ fn org_of_label<K: Resource>(obj: &K) -> Option<ObjectRef<Organization>> {
 /// Runs the access controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
+    watches: crate::watch_set::WatchSet,
     metrics: Metrics,
     selector: Option<String>,
     concurrency: u16,
@@ -148,71 +150,63 @@ pub async fn run(
     let managed = watcher::Config::default().labels(&format!(
         "{LABEL_MANAGED_BY}={MANAGER},{LABEL_ORGANIZATION}"
     ));
-    let (memberships, memberships_filled, membership_events) = reflect_objects(
-        Api::<Membership>::all(client.clone()),
-        watcher::Config::default(),
+    // Shared with the rest of the process: Memberships, Invitations, Namespaces (and
+    // Organizations unless this operator handles a shard of them).
+    let memberships = watches.memberships.clone();
+    let invitations = watches.invitations.clone();
+    let namespaces = watches.namespaces.clone();
+    let organizations = match &selector {
+        None => watches.organizations.clone(),
+        Some(selector) => Watched::start(
+            Api::<Organization>::all(client.clone()),
+            watcher::Config::default().labels(selector),
+        ),
+    };
+    // This controller's own.
+    let bindings = Watched::<RoleBinding>::start(
+        Api::all(client.clone()),
+        watcher::Config::default().any_semantic(),
     );
-    let (bindings, bindings_filled, binding_events) = reflect_objects(
-        Api::<RoleBinding>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let (invitations, invitations_filled, invitation_events) = reflect_objects(
-        Api::<Invitation>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let (namespaces, namespaces_filled, namespace_events) = reflect_objects(
-        Api::<Namespace>::all(client.clone()),
-        watcher::Config::default().labels(LABEL_ORGANIZATION),
-    );
-    let (native_bindings, native_bindings_filled, native_binding_events) = reflect_objects(
-        Api::<NativeRoleBinding>::all(client.clone()),
-        managed.clone(),
-    );
-    let (cluster_roles, cluster_roles_filled, cluster_role_events) =
-        reflect_objects(Api::<ClusterRole>::all(client.clone()), managed.clone());
-    let (cluster_role_bindings, cluster_role_bindings_filled, cluster_role_binding_events) =
-        reflect_objects(Api::<ClusterRoleBinding>::all(client.clone()), managed);
-
-    let (claims, claims_filled, claim_events) = reflect_objects(
-        Api::<Lease>::namespaced(client.clone(), &claims_namespace),
+    let native_bindings =
+        Watched::<NativeRoleBinding>::start(Api::all(client.clone()), managed.clone());
+    let cluster_roles = Watched::<ClusterRole>::start(Api::all(client.clone()), managed.clone());
+    let cluster_role_bindings =
+        Watched::<ClusterRoleBinding>::start(Api::all(client.clone()), managed);
+    let claims = Watched::<Lease>::start(
+        Api::namespaced(client.clone(), &claims_namespace),
         watcher::Config::default().labels(&format!(
             "{}={}",
             crate::exclusive::LABEL_CLAIM,
             crate::exclusive::CLAIM_EXCLUSIVE
         )),
     );
-    let mut organizations_config = watcher::Config::default();
-    if let Some(selector) = &selector {
-        organizations_config = organizations_config.labels(selector);
-    }
-    let (organizations, organizations_filled, organization_events) = reflect_objects(
-        Api::<Organization>::all(client.clone()),
-        organizations_config,
-    );
-    let controller = Controller::for_stream(organization_events, organizations.clone())
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    let controller =
+        Controller::for_shared_stream(organizations.subscribe(), organizations.store())
+            .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let stores = Stores {
-        organizations: organizations.clone(),
-        memberships,
-        bindings,
-        invitations,
-        namespaces,
-        native_bindings: native_bindings.clone(),
-        cluster_roles,
-        cluster_role_bindings,
-        claims,
+        organizations: organizations.store(),
+        memberships: memberships.store(),
+        bindings: bindings.store(),
+        invitations: invitations.store(),
+        namespaces: namespaces.store(),
+        native_bindings: native_bindings.store(),
+        cluster_roles: cluster_roles.store(),
+        cluster_role_bindings: cluster_role_bindings.store(),
+        claims: claims.store(),
         filled: vec![
-            claims_filled,
-            organizations_filled,
-            memberships_filled,
-            bindings_filled,
-            invitations_filled,
-            namespaces_filled,
-            native_bindings_filled,
-            cluster_roles_filled,
-            cluster_role_bindings_filled,
+            claims.filled(),
+            organizations.filled(),
+            memberships.filled(),
+            bindings.filled(),
+            invitations.filled(),
+            namespaces.filled(),
+            native_bindings.filled(),
+            cluster_roles.filled(),
+            cluster_role_bindings.filled(),
         ],
     };
+    let organizations = organizations.store();
+    let native_bindings_store = native_bindings.store();
     let reporter = Reporter {
         controller: MANAGER.to_string(),
         instance: std::env::var("POD_NAME").ok(),
@@ -234,21 +228,22 @@ pub async fn run(
         organizations.clone(),
     );
     let members_by_email = context.stores.memberships.clone();
-    let bindings_by_ns = native_bindings.clone();
+    let bindings_by_ns = native_bindings_store;
     let controller = controller
-        .watches_stream(membership_events, move |m: Membership| {
+        .watches_shared_stream(memberships.subscribe(), move |m: Arc<Membership>| {
             orgs_homed_in(&o1, m.namespace())
         })
-        .watches_stream(binding_events, move |b: RoleBinding| {
+        .watches_shared_stream(bindings.subscribe(), move |b: Arc<RoleBinding>| {
             orgs_homed_in(&o2, b.namespace())
         })
-        .watches_stream(invitation_events, move |i: Invitation| {
+        .watches_shared_stream(invitations.subscribe(), move |i: Arc<Invitation>| {
             orgs_homed_in(&o3, i.namespace())
         })
-        .watches_stream(namespace_events, move |ns: Namespace| {
+        .watches_shared_stream(namespaces.subscribe(), move |ns: Arc<Namespace>| {
             // A namespace's current organization, the organization it is home to, and
             // (when it was unlabelled) whoever still has bindings in it.
-            let mut orgs: Vec<ObjectRef<Organization>> = org_of_label(&ns).into_iter().collect();
+            let mut orgs: Vec<ObjectRef<Organization>> =
+                org_of_label(ns.as_ref()).into_iter().collect();
             orgs.extend(orgs_homed_in(&o4, Some(ns.name_any())));
             orgs.extend(
                 bindings_by_ns
@@ -261,14 +256,16 @@ pub async fn run(
             orgs.dedup();
             orgs
         })
-        .watches_stream(native_binding_events, |rb: NativeRoleBinding| {
-            org_of_label(&rb)
+        .watches_shared_stream(native_bindings.subscribe(), |rb: Arc<NativeRoleBinding>| {
+            org_of_label(rb.as_ref())
         })
-        .watches_stream(cluster_role_events, |cr: ClusterRole| org_of_label(&cr))
-        .watches_stream(claim_events, move |claim: Lease| {
+        .watches_shared_stream(cluster_roles.subscribe(), |cr: Arc<ClusterRole>| {
+            org_of_label(cr.as_ref())
+        })
+        .watches_shared_stream(claims.subscribe(), move |claim: Arc<Lease>| {
             // Every organization the person is declared in: a claim taken or given
             // back changes who may grant them.
-            let Some((email, _)) = crate::exclusive::cached_holder(&claim) else {
+            let Some((email, _)) = crate::exclusive::cached_holder(claim.as_ref()) else {
                 return vec![];
             };
             let mut orgs: Vec<ObjectRef<Organization>> = members_by_email
@@ -281,9 +278,10 @@ pub async fn run(
             orgs.dedup();
             orgs
         })
-        .watches_stream(cluster_role_binding_events, |crb: ClusterRoleBinding| {
-            org_of_label(&crb)
-        })
+        .watches_shared_stream(
+            cluster_role_bindings.subscribe(),
+            |crb: Arc<ClusterRoleBinding>| org_of_label(crb.as_ref()),
+        )
         .graceful_shutdown_on(stopped(stop.clone()))
         .run(reconcile, error_policy, context.clone())
         .for_each(|result| async move {

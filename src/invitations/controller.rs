@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::Instrument;
 
@@ -32,9 +32,9 @@ use super::metrics::Metrics;
 use super::token::{Token, TokenError};
 use super::write_status;
 use crate::access::home::{no_organization_message, organization_of_home};
-use crate::access::names::LABEL_ORGANIZATION;
 use crate::api::{Invitation, InvitationPhase, Membership, Organization};
-use crate::cache::{Filled, all_filled, reflect_objects, wait_all_filled};
+use crate::cache::{Filled, all_filled, wait_all_filled};
+use crate::watch_set::WatchSet;
 
 /// Why a reconcile failed (it is retried).
 #[derive(Debug, thiserror::Error)]
@@ -87,39 +87,29 @@ pub struct Context {
 
 /// The controller and the caches it reads, ready to run.
 pub struct InvitationController {
-    controller: Controller<Invitation>,
-    invitations: Store<Invitation>,
-    organizations: Store<Organization>,
-    memberships: Store<Membership>,
-    namespaces: Store<Namespace>,
-    /// Whether each cache above has had its first complete list.
-    filled: Vec<Filled>,
+    watches: WatchSet,
     client: Client,
     /// `--emails-in-flight`.
     emails_in_flight: u16,
 }
 
 impl InvitationController {
-    /// Builds the controller; `selector` limits the Invitations it handles.
-    pub fn new(client: Client, selector: Option<&str>, emails_in_flight: u16) -> Self {
-        let mut config = watcher::Config::default().any_semantic();
-        if let Some(selector) = selector {
-            config = config.labels(selector);
+    /// The controller on the process's shared watches (whose Invitation watch
+    /// `--invitations-selector` limits). It subscribes to them only when it runs (on
+    /// the leader), so a follower queues nothing.
+    pub fn new(client: Client, watches: &WatchSet, emails_in_flight: u16) -> Self {
+        InvitationController {
+            watches: watches.clone(),
+            client,
+            emails_in_flight,
         }
-        let (invitations, invitations_filled, invitation_events) =
-            reflect_objects(Api::<Invitation>::all(client.clone()), config);
-        let (organizations, organizations_filled, organization_events) = reflect_objects(
-            Api::<Organization>::all(client.clone()),
-            watcher::Config::default(),
-        );
-        let (memberships, memberships_filled, membership_events) = reflect_objects(
-            Api::<Membership>::all(client.clone()),
-            watcher::Config::default(),
-        );
-        let (namespaces, namespaces_filled, namespace_events) = reflect_objects(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default().labels(LABEL_ORGANIZATION),
-        );
+    }
+
+    /// The kube controller: Invitations, woken by their siblings (the same person), by
+    /// Memberships of the person, by their Organization and by their home namespace.
+    fn controller(&self) -> Controller<Invitation> {
+        let watches = &self.watches;
+        let invitations = watches.invitations.store();
         let cache = invitations.clone();
         let by_person = move |namespace: Option<String>, email: String, except: Option<String>| {
             cache
@@ -138,38 +128,42 @@ impl InvitationController {
         // A change to one Invitation wakes the others to the same person (a refusal for
         // a duplicate may clear), from the same watch: no second watch of Invitations.
         let (sibling_tx, sibling_rx) = futures::channel::mpsc::unbounded();
-        let invitation_events = invitation_events.inspect(move |event| {
-            if let Ok(invitation) = event {
-                let others = siblings(
-                    invitation.namespace(),
-                    invitation.spec.email.normalized(),
-                    Some(invitation.name_any()),
-                );
-                for other in others {
-                    let _ = sibling_tx.unbounded_send(other);
-                }
+        let invitation_events = watches.invitations.subscribe().inspect(move |invitation| {
+            let others = siblings(
+                invitation.namespace(),
+                invitation.spec.email.normalized(),
+                Some(invitation.name_any()),
+            );
+            for other in others {
+                let _ = sibling_tx.unbounded_send(other);
             }
         });
-        let controller = Controller::for_stream(invitation_events, invitations.clone())
+        Controller::for_shared_stream(invitation_events, invitations)
             .reconcile_on(sibling_rx)
-            .watches_stream(membership_events, move |membership| {
-                members(
-                    membership.namespace(),
-                    membership.spec.email.normalized(),
-                    None,
-                )
-            })
-            .watches_stream(organization_events, move |org| {
-                let home = Some(org.home_namespace());
-                in_home
-                    .state()
-                    .into_iter()
-                    .filter(|i| i.namespace() == home)
-                    .map(|i| ObjectRef::from_obj(&*i))
-                    .collect::<Vec<_>>()
-            })
+            .watches_shared_stream(
+                watches.memberships.subscribe(),
+                move |membership: Arc<Membership>| {
+                    members(
+                        membership.namespace(),
+                        membership.spec.email.normalized(),
+                        None,
+                    )
+                },
+            )
+            .watches_shared_stream(
+                watches.organizations.subscribe(),
+                move |org: Arc<Organization>| {
+                    let home = Some(org.home_namespace());
+                    in_home
+                        .state()
+                        .into_iter()
+                        .filter(|i| i.namespace() == home)
+                        .map(|i| ObjectRef::from_obj(&*i))
+                        .collect::<Vec<_>>()
+                },
+            )
             // Marking (or unmarking) a home namespace decides its organization.
-            .watches_stream(namespace_events, move |ns| {
+            .watches_shared_stream(watches.namespaces.subscribe(), move |ns: Arc<Namespace>| {
                 let name = Some(ns.name_any());
                 in_namespace
                     .state()
@@ -177,27 +171,12 @@ impl InvitationController {
                     .filter(|i| i.namespace() == name)
                     .map(|i| ObjectRef::from_obj(&*i))
                     .collect::<Vec<_>>()
-            });
-        InvitationController {
-            controller,
-            invitations,
-            organizations,
-            memberships,
-            namespaces,
-            filled: vec![
-                invitations_filled,
-                organizations_filled,
-                memberships_filled,
-                namespaces_filled,
-            ],
-            client,
-            emails_in_flight,
-        }
+            })
     }
 
     /// The cache of Invitations (for metrics).
     pub fn invitations(&self) -> Store<Invitation> {
-        self.invitations.clone()
+        self.watches.invitations.store()
     }
 
     /// Runs until `stop` turns true.
@@ -217,18 +196,23 @@ impl InvitationController {
             client: self.client.clone(),
             defaults,
             mailer,
-            invitations: self.invitations,
-            organizations: self.organizations,
-            memberships: self.memberships,
-            namespaces: self.namespaces,
-            filled: self.filled,
+            invitations: self.watches.invitations.store(),
+            organizations: self.watches.organizations.store(),
+            memberships: self.watches.memberships.store(),
+            namespaces: self.watches.namespaces.store(),
+            filled: vec![
+                self.watches.invitations.filled(),
+                self.watches.organizations.filled(),
+                self.watches.memberships.filled(),
+                self.watches.namespaces.filled(),
+            ],
             recorder,
             metrics,
             retry_at: Mutex::new(HashMap::new()),
             unrecorded: tokio::sync::Semaphore::new(self.emails_in_flight.max(1).into()),
         });
         let controller = self
-            .controller
+            .controller()
             .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
             .graceful_shutdown_on(crate::shutdown::stopped(stop.clone()))
             .run(reconcile, error_policy, context.clone())

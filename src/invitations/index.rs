@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Api, Client};
 
 use super::token;
 use crate::api::{Invitation, Membership};
-use crate::cache::{Filled, reflect_events, reflect_objects};
+use crate::cache::Filled;
+use crate::watch_set::WatchSet;
 
 /// How long a request waits for the caches' first complete list before giving up.
 const FILL_WAIT: Duration = Duration::from_secs(10);
@@ -49,14 +48,6 @@ impl Index {
             self.by_lookup.remove(&id);
         }
     }
-
-    /// After a (re)list: keep only what the cache holds.
-    fn rebuild(&mut self, store: &Store<Invitation>) {
-        *self = Index::default();
-        for invitation in store.state() {
-            self.apply(&invitation);
-        }
-    }
 }
 
 /// The caches the accept endpoint answers from.
@@ -69,45 +60,28 @@ pub struct AcceptCache {
 }
 
 impl AcceptCache {
-    /// Starts the watches (tasks on the current runtime); `selector` limits the
-    /// Invitations, as `--invitations-selector` does for the controller.
-    pub fn start(client: Client, selector: Option<&str>) -> AcceptCache {
-        let mut config = watcher::Config::default().any_semantic();
-        if let Some(selector) = selector {
-            config = config.labels(selector);
-        }
-        let (invitations, invitations_filled, events) =
-            reflect_events(Api::<Invitation>::all(client.clone()), config);
+    /// Indexes the process's shared Invitation watch (a task on the current runtime).
+    pub fn start(watches: &WatchSet) -> AcceptCache {
+        let invitations = watches.invitations.store();
         let index = Arc::new(Mutex::new(Index::default()));
         let fed = index.clone();
         let store = invitations.clone();
-        tokio::spawn(events.for_each(move |event| {
+        tokio::spawn(watches.invitations.subscribe().for_each(move |touched| {
+            // The cache is updated before its subscribers hear of an object: what the
+            // cache holds now is the truth (an object it lacks was deleted).
+            let object = ObjectRef::from_obj(touched.as_ref());
             let mut index = fed.lock().unwrap_or_else(|p| p.into_inner());
-            match event {
-                Ok(watcher::Event::Apply(invitation) | watcher::Event::InitApply(invitation)) => {
-                    index.apply(&invitation)
-                }
-                Ok(watcher::Event::Delete(invitation)) => {
-                    index.remove(&ObjectRef::from_obj(&invitation))
-                }
-                Ok(watcher::Event::InitDone) => index.rebuild(&store),
-                Ok(watcher::Event::Init) => {}
-                Err(error) => {
-                    tracing::debug!(%error, "watching Invitations for the accept endpoint")
-                }
+            match store.get(&object) {
+                Some(current) => index.apply(&current),
+                None => index.remove(&object),
             }
             futures::future::ready(())
         }));
-        let (memberships, memberships_filled, membership_events) = reflect_objects(
-            Api::<Membership>::all(client),
-            watcher::Config::default().any_semantic(),
-        );
-        tokio::spawn(membership_events.for_each(|_| futures::future::ready(())));
         AcceptCache {
             invitations,
             index,
-            memberships,
-            filled: vec![invitations_filled, memberships_filled],
+            memberships: watches.memberships.store(),
+            filled: vec![watches.invitations.filled(), watches.memberships.filled()],
         }
     }
 

@@ -89,6 +89,7 @@ impl Invitations {
     /// `claims_namespace` (the operator's namespace).
     pub async fn new(
         client: Client,
+        watches: &crate::watch_set::WatchSet,
         args: &InvitationArgs,
         claims_namespace: &str,
         registry: &mut Registry,
@@ -115,11 +116,7 @@ impl Invitations {
                 .transpose()?,
             smtp_configured: mailer.is_some(),
         };
-        let controller = InvitationController::new(
-            client.clone(),
-            args.invitations_selector.as_deref(),
-            args.emails_in_flight,
-        );
+        let controller = InvitationController::new(client.clone(), watches, args.emails_in_flight);
         let metrics = Metrics::register(registry, Some(controller.invitations()));
         let recorder = Recorder::new(
             client.clone(),
@@ -129,7 +126,7 @@ impl Invitations {
             },
         );
         let acceptor = accept::Acceptor {
-            cache: index::AcceptCache::start(client.clone(), args.invitations_selector.as_deref()),
+            cache: index::AcceptCache::start(watches),
             client,
             claims_namespace: claims_namespace.to_string(),
         };

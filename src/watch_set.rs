@@ -1,0 +1,140 @@
+//! One watch per kind for the whole process, shared by the access controller, the
+//! invitation controller and the accept endpoint (each used to watch Memberships,
+//! Invitations, Organizations and Namespaces itself: three copies of the same objects).
+//!
+//! The watches start with the process, on every replica: followers serve the accept
+//! endpoint from them, and a follower that becomes leader starts its controllers on
+//! caches that are already filled.
+//!
+//! Each watch feeds one cache and fans every object it touches out to its subscribers
+//! (controller triggers). A subscriber that joins late first receives what the cache
+//! holds, so a controller started on a filled cache still reconciles everything once.
+//! Subscribers are unbounded channels: a slow or stopped consumer never holds up the
+//! cache (the objects it has not read yet are what it would reconcile anyway).
+
+use std::sync::{Arc, Mutex};
+
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::access::names::LABEL_ORGANIZATION;
+use crate::api::{Invitation, Membership, Organization};
+use crate::cache::{Filled, reflect_objects};
+
+/// The shared watches.
+#[derive(Clone)]
+pub struct WatchSet {
+    pub organizations: Watched<Organization>,
+    pub memberships: Watched<Membership>,
+    /// Only those `--invitations-selector` selects.
+    pub invitations: Watched<Invitation>,
+    /// Only namespaces labelled `kube-org.io/organization` (homes and resources).
+    pub namespaces: Watched<Namespace>,
+}
+
+impl WatchSet {
+    /// Starts the watches (tasks on the current runtime).
+    pub fn start(client: &Client, invitations_selector: Option<&str>) -> WatchSet {
+        let mut invitations = watcher::Config::default().any_semantic();
+        if let Some(selector) = invitations_selector {
+            invitations = invitations.labels(selector);
+        }
+        WatchSet {
+            organizations: Watched::start(Api::all(client.clone()), watcher::Config::default()),
+            memberships: Watched::start(
+                Api::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            ),
+            invitations: Watched::start(Api::all(client.clone()), invitations),
+            namespaces: Watched::start(
+                Api::all(client.clone()),
+                watcher::Config::default().labels(LABEL_ORGANIZATION),
+            ),
+        }
+    }
+}
+
+type Subscribers<K> = Arc<Mutex<Vec<UnboundedSender<Arc<K>>>>>;
+
+/// One watched kind: its cache, whether the cache is filled, and its subscribers.
+pub struct Watched<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: Store<K>,
+    filled: Filled,
+    subscribers: Subscribers<K>,
+}
+
+impl<K> Clone for Watched<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    fn clone(&self) -> Self {
+        Watched {
+            store: self.store.clone(),
+            filled: self.filled.clone(),
+            subscribers: self.subscribers.clone(),
+        }
+    }
+}
+
+impl<K> Watched<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    /// Starts watching `api` with `config`.
+    pub fn start(api: Api<K>, config: watcher::Config) -> Self {
+        let (store, filled, events) = reflect_objects(api, config);
+        let subscribers: Subscribers<K> = Arc::default();
+        let fan_out = subscribers.clone();
+        tokio::spawn(events.for_each(move |event| {
+            match event {
+                Ok(object) => {
+                    let object = Arc::new(object);
+                    let mut subscribers = fan_out.lock().unwrap_or_else(|p| p.into_inner());
+                    subscribers.retain(|tx| tx.unbounded_send(object.clone()).is_ok());
+                }
+                Err(error) => tracing::debug!(%error, "watch error (retried)"),
+            }
+            futures::future::ready(())
+        }));
+        Watched {
+            store,
+            filled,
+            subscribers,
+        }
+    }
+
+    /// The cache.
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// Whether the cache has had its first complete list.
+    pub fn filled(&self) -> Filled {
+        self.filled.clone()
+    }
+
+    /// Every object the watch touches from now on (applied or deleted; the cache is
+    /// updated first), after every object the cache holds now.
+    pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        let (tx, rx) = unbounded();
+        // Under the lock, so nothing the watch delivers meanwhile comes before the
+        // replay.
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        for object in self.store.state() {
+            let _ = tx.unbounded_send(object);
+        }
+        subscribers.push(tx);
+        rx
+    }
+}

@@ -313,52 +313,50 @@ fn every_type() -> Organization {
 fn the_catalog_entry_for_the_type_wins_and_presets_fit_any_type() {
     let org = every_type();
     let table = RoleTable::new(&org);
-    let cluster_role = |role: &str, scope: &str| {
-        table
-            .resolve(&assignment(&format!("{{role: {role}, scope: {scope}}}")))
-            .map(|r| r.cluster_role.unwrap_or_default())
-            .map_err(|p| p.reason())
-    };
-    let all = |kind: &str| format!("{{resourceType: {kind}, all: true}}");
-    assert_eq!(
-        cluster_role("admin", &all("elasticsearch")),
-        Ok("admin".into())
-    );
-    assert_eq!(
-        cluster_role("viewer", &all("connected-cluster")),
-        Ok("view".into())
-    );
-    assert_eq!(
-        cluster_role("editor", &all("deployment")),
-        Ok("edit".into())
-    );
-    assert_eq!(
-        cluster_role("developer", &all("deployment")),
-        Err("RoleNotForType")
-    );
-    assert_eq!(
-        cluster_role("editor", &all("connected-cluster")),
-        Err("RoleNotForType")
-    );
-    assert_eq!(
-        cluster_role("reader", &all("custom-type")),
-        Ok("view".into())
-    );
-    assert_eq!(
-        cluster_role("owner", &all("deployment")),
-        Ok("admin".into())
-    );
-    let organization = "{organization: {}}";
-    assert_eq!(
-        cluster_role("billing-admin", organization),
-        Ok(String::new())
-    );
-    assert_eq!(
-        cluster_role("organization-owner", organization),
-        Ok("admin".into())
-    );
-    assert_eq!(
-        cluster_role("admin", organization),
-        Err("NeedsResourceScope")
-    );
+    let builtin = |cluster_role| ok(cluster_role, RoleSource::Builtin);
+    let cases = [
+        (
+            "{role: admin, scope: {resourceType: elasticsearch, all: true}}",
+            builtin(Some("admin")),
+        ),
+        (
+            "{role: viewer, scope: {resourceType: connected-cluster, all: true}}",
+            builtin(Some("view")),
+        ),
+        (
+            "{role: editor, scope: {resourceType: deployment, all: true}}",
+            builtin(Some("edit")),
+        ),
+        (
+            "{role: developer, scope: {resourceType: deployment, all: true}}",
+            refused("RoleNotForType"),
+        ),
+        (
+            "{role: editor, scope: {resourceType: connected-cluster, all: true}}",
+            refused("RoleNotForType"),
+        ),
+        (
+            "{role: reader, scope: {resourceType: custom-type, all: true}}",
+            builtin(Some("view")),
+        ),
+        (
+            "{role: owner, scope: {resourceType: deployment, all: true}}",
+            builtin(Some("admin")),
+        ),
+        (
+            "{role: billing-admin, scope: {organization: {}}}",
+            builtin(None),
+        ),
+        (
+            "{role: organization-owner, scope: {organization: {}}}",
+            builtin(Some("admin")),
+        ),
+        (
+            "{role: admin, scope: {organization: {}}}",
+            refused("NeedsResourceScope"),
+        ),
+    ];
+    for (yaml, expected) in cases {
+        assert_eq!(outcome(&table, yaml), expected, "{yaml}");
+    }
 }

@@ -392,6 +392,17 @@ mod tests {
         org
     }
 
+    /// The email of `invitation` from `org`, with a fixed sender, link and expiry.
+    fn invite<'a>(org: &'a Organization, invitation: &'a Invitation) -> Invite<'a> {
+        Invite {
+            organization: org,
+            invitation,
+            from: "noreply@example.com",
+            link: "https://org.example.com/invitations/accept?token=x",
+            expires_at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
     fn invitation() -> Invitation {
         fixtures::invitation(
             "dave",
@@ -519,13 +530,7 @@ mod tests {
             "bad(addr@example.com",
             vec![role("viewer", Scope::all_of("deployment"), Access::Full)],
         );
-        let invite = Invite {
-            organization: &org,
-            invitation: &invitation,
-            from: "noreply@example.com",
-            link: "https://org.example.com/invitations/accept?token=x",
-            expires_at: Timestamp::UNIX_EPOCH,
-        };
+        let invite = invite(&org, &invitation);
         assert!(matches!(invite.message(), Err(EmailError::Address(..))));
     }
 
@@ -534,11 +539,9 @@ mod tests {
         let org = org();
         let invitation = invitation();
         let invite = Invite {
-            organization: &org,
-            invitation: &invitation,
             from: "not an address",
             link: "x",
-            expires_at: Timestamp::UNIX_EPOCH,
+            ..invite(&org, &invitation)
         };
         assert!(matches!(invite.message(), Err(EmailError::Address(..))));
     }
@@ -554,14 +557,7 @@ mod tests {
         );
         let offered = offered_roles(&org, &invitation);
         assert_eq!(offered[0].description, VIEWER_DESCRIPTION);
-        let invite = Invite {
-            organization: &org,
-            invitation: &invitation,
-            from: "noreply@example.com",
-            link: "https://org.example.com/invitations/accept?token=x",
-            expires_at: Timestamp::UNIX_EPOCH,
-        };
-        let text = invite.text();
+        let text = invite(&org, &invitation).text();
         assert!(
             text.contains(&format!(
                 "viewer on the whole organization: {VIEWER_DESCRIPTION}"

@@ -203,12 +203,20 @@ impl Definition<'_> {
 
     /// Whether it names `resource_type` itself (not through an empty list).
     fn lists(&self, resource_type: &str) -> bool {
-        self.resource_types().contains(&resource_type)
+        match self {
+            Definition::Catalog(role) => role.resource_types.contains(&resource_type),
+            Definition::Organization(role) => {
+                role.resource_types.iter().any(|t| t.0 == resource_type)
+            }
+        }
     }
 
     /// Whether it fits every type (an empty list).
     fn fits_any_type(&self) -> bool {
-        self.resource_types().is_empty()
+        match self {
+            Definition::Catalog(role) => role.resource_types.is_empty(),
+            Definition::Organization(role) => role.resource_types.is_empty(),
+        }
     }
 
     fn description(&self) -> String {

@@ -319,20 +319,6 @@ pub fn named(name: &str) -> impl Iterator<Item = &'static CatalogRole> {
     BUILTIN.iter().filter(move |role| role.name == name)
 }
 
-/// The entry for a role name and a resource type (an entry with empty resource_types
-/// matches any type). An entry listing the type wins over one that matches any type.
-/// Organization-level entries also match; callers that need a resource role check `level`.
-pub fn lookup(name: &str, resource_type: &str) -> Option<&'static CatalogRole> {
-    named(name)
-        .find(|role| role.resource_types.contains(&resource_type))
-        .or_else(|| named(name).find(|role| role.resource_types.is_empty()))
-}
-
-/// The entry of an organization-level role.
-pub fn organization_role(name: &str) -> Option<&'static CatalogRole> {
-    named(name).find(|role| role.level == RoleLevel::Organization)
-}
-
 /// Every ClusterRole the catalog maps to, sorted and deduplicated (the operator's
 /// ServiceAccount needs `bind` on exactly these).
 pub fn cluster_roles() -> Vec<&'static str> {
@@ -409,45 +395,6 @@ mod tests {
     }
 
     #[test]
-    fn lookup_picks_the_entry_for_the_type() {
-        let admin = lookup("admin", ELASTICSEARCH).expect("admin for elasticsearch");
-        assert_eq!(admin.cluster_role, Some("admin"));
-        assert_eq!(admin.resource_types, &[ELASTICSEARCH]);
-        assert_eq!(
-            lookup("viewer", CONNECTED_CLUSTER).unwrap().cluster_role,
-            Some("view")
-        );
-        assert_eq!(
-            lookup("editor", DEPLOYMENT).unwrap().cluster_role,
-            Some("edit")
-        );
-        assert!(lookup("developer", DEPLOYMENT).is_none());
-        assert!(lookup("editor", CONNECTED_CLUSTER).is_none());
-        assert!(lookup("no-such-role", DEPLOYMENT).is_none());
-    }
-
-    #[test]
-    fn presets_match_any_type() {
-        assert_eq!(
-            lookup("reader", "anything").unwrap().cluster_role,
-            Some("view")
-        );
-        assert_eq!(
-            lookup("owner", DEPLOYMENT).unwrap().cluster_role,
-            Some("admin")
-        );
-    }
-
-    #[test]
-    fn organization_roles() {
-        let billing = organization_role(BILLING_ADMIN).expect("billing-admin");
-        assert_eq!(billing.cluster_role, None);
-        let owner = organization_role(ORGANIZATION_OWNER).expect("organization-owner");
-        assert_eq!(owner.cluster_role, Some("admin"));
-        assert!(organization_role("admin").is_none());
-    }
-
-    #[test]
     fn named_finds_every_type() {
         let mut types: Vec<&str> = named("admin")
             .flat_map(|r| r.resource_types.iter().copied())
@@ -488,8 +435,10 @@ mod tests {
             "endpoint-policy-manager",
         ];
         for name in DESIGN {
-            let role = lookup(name, SECURITY).unwrap_or_else(|| panic!("{name} missing"));
-            assert_eq!(role.resource_types, &[SECURITY], "{name}");
+            assert!(
+                named(name).any(|role| role.resource_types == [SECURITY]),
+                "{name} missing"
+            );
         }
     }
 }

@@ -316,8 +316,8 @@ async fn invite_email_link_and_confirm_make_a_member() {
         format!("You are invited to join Team {}", org.name)
     );
     assert_eq!(mail.from, "kube-org@example.com");
-    let viewer = kube_org::catalog::lookup("viewer", "deployment").unwrap();
-    let billing = kube_org::catalog::organization_role("billing-admin").unwrap();
+    let viewer = kube_org::catalog::named("viewer").next().unwrap();
+    let billing = kube_org::catalog::named("billing-admin").next().unwrap();
     for wanted in [
         format!("Team {}", org.name),
         viewer.description.to_string(),

@@ -411,6 +411,15 @@ async fn roles_lists_the_catalog_and_an_organizations_own_roles() {
         "edit"
     );
     assert!(find("viewer", "overridden").is_some(), "{own:#}");
+    // Where each is usable, as kube-org resolves them: the catalog viewer nowhere.
+    assert_eq!(
+        find("viewer", "override").expect("the override")["usableIn"],
+        serde_json::json!(["deployment"])
+    );
+    assert_eq!(
+        find("viewer", "overridden").expect("the catalog's")["usableIn"],
+        serde_json::json!([])
+    );
     assert!(
         find("tier-1-analyst", "builtin").is_none(),
         "security is not one of its types"

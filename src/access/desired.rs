@@ -272,38 +272,27 @@ fn bind(
 ) -> BindingOutcome {
     let spec = &binding.spec;
     let scope = spec.scope.summary();
-    let Some(target) = spec.scope.target() else {
-        let message = "scope must be exactly one of organization: {}, {resourceType, all: true} or {resourceType, resources: [...]}";
-        return grants_nothing(scope, "InvalidScope", message.to_string());
+    let role = match ctx.table.resolve(spec) {
+        Ok(role) => role,
+        Err(problem) => return refused(scope, problem),
     };
-    let (role, targets, problems) = match target {
-        ScopeTarget::Organization => match ctx.table.organization_role(&spec.role) {
-            Ok(role) => {
-                return bind_organization_role(ctx, &role, spec.access, scope, user, grants);
-            }
-            Err(problem) => return refused(scope, problem),
-        },
-        ScopeTarget::AllOfType(kind) => match ctx.table.resource_role(&spec.role, &kind) {
-            Ok(role) => (
-                role,
-                ctx.resources.get(&kind).cloned().unwrap_or_default(),
-                vec![],
-            ),
-            Err(problem) => return refused(scope, problem),
-        },
-        ScopeTarget::Named(kind, names) => match ctx.table.resource_role(&spec.role, &kind) {
-            Ok(role) => {
-                let available = ctx.resources.get(&kind).cloned().unwrap_or_default();
-                let (found, missing): (Vec<String>, Vec<String>) =
-                    names.into_iter().partition(|n| available.contains(n));
-                let problems = missing
-                    .into_iter()
-                    .map(|name| missing_resource(ctx, &kind, name))
-                    .collect();
-                (role, found, problems)
-            }
-            Err(problem) => return refused(scope, problem),
-        },
+    let (targets, problems) = match &role.target {
+        ScopeTarget::Organization => {
+            return bind_organization_role(ctx, &role, spec.access, scope, user, grants);
+        }
+        ScopeTarget::AllOfType(kind) => {
+            (ctx.resources.get(kind).cloned().unwrap_or_default(), vec![])
+        }
+        ScopeTarget::Named(kind, names) => {
+            let available = ctx.resources.get(kind).cloned().unwrap_or_default();
+            let (found, missing): (Vec<String>, Vec<String>) =
+                names.iter().cloned().partition(|n| available.contains(n));
+            let problems = missing
+                .into_iter()
+                .map(|name| missing_resource(ctx, kind, name))
+                .collect();
+            (found, problems)
+        }
     };
     if spec.access == Access::Full
         && let Some(cluster_role) = &role.cluster_role
@@ -311,8 +300,7 @@ fn bind(
         for ns in &targets {
             grant(grants, ns, cluster_role, user);
         }
-        if cluster_role == "admin" && matches!(spec.scope.target(), Some(ScopeTarget::AllOfType(_)))
-        {
+        if cluster_role == "admin" && matches!(role.target, ScopeTarget::AllOfType(_)) {
             grant(grants, ctx.home, ROLEBINDING_READER_CLUSTER_ROLE, user);
         }
     }
@@ -389,7 +377,7 @@ fn bind_organization_role(
     grants: &mut Grants,
 ) -> BindingOutcome {
     let mut resources = Vec::new();
-    if role.name == ORGANIZATION_OWNER && !role.custom {
+    if role.name == ORGANIZATION_OWNER && !role.is_custom() {
         grant(grants, ctx.home, OWNER_CLUSTER_ROLE, user);
         if access == Access::Full
             && let Some(cluster_role) = &role.cluster_role

@@ -424,3 +424,31 @@ fn refused_memberships_grant_nothing_and_their_bindings_say_why() {
     }
     assert!(access.members.is_empty());
 }
+
+#[test]
+fn an_organizations_own_viewer_is_refused_in_a_resource_scope() {
+    let mut world = World::new()
+        .bind(
+            "in-resources",
+            "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, all: true}}",
+        )
+        .bind(
+            "on-organization",
+            "{member: carol@example.com, role: viewer, scope: {organization: {}}}",
+        );
+    world.org = crate::access::roles::fixtures::organization_viewer();
+    let access = world.compute();
+    let refused = &access.bindings["in-resources"].ready;
+    assert!(!refused.status);
+    assert_eq!(refused.reason, "NeedsOrganizationScope");
+    assert!(held(&access, "bob@example.com").is_empty());
+    // On the organization it is the organization's role: its ClusterRole in the home
+    // namespace, nothing inside resources.
+    assert_eq!(
+        held(&access, "carol@example.com"),
+        pairs(&[
+            ("org-acme", "acme-org-viewer"),
+            ("org-acme", "kube-org:reader")
+        ])
+    );
+}

@@ -73,8 +73,9 @@ pub struct OrganizationSpec {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub resource_types: Vec<ResourceTypeName>,
 
-    /// Custom roles, and overrides of the built-in catalog's mapping: a role with the
-    /// name of a catalog role replaces that role's ClusterRole for this organization.
+    /// Custom roles, and overrides of the built-in catalog: a role with the name of a
+    /// catalog role replaces that catalog role entirely for this organization (level,
+    /// resource types, ClusterRole and description; no catalog entry of the name applies).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
@@ -131,7 +132,7 @@ pub enum RoleLevel {
 )]
 pub struct CustomRole {
     /// The role's name, used in RoleBindings and Invitations. The name of a catalog role
-    /// overrides that role for this organization.
+    /// replaces that role entirely for this organization.
     #[schemars(schema_with = "dns_label_schema")]
     pub name: String,
 

@@ -11,11 +11,10 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::config::{SmtpSecurity, SmtpUrl};
+use crate::access::roles::RoleTable;
 use crate::api::fields::has_control_characters;
-use crate::api::organization::RoleLevel;
 use crate::api::scope::ScopeTarget;
 use crate::api::{Access, Invitation, Organization};
-use crate::catalog;
 
 /// The path of the accept endpoint.
 pub const ACCEPT_PATH: &str = "/invitations/accept";
@@ -100,49 +99,31 @@ pub struct OfferedRole {
     pub description: String,
 }
 
-/// The roles an invitation offers, with their descriptions: the Organization's own
-/// description for a custom or remapped role, else the catalog's.
+/// The roles an invitation offers, with their descriptions as [`RoleTable::resolve`]
+/// gives them: the Organization's words for its own roles (which replace catalog roles
+/// of the same name), else the catalog's.
 pub fn offered_roles(org: &Organization, invitation: &Invitation) -> Vec<OfferedRole> {
+    let table = RoleTable::new(org);
     invitation
         .spec
         .roles
         .iter()
-        .map(|offered| {
-            let target = offered.scope.target();
-            let kind = match &target {
-                Some(ScopeTarget::AllOfType(kind) | ScopeTarget::Named(kind, _)) => Some(kind),
-                _ => None,
-            };
-            let custom = org
-                .spec
-                .roles
-                .iter()
-                .filter(|r| r.name == offered.role)
-                .find(|r| match kind {
-                    None => r.level == RoleLevel::Organization,
-                    Some(kind) => {
-                        r.resource_types.is_empty() || r.resource_types.iter().any(|t| &t.0 == kind)
-                    }
-                })
-                .and_then(|r| r.description.clone());
-            let builtin = match kind {
-                None => catalog::organization_role(&offered.role),
-                Some(kind) => catalog::lookup(&offered.role, kind),
-            }
-            .map(|r| r.description.to_string());
-            OfferedRole {
-                role: offered.role.clone(),
-                scope: match target {
-                    Some(ScopeTarget::Organization) => "the whole organization".to_string(),
-                    Some(ScopeTarget::AllOfType(kind)) => format!("every {kind} resource"),
-                    Some(ScopeTarget::Named(kind, names)) => {
-                        format!("{kind} resources {}", names.join(", "))
-                    }
-                    None => offered.scope.summary(),
-                },
-                console_only: offered.access == Access::Console,
-                description: custom.or(builtin).unwrap_or_default(),
-            }
+        .map(|offered| OfferedRole {
+            role: offered.role.clone(),
+            scope: match offered.scope.target() {
+                Some(ScopeTarget::Organization) => "the whole organization".to_string(),
+                Some(ScopeTarget::AllOfType(kind)) => format!("every {kind} resource"),
+                Some(ScopeTarget::Named(kind, names)) => {
+                    format!("{kind} resources {}", names.join(", "))
+                }
+                None => offered.scope.summary(),
+            },
+            console_only: offered.access == Access::Console,
+            // Only invitations whose roles resolve are sent (check_roles).
+            description: table
+                .resolve(offered)
+                .map(|role| role.description)
+                .unwrap_or_default(),
         })
         .collect()
 }
@@ -392,7 +373,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::api::Scope;
-    use crate::api::organization::CustomRole;
+    use crate::api::organization::{CustomRole, RoleLevel};
+    use crate::catalog;
     use crate::invitations::fixtures::{self, organization, role};
 
     fn org() -> Organization {
@@ -408,6 +390,17 @@ mod tests {
             description: Some("Reads everything for the audit.".into()),
         });
         org
+    }
+
+    /// The email of `invitation` from `org`, with a fixed sender, link and expiry.
+    fn invite<'a>(org: &'a Organization, invitation: &'a Invitation) -> Invite<'a> {
+        Invite {
+            organization: org,
+            invitation,
+            from: "noreply@example.com",
+            link: "https://org.example.com/invitations/accept?token=x",
+            expires_at: Timestamp::UNIX_EPOCH,
+        }
     }
 
     fn invitation() -> Invitation {
@@ -446,15 +439,13 @@ mod tests {
             expires_at: Timestamp::from_second(1_767_225_600).unwrap(),
         };
         let text = invite.text();
-        let viewer = catalog::lookup("viewer", "deployment").unwrap().description;
+        let viewer = catalog::named("viewer").next().unwrap().description;
         for wanted in [
             "Acme <Platform> Team",
             "dave@example.com",
             viewer,
             "auditor on deployment resources prod (console only): Reads everything for the audit.",
-            catalog::organization_role("billing-admin")
-                .unwrap()
-                .description,
+            catalog::named("billing-admin").next().unwrap().description,
             link.as_str(),
             "2026-01-01 00:00:00",
         ] {
@@ -539,13 +530,7 @@ mod tests {
             "bad(addr@example.com",
             vec![role("viewer", Scope::all_of("deployment"), Access::Full)],
         );
-        let invite = Invite {
-            organization: &org,
-            invitation: &invitation,
-            from: "noreply@example.com",
-            link: "https://org.example.com/invitations/accept?token=x",
-            expires_at: Timestamp::UNIX_EPOCH,
-        };
+        let invite = invite(&org, &invitation);
         assert!(matches!(invite.message(), Err(EmailError::Address(..))));
     }
 
@@ -554,12 +539,33 @@ mod tests {
         let org = org();
         let invitation = invitation();
         let invite = Invite {
-            organization: &org,
-            invitation: &invitation,
             from: "not an address",
             link: "x",
-            expires_at: Timestamp::UNIX_EPOCH,
+            ..invite(&org, &invitation)
         };
         assert!(matches!(invite.message(), Err(EmailError::Address(..))));
+    }
+
+    #[test]
+    fn an_organizations_own_viewer_is_described_in_its_words() {
+        use crate::access::roles::fixtures::{VIEWER_DESCRIPTION, organization_viewer};
+        let org = organization_viewer();
+        let invitation = fixtures::invitation(
+            "dave",
+            "dave@example.com",
+            vec![role("viewer", Scope::organization(), Access::Full)],
+        );
+        let offered = offered_roles(&org, &invitation);
+        assert_eq!(offered[0].description, VIEWER_DESCRIPTION);
+        let text = invite(&org, &invitation).text();
+        assert!(
+            text.contains(&format!(
+                "viewer on the whole organization: {VIEWER_DESCRIPTION}"
+            )),
+            "{text}"
+        );
+        for catalog_viewer in catalog::named("viewer") {
+            assert!(!text.contains(catalog_viewer.description), "{text}");
+        }
     }
 }

@@ -13,10 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
-use crate::access::roles::{RoleProblem, RoleTable};
+use crate::access::roles::RoleTable;
 use crate::api::condition::{DesiredCondition, READY, merge_conditions};
 use crate::api::fields::normalize_email;
-use crate::api::scope::ScopeTarget;
 use crate::api::{
     Invitation, InvitationPhase, InvitationStatus, InvitationToken, Membership, Organization,
 };
@@ -631,26 +630,12 @@ fn is_live(invitation: &Invitation, org: &Organization) -> bool {
     phase_live && check_roles(invitation, org).is_ok() && ttl(invitation, org).is_ok()
 }
 
-/// Every offered role must resolve for the organization in the scope it is offered in.
+/// Every offered role must resolve for the organization in the scope it is offered in
+/// ([`RoleTable::resolve`], as access will resolve the RoleBindings it becomes).
 pub fn check_roles(invitation: &Invitation, org: &Organization) -> Result<(), Refusal> {
     let table = RoleTable::new(org);
     for offered in &invitation.spec.roles {
-        let resolved = match offered.scope.target() {
-            None => {
-                return Err(Refusal {
-                    reason: "InvalidScope",
-                    message: format!(
-                        "role {}: scope must be exactly one of organization: {{}}, {{resourceType, all: true}} or {{resourceType, resources: [...]}}",
-                        offered.role
-                    ),
-                });
-            }
-            Some(ScopeTarget::Organization) => table.organization_role(&offered.role),
-            Some(ScopeTarget::AllOfType(kind) | ScopeTarget::Named(kind, _)) => {
-                table.resource_role(&offered.role, &kind)
-            }
-        };
-        resolved.map_err(|problem: RoleProblem| Refusal {
+        table.resolve(offered).map_err(|problem| Refusal {
             reason: problem.reason(),
             message: format!("{problem}; fix spec.roles"),
         })?;

@@ -306,6 +306,22 @@ fn refusal_reason(world: &World, inv: &Invitation) -> (String, String) {
 }
 
 #[test]
+fn an_organizations_own_viewer_is_refused_in_a_resource_scope() {
+    let mut world = World::new();
+    let org = crate::access::roles::fixtures::organization_viewer();
+    world.org = Some(org.clone());
+    // The invitation offers viewer on deployment/*: access would refuse the binding.
+    let offered = invitation("dave", "dave@example.com", 0);
+    let (reason, message) = refusal_reason(&world, &offered);
+    let problem = RoleTable::new(&org)
+        .resolve(&offered.spec.roles[0])
+        .expect_err("access refuses it");
+    assert_eq!(reason, problem.reason());
+    assert_eq!(reason, "NeedsOrganizationScope");
+    assert!(message.contains("organization-level"), "{message}");
+}
+
+#[test]
 fn refusals_name_their_reason() {
     let mut world = World::new();
     world.org = Some(org(

@@ -1,124 +1,36 @@
 //! `kubectl org roles`: the built-in catalog and, for one organization, its own roles:
-//! custom roles, and overrides that remap a catalog role to another ClusterRole.
+//! custom roles, and overrides that replace a catalog role of the same name. What is
+//! listed, and where each role is usable, is [`RoleTable::entries`]: the resolver access
+//! and invitations use.
 
-use serde::Serialize;
-
+use crate::access::roles::{RoleTable, catalog_entries};
 use crate::api::Organization;
-use crate::api::organization::{CustomRole, RoleLevel};
-use crate::catalog::{self, CatalogRole};
+use crate::api::organization::RoleLevel;
+
+pub use crate::access::roles::{RoleEntry as RoleView, RoleSource};
 
 use super::cli::RolesArgs;
 use super::cluster::{OrgContext, client};
 use super::error::PluginError;
 use super::output::{Table, joined, show};
 
-/// Where a role comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum RoleSource {
-    /// The built-in catalog.
-    Builtin,
-    /// The built-in catalog, replaced in this organization by an override.
-    Overridden,
-    /// The organization's `spec.roles`, under the name of a catalog role.
-    Override,
-    /// The organization's `spec.roles`, a name of its own.
-    Custom,
-}
-
-impl RoleSource {
-    fn label(self) -> &'static str {
-        match self {
-            RoleSource::Builtin => "builtin",
-            RoleSource::Overridden => "builtin (overridden)",
-            RoleSource::Override => "override",
-            RoleSource::Custom => "custom",
-        }
+/// The word the table shows for a source.
+fn source_label(source: RoleSource) -> &'static str {
+    match source {
+        RoleSource::Builtin => "builtin",
+        RoleSource::Overridden => "builtin (overridden)",
+        RoleSource::Override => "override",
+        RoleSource::Custom => "custom",
     }
-}
-
-/// One role as `-o yaml|json` prints it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoleView {
-    pub name: String,
-    pub level: RoleLevel,
-    /// The resource types it can be bound to; empty for organization-level roles, and
-    /// for resource roles that fit every type.
-    pub resource_types: Vec<String>,
-    /// The ClusterRole granted inside each resource in scope; none for roles that grant
-    /// nothing inside resources.
-    pub cluster_role: Option<String>,
-    pub source: RoleSource,
-    pub description: String,
-}
-
-impl RoleView {
-    fn builtin(role: &CatalogRole, source: RoleSource) -> Self {
-        RoleView {
-            name: role.name.to_string(),
-            level: role.level,
-            resource_types: role.resource_types.iter().map(|t| t.to_string()).collect(),
-            cluster_role: role.cluster_role.map(str::to_string),
-            source,
-            description: role.description.to_string(),
-        }
-    }
-
-    fn custom(role: &CustomRole) -> Self {
-        let source = if catalog::named(&role.name).next().is_some() {
-            RoleSource::Override
-        } else {
-            RoleSource::Custom
-        };
-        RoleView {
-            name: role.name.clone(),
-            level: role.level,
-            resource_types: role.resource_types.iter().map(|t| t.0.clone()).collect(),
-            cluster_role: role.cluster_role.clone(),
-            source,
-            description: role.description.clone().unwrap_or_default(),
-        }
-    }
-}
-
-/// Whether two type lists meet (an empty list is every type).
-fn types_meet(a: &[String], b: &[String]) -> bool {
-    a.is_empty() || b.is_empty() || a.iter().any(|t| b.contains(t))
 }
 
 /// The roles to show: the whole catalog; or, for an organization, its own roles first,
-/// then the catalog roles its resource types can use, those it overrides marked so.
+/// then the catalog roles its resource types can use, those it replaced marked so.
 pub fn roles(org: Option<&Organization>) -> Vec<RoleView> {
-    let Some(org) = org else {
-        return catalog::BUILTIN
-            .iter()
-            .map(|r| RoleView::builtin(r, RoleSource::Builtin))
-            .collect();
-    };
-    let uses: Vec<String> = org
-        .spec
-        .resource_types
-        .iter()
-        .map(|t| t.0.clone())
-        .collect();
-    let own: Vec<RoleView> = org.spec.roles.iter().map(RoleView::custom).collect();
-    let builtin = catalog::BUILTIN
-        .iter()
-        .map(|r| RoleView::builtin(r, RoleSource::Builtin))
-        .filter(|r| r.level == RoleLevel::Organization || types_meet(&r.resource_types, &uses))
-        .map(|mut r| {
-            let overridden = own.iter().any(|o| {
-                o.name == r.name
-                    && o.level == r.level
-                    && types_meet(&o.resource_types, &r.resource_types)
-            });
-            if overridden {
-                r.source = RoleSource::Overridden;
-            }
-            r
-        });
-    own.iter().cloned().chain(builtin).collect()
+    match org {
+        Some(org) => RoleTable::new(org).entries(),
+        None => catalog_entries(),
+    }
 }
 
 /// The roles table.
@@ -142,7 +54,7 @@ pub fn roles_table(roles: &[RoleView]) -> Table {
             level.to_string(),
             types,
             role.cluster_role.clone().unwrap_or_else(|| "-".to_string()),
-            role.source.label().to_string(),
+            source_label(role.source).to_string(),
             role.description.clone(),
         ]);
     }
@@ -167,6 +79,7 @@ pub async fn list(kube: &super::cli::KubeArgs, args: &RolesArgs) -> Result<(), P
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog;
 
     fn acme() -> Organization {
         serde_json::from_value(serde_json::json!({
@@ -255,5 +168,36 @@ mod tests {
             .find(|l| l.starts_with("reader"))
             .expect("reader");
         assert!(reader.contains(" any "), "{reader}");
+    }
+
+    #[test]
+    fn an_organizations_own_viewer_hides_the_catalog_viewer() {
+        let org = crate::access::roles::fixtures::organization_viewer();
+        let shown = roles(Some(&org));
+        let own = find(&shown, "viewer", RoleSource::Override).expect("the organization's");
+        assert_eq!(own.level, RoleLevel::Organization);
+        assert_eq!(
+            own.usable_in.as_deref(),
+            Some(&["organization".to_string()][..])
+        );
+        assert!(find(&shown, "viewer", RoleSource::Builtin).is_none());
+        let replaced = find(&shown, "viewer", RoleSource::Overridden).expect("listed as replaced");
+        assert_eq!(replaced.usable_in.as_deref(), Some(&[][..]));
+        // Nothing named viewer is usable in a resource scope.
+        assert!(
+            shown
+                .iter()
+                .filter(|r| r.name == "viewer")
+                .flat_map(|r| r.usable_in.iter().flatten())
+                .all(|place| place == "organization")
+        );
+        let table = roles_table(&shown).render();
+        assert!(
+            table
+                .lines()
+                .filter(|l| l.starts_with("viewer "))
+                .all(|l| !l.contains(" builtin ") || l.contains("builtin (overridden)")),
+            "{table}"
+        );
     }
 }

@@ -2,9 +2,8 @@
 //! syntax of `kubectl org` (the same one status and `kubectl get` print), how the flags
 //! pair up, and a check of each role against the organization before anything is created.
 
-use crate::access::roles::RoleTable;
+use crate::access::roles::{RoleProblem, RoleTable};
 use crate::api::fields::is_dns_label;
-use crate::api::scope::ScopeTarget;
 use crate::api::{Access, RoleAssignment, Scope};
 
 use super::error::PluginError;
@@ -61,10 +60,10 @@ fn spread<T: Clone>(values: &[T], count: usize, flag: &str) -> Result<Vec<Option
     }
 }
 
-/// The roles to offer, from the flags, each checked against the organization's roles
-/// (the catalog with its overrides and custom roles) the way kube-org will check them.
-/// A role without `--scope` applies to the organization when it is an organization-level
-/// role; a resource role needs a scope.
+/// The roles to offer, from the flags, each resolved against the organization's roles
+/// ([`RoleTable::resolve`], as kube-org will resolve them). A role without `--scope`
+/// applies to the organization when it is an organization-level role; a resource role
+/// needs a scope.
 pub fn assignments(
     roles: &[String],
     scopes: &[Scope],
@@ -79,37 +78,23 @@ pub fn assignments(
         .zip(scopes)
         .zip(access)
         .map(|((role, scope), access)| {
-            let scope = match scope {
-                Some(scope) => scope,
-                None if table.organization_role(role).is_ok() => Scope::organization(),
-                None => {
-                    return Err(PluginError::Usage(format!(
-                        "role {role} applies inside resources: say where with --scope TYPE/* or --scope TYPE/name1,name2"
-                    )));
-                }
-            };
-            check(table, role, &scope).map_err(|p| PluginError::Role(p, org.to_string()))?;
-            Ok(RoleAssignment {
+            let unscoped = scope.is_none();
+            let assignment = RoleAssignment {
                 role: role.clone(),
-                scope,
+                scope: scope.unwrap_or_else(Scope::organization),
                 access: access.unwrap_or_default(),
-            })
+            };
+            match table.resolve(&assignment) {
+                Ok(_) => Ok(assignment),
+                Err(RoleProblem::NeedsResourceScope(_)) if unscoped => Err(PluginError::Usage(
+                    format!(
+                        "role {role} applies inside resources: say where with --scope TYPE/* or --scope TYPE/name1,name2"
+                    ),
+                )),
+                Err(problem) => Err(PluginError::Role(problem, org.to_string())),
+            }
         })
         .collect()
-}
-
-fn check(
-    table: &RoleTable<'_>,
-    role: &str,
-    scope: &Scope,
-) -> Result<(), crate::access::roles::RoleProblem> {
-    match scope.target() {
-        Some(ScopeTarget::AllOfType(kind) | ScopeTarget::Named(kind, _)) => {
-            table.resource_role(role, &kind).map(drop)
-        }
-        // parse_scope only builds valid scopes; an organization scope is the rest.
-        _ => table.organization_role(role).map(drop),
-    }
 }
 
 #[cfg(test)]
@@ -251,5 +236,26 @@ mod tests {
         assert!(check("billing-admin", Scope::all_of("deployment")).contains("organization-level"));
         assert!(check("viewer", Scope::organization()).contains("applies inside resources"));
         assert!(check("developer", Scope::all_of("deployment")).contains("does not apply"));
+    }
+
+    #[test]
+    fn an_organizations_own_viewer_is_refused_in_a_resource_scope() {
+        let org = crate::access::roles::fixtures::organization_viewer();
+        let table = RoleTable::new(&org);
+        let error = assignments(
+            &strings(&["viewer"]),
+            &[Scope::all_of("deployment")],
+            &[],
+            &table,
+            "acme",
+        )
+        .expect_err("the catalog viewer is replaced");
+        assert!(
+            matches!(&error, PluginError::Role(RoleProblem::NeedsOrganizationScope(role), _) if role == "viewer"),
+            "{error}"
+        );
+        // Without --scope it is the organization's role, on the organization.
+        let roles = assignments(&strings(&["viewer"]), &[], &[], &table, "acme").expect("valid");
+        assert_eq!(roles[0].scope, Scope::organization());
     }
 }

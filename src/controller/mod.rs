@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod organization;
 pub mod status;
+pub mod status_queue;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct Context {
     pub bindable: Bindable,
     /// The operator's namespace, where exclusive-membership claims live.
     pub claims_namespace: String,
+    /// Statuses decided by reconciles, written by the status workers.
+    pub statuses: status_queue::StatusQueue,
 }
 
 /// ClusterRoles kube-org was allowed to bind, remembered for [`Bindable::TTL`]: a
@@ -214,6 +217,7 @@ pub async fn run(
     let context = Arc::new(Context {
         bindable: Bindable::default(),
         claims_namespace,
+        statuses: status_queue::StatusQueue::default(),
         recorder: Recorder::new(client.clone(), reporter),
         client,
         metrics,
@@ -291,6 +295,9 @@ pub async fn run(
                 Err(error) => warn!(%error, "reconcile failed"),
             }
         });
+    let workers: Vec<_> = (0..status_queue::WORKERS)
+        .map(|_| tokio::spawn(status_queue::work(context.clone(), stop.clone())))
+        .collect();
     let caches_filled = || all_filled(&context.stores.filled);
     run_until_stopped(
         "organization",
@@ -300,6 +307,9 @@ pub async fn run(
         RECONCILE_GRACE,
     )
     .await;
+    for worker in workers {
+        worker.abort();
+    }
     info!("access controller stopped");
 }
 

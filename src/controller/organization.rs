@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use super::apply::{self, sync};
 use super::status::write_if_changed;
+use super::status_queue::StatusPlan;
 use super::{Context, Error, concurrently};
 use crate::access::desired::{
     AccessInput, BindingOutcome, DesiredAccess, desired_access, resources_by_type,
@@ -287,8 +288,6 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     ensure_membership_finalizers(ctx, &snapshot.memberships).await?;
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
     delete_orphaned_bindings(org, ctx, &snapshot, &memberships).await?;
-    write_binding_statuses(org, ctx, &snapshot.bindings, &desired).await?;
-    write_membership_statuses(org, ctx, &snapshot.memberships, &desired, &refusals).await?;
 
     let members = desired.members.len();
     let owners = desired
@@ -322,6 +321,12 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
         .is_some_and(|c| c.reason == SYNC_FAILED && c.message == ready.message);
     write_org_status(org, ctx, std::slice::from_ref(&ready), Some(counts)).await?;
+    // The RoleBindings' and Memberships' statuses: written after, off this path.
+    ctx.statuses.push(StatusPlan {
+        org: Arc::new(org.clone()),
+        desired,
+        refusals,
+    });
     if !synced.failures.is_empty() {
         if !was_failing {
             publish(ctx, org, EventType::Warning, SYNC_FAILED, &ready.message).await;
@@ -994,6 +999,30 @@ async fn release_leaving_members(
         }
     }
     Ok(())
+}
+
+/// Writes the statuses of a plan ([`super::status_queue`]) against the objects as the
+/// cache holds them now.
+pub async fn write_statuses(plan: &StatusPlan, ctx: &Context) -> Result<(), Error> {
+    let org = plan.org.as_ref();
+    let home = org.home_namespace();
+    let in_home = |ns: Option<String>| ns.as_deref() == Some(home.as_str());
+    let bindings: Vec<Arc<RoleBinding>> = ctx
+        .stores
+        .bindings
+        .state()
+        .into_iter()
+        .filter(|b| in_home(b.namespace()))
+        .collect();
+    let memberships: Vec<Arc<Membership>> = ctx
+        .stores
+        .memberships
+        .state()
+        .into_iter()
+        .filter(|m| in_home(m.namespace()))
+        .collect();
+    write_binding_statuses(org, ctx, &bindings, &plan.desired).await?;
+    write_membership_statuses(org, ctx, &memberships, &plan.desired, &plan.refusals).await
 }
 
 async fn write_binding_statuses(

@@ -870,25 +870,41 @@ async fn ensure_membership_finalizers(
     concurrently(writes).await
 }
 
+/// Sets a Membership's finalizers to `finalizers`, guarded by the finalizers it had (a
+/// JSON Patch test), not by its resourceVersion: status writes happen meanwhile, and
+/// only a concurrent change of the finalizers themselves should stop this one. Such a
+/// change, or the Membership going away, is not an error: the watch brings it back.
 async fn patch_finalizers(
     ctx: &Context,
     m: &Membership,
     finalizers: Vec<String>,
 ) -> Result<(), Error> {
     let api = namespaced(ctx, m);
-    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": m.resource_version()}});
+    let ops = finalizer_patch(m.finalizers(), &finalizers);
+    let patch = Patch::<()>::Json(
+        serde_json::from_value(ops).map_err(|e| Error::Finalizer(e.to_string()))?,
+    );
     ctx.metrics.write("memberships", "patch");
     match api
-        .patch(
-            &m.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+        .patch(&m.name_any(), &PatchParams::default(), &patch)
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 422 => Ok(()),
         Err(error) => Err(error.into()),
+    }
+}
+
+/// The JSON Patch that turns finalizers `current` into `wanted` only if they are still
+/// `current`.
+fn finalizer_patch(current: &[String], wanted: &[String]) -> serde_json::Value {
+    if current.is_empty() {
+        serde_json::json!([{"op": "add", "path": "/metadata/finalizers", "value": wanted}])
+    } else {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": current},
+            {"op": "replace", "path": "/metadata/finalizers", "value": wanted},
+        ])
     }
 }
 
@@ -1345,6 +1361,21 @@ mod tests {
             reason: reason.to_string(),
             note: String::new(),
         }
+    }
+
+    #[test]
+    fn finalizers_change_only_if_they_are_still_what_was_read() {
+        let ours = vec![MEMBERSHIP_FINALIZER.to_string()];
+        let added = finalizer_patch(&[], &ours);
+        assert_eq!(added[0]["op"], "add");
+        let theirs = vec!["example.com/hold".to_string()];
+        let both = [theirs.clone(), ours.clone()].concat();
+        let patch = finalizer_patch(&theirs, &both);
+        assert_eq!(
+            patch[0],
+            serde_json::json!({"op": "test", "path": "/metadata/finalizers", "value": theirs})
+        );
+        assert_eq!(patch[1]["value"], serde_json::json!(both));
     }
 
     #[test]

@@ -61,7 +61,7 @@ done
 summaries() {
   for f in "$logs"/*.log; do
     label=$(basename "$f" .log); label=${label%-*}
-    sed -n '/^== summary ==$/,$p' "$f" | grep -E '^[A-Za-z0-9_.-]+: ' \
+    sed -n '/^== summary ==$/,$p' "$f" | grep -E '^[A-Za-z0-9_.-]+: -?[0-9.]+ [A-Za-z]+$' \
       | awk -v l="$label" '{sub(":", "", $1); print l, $1, $2, $3}'
   done
 }

@@ -717,6 +717,17 @@ async fn main() {
             if statuses.lock().expect("statuses").written(members) {
                 break t0.elapsed();
             }
+            // Sampled while it runs: an operator killed for lack of memory leaves no
+            // /proc entry to read afterwards.
+            let peak = proc_status_kib(pid, "VmHWM");
+            if let Some(status) = operator.exited() {
+                panic!(
+                    "the operator exited ({status}) {:.1}s after start, before every status was written; its peak RSS was at least {:.1} MiB (killed for memory? see dmesg); log:\n{}",
+                    t0.elapsed().as_secs_f64(),
+                    peak as f64 / 1024.0,
+                    operator.log_tail()
+                );
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(3600),
                 "statuses not written within an hour; log:\n{}",

@@ -1,5 +1,5 @@
 # kube-org — the commands a developer needs. Each works on a fresh machine.
-.PHONY: run test crds lint build controlplane bench-access bench-invitations static
+.PHONY: run test crds lint build controlplane bench-access bench-access-large bench-compare bench-invitations static
 
 ## run: local control plane + CRDs + the operator + examples (no cluster needed).
 run:
@@ -30,12 +30,24 @@ build:
 controlplane:
 	tests/controlplane/build.sh
 
-## bench-access: converge 1,000 members x 100 resources on a local control plane; print
-## convergence time, writes, idle writes and restart writes.
+## bench-access: converge 1,000 members x 100 resources on a local control plane from a
+## cold operator start; print time to the first and to every correct native RoleBinding,
+## to every status, writes by resource/verb, peak RSS, reaction times during the converge,
+## idle and restart writes (BENCH_IDLE_SECONDS, BENCH_QUICK=1, KUBE_ORG_BIN: see
+## benches/access.rs).
 bench-access:
 	cargo build --release --benches --locked
 	bins=$$(tests/controlplane/build.sh) && work=$$(mktemp -d) && \
 	  "$$bins/launcher" --bin-dir "$$bins" --work-dir "$$work" -- cargo bench --locked --bench access
+
+## bench-access-large: the same at 10,000 members x 1,000 resource namespaces.
+bench-access-large:
+	BENCH_MEMBERS=10000 BENCH_RESOURCES=1000 $(MAKE) bench-access
+
+## bench-compare: the access benchmark N times (default 3), alternating this tree's
+## operator with the one built from BASE (default HEAD); medians of each figure.
+bench-compare:
+	scripts/bench-compare.sh $(N)
 
 ## static: the release binaries, statically linked (what the Dockerfile ships).
 static:

@@ -360,6 +360,22 @@ impl Operator {
 
     /// Starts `kube-org run` with extra flags, without waiting for it.
     pub fn spawn(extra_args: &[String]) -> Operator {
+        Operator::spawn_bin(
+            std::path::Path::new(env!("CARGO_BIN_EXE_kube-org")),
+            extra_args,
+        )
+    }
+
+    /// Starts `binary run` (a `kube-org` built elsewhere, e.g. from another revision,
+    /// as the benchmarks compare) and waits until `/readyz` answers.
+    pub async fn start_bin(binary: &std::path::Path, extra_args: &[String]) -> Operator {
+        let mut operator = Operator::spawn_bin(binary, extra_args);
+        operator.wait_ready().await;
+        operator
+    }
+
+    /// Starts `binary run` with extra flags, without waiting for it.
+    pub fn spawn_bin(binary: &std::path::Path, extra_args: &[String]) -> Operator {
         let port = free_port();
         let base_url = format!("http://127.0.0.1:{port}");
         let mut metrics_port = free_port();
@@ -372,7 +388,7 @@ impl Operator {
             .unwrap_or_else(std::env::temp_dir);
         let log = dir.join(format!("operator-{}.log", unique("run")));
         let log_file = std::fs::File::create(&log).expect("operator log file");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kube-org"))
+        let mut child = std::process::Command::new(binary)
             .arg("run")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -420,6 +436,16 @@ impl Operator {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The operator's process id (for reading `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until `/readyz` answers (after [`Operator::spawn`]).
+    pub async fn ready(&mut self) {
+        self.wait_ready().await
     }
 
     /// The last lines of the operator's log, for failure messages.

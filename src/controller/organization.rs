@@ -284,8 +284,10 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     report_failed_targets(&mut desired, &synced.failures);
 
     // Bookkeeping after access: finalizers (a Membership deleted before it has one is
-    // handled by the orphaned-binding step), members leaving, statuses.
-    ensure_membership_finalizers(ctx, &snapshot.memberships).await?;
+    // handled by the orphaned-binding step; they stay on this path so that an
+    // Organization's cleanup, serialised with it, always sees them), members leaving;
+    // statuses go to the status workers.
+    ensure_membership_finalizers(ctx, org, &snapshot.memberships).await?;
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
     delete_orphaned_bindings(org, ctx, &snapshot, &memberships).await?;
 
@@ -856,6 +858,7 @@ where
 /// access and checks the last-owner rule.
 async fn ensure_membership_finalizers(
     ctx: &Context,
+    org: &Organization,
     memberships: &[Arc<Membership>],
 ) -> Result<(), Error> {
     let mut writes = Vec::new();
@@ -866,6 +869,9 @@ async fn ensure_membership_finalizers(
         let mut finalizers = m.finalizers().to_vec();
         finalizers.push(MEMBERSHIP_FINALIZER.to_string());
         writes.push(patch_finalizers(ctx, m, finalizers));
+    }
+    if !writes.is_empty() {
+        tracing::debug!(organization = %org.name_any(), count = writes.len(), "adding Membership finalizers");
     }
     concurrently(writes).await
 }
@@ -1293,9 +1299,31 @@ async fn write_membership_statuses(
 /// if created, native bindings, its ClusterRole); Membership finalizers are released so
 /// nothing hangs.
 async fn cleanup(org: &Organization, ctx: &Context) -> Result<Action, Error> {
-    let snapshot = dereference(org, ctx);
-    for m in snapshot
-        .memberships
+    let home = ctx
+        .stores
+        .namespaces
+        .get(&kube::runtime::reflector::ObjectRef::new(
+            &org.home_namespace(),
+        ));
+    if home.is_some_and(|ns| home_refusal(org, &ns).is_some()) {
+        // A refused twin: the namespace and its Memberships are another organization's.
+        return Ok(Action::await_change());
+    }
+    // Read from the API server, not the cache: a status worker may have put a
+    // finalizer on a Membership a moment ago.
+    let api: Api<Membership> = Api::namespaced(ctx.client.clone(), &org.home_namespace());
+    let memberships = api.list(&Default::default()).await?;
+    release_membership_finalizers(ctx, &memberships.items).await?;
+    info!(organization = %org.name_any(), "organization deleted; its objects go with it");
+    Ok(Action::await_change())
+}
+
+/// Takes kube-org's finalizer off these Memberships.
+async fn release_membership_finalizers(
+    ctx: &Context,
+    memberships: &[Membership],
+) -> Result<(), Error> {
+    for m in memberships
         .iter()
         .filter(|m| m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER))
     {
@@ -1307,8 +1335,7 @@ async fn cleanup(org: &Organization, ctx: &Context) -> Result<Action, Error> {
             .collect();
         patch_finalizers(ctx, m, finalizers).await?;
     }
-    info!(organization = %org.name_any(), "organization deleted; its objects go with it");
-    Ok(Action::await_change())
+    Ok(())
 }
 
 /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.

@@ -876,17 +876,21 @@ async fn ensure_membership_finalizers(
     concurrently(writes).await
 }
 
-/// Sets a Membership's finalizers to `finalizers`, guarded by the finalizers it had (a
-/// JSON Patch test), not by its resourceVersion: status writes happen meanwhile, and
-/// only a concurrent change of the finalizers themselves should stop this one. Such a
-/// change, or the Membership going away, is not an error: the watch brings it back.
+/// Sets a Membership's finalizers to `finalizers`, guarded by a JSON Patch test.
+/// Removing kube-org's finalizer is guarded by the finalizers read (status writes may
+/// have happened meanwhile; removing is always right). Adding it is guarded by the
+/// resourceVersion read as well: a copy that is out of date (another operator's
+/// Organization cleanup just released this Membership) must not put it back. A failed
+/// test, or the Membership gone, is not an error: the watch brings the next attempt.
 async fn patch_finalizers(
     ctx: &Context,
     m: &Membership,
     finalizers: Vec<String>,
 ) -> Result<(), Error> {
     let api = namespaced(ctx, m);
-    let ops = finalizer_patch(m.finalizers(), &finalizers);
+    let adding = finalizers.len() > m.finalizers().len();
+    let read = adding.then(|| m.resource_version()).flatten();
+    let ops = finalizer_patch(m.finalizers(), &finalizers, read.as_deref());
     let patch = Patch::<()>::Json(
         serde_json::from_value(ops).map_err(|e| Error::Finalizer(e.to_string()))?,
     );
@@ -896,22 +900,33 @@ async fn patch_finalizers(
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 422 => Ok(()),
+        Err(kube::Error::Api(status)) if [404, 409, 422].contains(&status.code) => Ok(()),
         Err(error) => Err(error.into()),
     }
 }
 
 /// The JSON Patch that turns finalizers `current` into `wanted` only if they are still
-/// `current`.
-fn finalizer_patch(current: &[String], wanted: &[String]) -> serde_json::Value {
-    if current.is_empty() {
-        serde_json::json!([{"op": "add", "path": "/metadata/finalizers", "value": wanted}])
-    } else {
-        serde_json::json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": current},
-            {"op": "replace", "path": "/metadata/finalizers", "value": wanted},
-        ])
+/// `current` (and, given, the object is still at `resource_version`).
+fn finalizer_patch(
+    current: &[String],
+    wanted: &[String],
+    resource_version: Option<&str>,
+) -> serde_json::Value {
+    let mut ops = Vec::new();
+    if let Some(version) = resource_version {
+        ops.push(serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": version}));
     }
+    if current.is_empty() {
+        ops.push(serde_json::json!({"op": "add", "path": "/metadata/finalizers", "value": wanted}));
+    } else {
+        ops.push(
+            serde_json::json!({"op": "test", "path": "/metadata/finalizers", "value": current}),
+        );
+        ops.push(
+            serde_json::json!({"op": "replace", "path": "/metadata/finalizers", "value": wanted}),
+        );
+    }
+    serde_json::Value::Array(ops)
 }
 
 /// The Memberships being deleted whose member may not leave yet, with the reason.
@@ -1393,16 +1408,25 @@ mod tests {
     #[test]
     fn finalizers_change_only_if_they_are_still_what_was_read() {
         let ours = vec![MEMBERSHIP_FINALIZER.to_string()];
-        let added = finalizer_patch(&[], &ours);
-        assert_eq!(added[0]["op"], "add");
+        // Adding: only on the copy read (resourceVersion), and its finalizers.
+        let added = finalizer_patch(&[], &ours, Some("42"));
+        assert_eq!(
+            added[0],
+            serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"})
+        );
+        assert_eq!(added[1]["op"], "add");
         let theirs = vec!["example.com/hold".to_string()];
         let both = [theirs.clone(), ours.clone()].concat();
-        let patch = finalizer_patch(&theirs, &both);
+        let patch = finalizer_patch(&theirs, &both, Some("43"));
         assert_eq!(
-            patch[0],
+            patch[1],
             serde_json::json!({"op": "test", "path": "/metadata/finalizers", "value": theirs})
         );
-        assert_eq!(patch[1]["value"], serde_json::json!(both));
+        assert_eq!(patch[2]["value"], serde_json::json!(both));
+        // Removing: only the finalizers are tested.
+        let removed = finalizer_patch(&both, &theirs, None);
+        assert_eq!(removed.as_array().unwrap().len(), 2);
+        assert_eq!(removed[1]["value"], serde_json::json!(theirs));
     }
 
     #[test]

@@ -1320,7 +1320,7 @@ async fn cleanup(org: &Organization, ctx: &Context) -> Result<Action, Error> {
         .get(&kube::runtime::reflector::ObjectRef::new(
             &org.home_namespace(),
         ));
-    if home.is_some_and(|ns| home_refusal(org, &ns).is_some()) {
+    if home.is_some_and(|ns| belongs_to_another(ctx, org, &ns)) {
         // A refused twin: the namespace and its Memberships are another organization's.
         return Ok(Action::await_change());
     }
@@ -1331,6 +1331,20 @@ async fn cleanup(org: &Organization, ctx: &Context) -> Result<Action, Error> {
     release_membership_finalizers(ctx, &memberships.items).await?;
     info!(organization = %org.name_any(), "organization deleted; its objects go with it");
     Ok(Action::await_change())
+}
+
+/// Whether `ns` is the home of another existing Organization (so `org` is its refused
+/// twin). A label naming no Organization (or `org`) leaves the namespace to `org`.
+fn belongs_to_another(ctx: &Context, org: &Organization, ns: &Namespace) -> bool {
+    let Some(marked) = ns.labels().get(LABEL_ORGANIZATION) else {
+        return false;
+    };
+    marked != &org.name_any()
+        && ctx
+            .stores
+            .organizations
+            .get(&kube::runtime::reflector::ObjectRef::new(marked))
+            .is_some_and(|other| other.home_namespace() == ns.name_any())
 }
 
 /// Takes kube-org's finalizer off these Memberships.

@@ -169,3 +169,21 @@ async fn a_dying_controller_stops_the_process_with_an_error() {
         "the log says why:\n{log}"
     );
 }
+
+/// Text logs written to a file (as `kubectl logs` reads them) carry no ANSI colour
+/// codes.
+#[tokio::test]
+async fn text_logs_to_a_file_have_no_colour_codes() {
+    client().await;
+    let shard = Shard::new("plain");
+    let mut args = shard.operator_args();
+    args.extend(["--log-format".to_string(), "text".to_string()]);
+    let operator = Operator::start(&args).await;
+    let log = operator.log_tail();
+    assert!(log.contains("kube-org started"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+    operator.stop();
+}

@@ -1226,3 +1226,33 @@ async fn a_spoofed_forwarded_for_from_an_untrusted_peer_is_still_limited() {
     untrusted.stop();
     behind_proxy.stop();
 }
+
+/// `kubectl get inv` shows when a pending invitation expires as a time a person can
+/// read (kubectl renders a future `date` column as `<invalid>`).
+#[tokio::test]
+async fn kubectl_get_shows_when_a_pending_invitation_expires() {
+    let client = common::client().await;
+    let operator = operator().await;
+    let org = Org::create(&client, Some(&operator.base_url), json!({})).await;
+    let yara = email("yara");
+    let (sent, _) = org.invite_and_mail("yara", &yara, json!({})).await;
+    let expires = sent
+        .status
+        .and_then(|s| s.expires_at)
+        .expect("a pending invitation says when it expires");
+    let output = std::process::Command::new("kubectl")
+        .args(["get", "inv", "yara", "-n", &org.home])
+        .output()
+        .expect("running kubectl");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(table.contains("EXPIRES"), "{table}");
+    assert!(!table.contains("<invalid>"), "{table}");
+    let shown = expires.0.to_string();
+    assert!(table.contains(&shown), "{shown} not in:\n{table}");
+    org.delete().await;
+}

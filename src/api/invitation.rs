@@ -22,7 +22,8 @@ use super::scope::RoleAssignment;
     doc = "Invites a person by email to join the organization with the roles it names. The link in the email works once, until it expires.",
     printcolumn(name = "Email", type_ = "string", json_path = ".spec.email"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    // A string, not a date: kubectl shows a date as an age, and a future one as `<invalid>`.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
         name = "Delivered",
         type_ = "string",

@@ -868,7 +868,7 @@ async fn ensure_membership_finalizers(
     }) {
         let mut finalizers = m.finalizers().to_vec();
         finalizers.push(MEMBERSHIP_FINALIZER.to_string());
-        writes.push(patch_finalizers(ctx, m, finalizers));
+        writes.push(async move { patch_finalizers(ctx, m, finalizers).await.map(|_| ()) });
     }
     if !writes.is_empty() {
         tracing::debug!(organization = %org.name_any(), count = writes.len(), "adding Membership finalizers");
@@ -881,12 +881,13 @@ async fn ensure_membership_finalizers(
 /// have happened meanwhile; removing is always right). Adding it is guarded by the
 /// resourceVersion read as well: a copy that is out of date (another operator's
 /// Organization cleanup just released this Membership) must not put it back. A failed
-/// test, or the Membership gone, is not an error: the watch brings the next attempt.
+/// test is reported as [`Applied::Stale`]: adding waits for the next watch event, while
+/// releasing (which must happen) retries as an error.
 async fn patch_finalizers(
     ctx: &Context,
     m: &Membership,
     finalizers: Vec<String>,
-) -> Result<(), Error> {
+) -> Result<Applied, Error> {
     let api = namespaced(ctx, m);
     let adding = finalizers.len() > m.finalizers().len();
     let read = adding.then(|| m.resource_version()).flatten();
@@ -899,10 +900,21 @@ async fn patch_finalizers(
         .patch(&m.name_any(), &PatchParams::default(), &patch)
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if [404, 409, 422].contains(&status.code) => Ok(()),
+        Ok(_) => Ok(Applied::Yes),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Applied::Gone),
+        Err(kube::Error::Api(status)) if [409, 422].contains(&status.code) => Ok(Applied::Stale),
         Err(error) => Err(error.into()),
     }
+}
+
+/// What a guarded finalizer patch did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Applied {
+    Yes,
+    /// The Membership is gone: nothing is left to hold.
+    Gone,
+    /// The copy read was out of date; the watch brings the next attempt.
+    Stale,
 }
 
 /// The JSON Patch that turns finalizers `current` into `wanted` only if they are still
@@ -985,7 +997,12 @@ async fn release_leaving_members(
                     .filter(|f| *f != MEMBERSHIP_FINALIZER)
                     .cloned()
                     .collect();
-                patch_finalizers(ctx, leaving, finalizers).await?;
+                if patch_finalizers(ctx, leaving, finalizers).await? == Applied::Stale {
+                    return Err(Error::Finalizer(format!(
+                        "the finalizers of Membership {} changed meanwhile; releasing again",
+                        leaving.name_any()
+                    )));
+                }
                 // Exclusive membership: the person is free to join elsewhere at once.
                 let stays = memberships.iter().any(|m| {
                     m.meta().deletion_timestamp.is_none() && m.spec.email.normalized() == email
@@ -1362,7 +1379,14 @@ async fn release_membership_finalizers(
             .filter(|f| *f != MEMBERSHIP_FINALIZER)
             .cloned()
             .collect();
-        patch_finalizers(ctx, m, finalizers).await?;
+        // The Organization goes once this returns: a release that did not apply must
+        // be tried again, or the Membership (and its namespace) would be held forever.
+        if patch_finalizers(ctx, m, finalizers).await? == Applied::Stale {
+            return Err(Error::Finalizer(format!(
+                "the finalizers of Membership {} changed meanwhile; releasing again",
+                m.name_any()
+            )));
+        }
     }
     Ok(())
 }

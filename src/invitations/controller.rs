@@ -123,8 +123,7 @@ impl InvitationController {
         let by_person = Arc::new(by_person);
         let siblings = by_person.clone();
         let members = by_person;
-        let in_home = invitations.clone();
-        let in_namespace = invitations.clone();
+        let (in_home, in_namespace) = (invitations.clone(), invitations.clone());
         // A change to one Invitation wakes the others to the same person (a refusal for
         // a duplicate may clear), from the same watch: no second watch of Invitations.
         let (sibling_tx, sibling_rx) = futures::channel::mpsc::unbounded();
@@ -152,25 +151,11 @@ impl InvitationController {
             )
             .watches_shared_stream(
                 watches.organizations.subscribe(),
-                move |org: Arc<Organization>| {
-                    let home = Some(org.home_namespace());
-                    in_home
-                        .state()
-                        .into_iter()
-                        .filter(|i| i.namespace() == home)
-                        .map(|i| ObjectRef::from_obj(&*i))
-                        .collect::<Vec<_>>()
-                },
+                move |org: Arc<Organization>| invitations_in(&in_home, &org.home_namespace()),
             )
             // Marking (or unmarking) a home namespace decides its organization.
             .watches_shared_stream(watches.namespaces.subscribe(), move |ns: Arc<Namespace>| {
-                let name = Some(ns.name_any());
-                in_namespace
-                    .state()
-                    .into_iter()
-                    .filter(|i| i.namespace() == name)
-                    .map(|i| ObjectRef::from_obj(&*i))
-                    .collect::<Vec<_>>()
+                invitations_in(&in_namespace, &ns.name_any())
             })
     }
 
@@ -531,4 +516,14 @@ async fn invalid_message(
         ctx.publish(live, &note).await;
     }
     Ok(Action::await_change())
+}
+
+/// The cached Invitations in `namespace` (an Organization's home), as triggers.
+fn invitations_in(invitations: &Store<Invitation>, namespace: &str) -> Vec<ObjectRef<Invitation>> {
+    invitations
+        .state()
+        .into_iter()
+        .filter(|i| i.namespace().as_deref() == Some(namespace))
+        .map(|i| ObjectRef::from_obj(&*i))
+        .collect()
 }

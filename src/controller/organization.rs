@@ -470,13 +470,17 @@ async fn exclusive_membership(
         .collect();
     let now = k8s_openapi::jiff::Timestamp::now();
     let mut refused = BTreeMap::new();
+    // Who is a member where, built once per reconcile and only when needed.
+    let home = org.home_namespace();
+    let mut elsewhere: Option<BTreeMap<String, Vec<crate::exclusive::MemberOf>>> = None;
     for m in &live {
         let email = m.spec.email.normalized();
         let claim = claims.get(&email);
         if !org.spec.membership.exclusive && claim.is_none() {
             continue;
         }
-        let member_of = member_of_elsewhere(ctx, &email, &org.home_namespace());
+        let elsewhere = elsewhere.get_or_insert_with(|| memberships_elsewhere(ctx, &home));
+        let member_of = elsewhere.get(&email).cloned().unwrap_or_default();
         match member_claim(
             &email,
             claim,
@@ -490,7 +494,6 @@ async fn exclusive_membership(
                 refused.insert(m.name_any(), exclusive_refusal(message));
             }
             MemberClaim::Take => {
-                ctx.metrics.write("leases", "create");
                 match crate::exclusive::claim(
                     &ctx.client,
                     &ctx.claims_namespace,
@@ -503,9 +506,12 @@ async fn exclusive_membership(
                     crate::exclusive::Claimed::Refused(message) => {
                         refused.insert(m.name_any(), exclusive_refusal(message));
                     }
-                    _ => {
+                    crate::exclusive::Claimed::Taken(_) => {
+                        ctx.metrics.write("leases", "create");
                         info!(organization = %name, member = %email, "exclusive membership claimed")
                     }
+                    crate::exclusive::Claimed::AlreadyHeld
+                    | crate::exclusive::Claimed::NotNeeded => {}
                 }
             }
         }
@@ -517,10 +523,7 @@ async fn exclusive_membership(
             now.duration_since(since).as_secs() >= CLAIM_GRACE.as_secs() as i64
         });
         if holder.organization == name && !still_member && settled {
-            ctx.metrics.write("leases", "delete");
-            if crate::exclusive::release(&ctx.client, &ctx.claims_namespace, email, org).await? {
-                info!(organization = %name, member = %email, "exclusive membership claim given back");
-            }
+            give_back_claim(ctx, org, email).await?;
         }
     }
     Ok(refused)
@@ -533,39 +536,52 @@ fn exclusive_refusal(message: String) -> PolicyRefusal {
     }
 }
 
-/// The organizations (other than the one homed in `home`) where `email` is a member
-/// that grants: not being deleted, not refused.
-fn member_of_elsewhere(ctx: &Context, email: &str, home: &str) -> Vec<crate::exclusive::MemberOf> {
+/// For every person, the organizations (other than the one homed in `home`) where they
+/// are a member that grants: not being deleted, not refused.
+fn memberships_elsewhere(
+    ctx: &Context,
+    home: &str,
+) -> BTreeMap<String, Vec<crate::exclusive::MemberOf>> {
     let organizations = ctx.stores.organizations.state();
-    let mut member_of: Vec<crate::exclusive::MemberOf> = ctx
-        .stores
-        .memberships
-        .state()
-        .iter()
-        .filter(|m| m.meta().deletion_timestamp.is_none())
-        .filter(|m| m.namespace().as_deref() != Some(home))
-        .filter(|m| m.spec.email.normalized() == email)
-        .filter(|m| {
-            !m.status.as_ref().is_some_and(|s| {
-                s.conditions.iter().any(|c| {
-                    c.type_ == READY && REFUSED_MEMBERSHIP_REASONS.contains(&c.reason.as_str())
-                })
+    let mut by_email: BTreeMap<String, Vec<crate::exclusive::MemberOf>> = BTreeMap::new();
+    for m in ctx.stores.memberships.state() {
+        let Some(namespace) = m.namespace().filter(|ns| ns != home) else {
+            continue;
+        };
+        let refused = m.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == READY && REFUSED_MEMBERSHIP_REASONS.contains(&c.reason.as_str())
             })
-        })
-        .filter_map(|m| {
-            let namespace = m.namespace()?;
-            organizations
-                .iter()
-                .find(|o| o.home_namespace() == namespace)
-                .map(|o| crate::exclusive::MemberOf {
+        });
+        if m.meta().deletion_timestamp.is_some() || refused {
+            continue;
+        }
+        if let Some(o) = organizations
+            .iter()
+            .find(|o| o.home_namespace() == namespace)
+        {
+            by_email.entry(m.spec.email.normalized()).or_default().push(
+                crate::exclusive::MemberOf {
                     organization: o.name_any(),
                     exclusive: o.spec.membership.exclusive,
-                })
-        })
-        .collect();
-    member_of.sort_by(|a, b| a.organization.cmp(&b.organization));
-    member_of.dedup();
-    member_of
+                },
+            );
+        }
+    }
+    for member_of in by_email.values_mut() {
+        member_of.sort_by(|a, b| a.organization.cmp(&b.organization));
+        member_of.dedup();
+    }
+    by_email
+}
+
+/// Gives back `email`'s exclusive-membership claim if `org` holds it.
+async fn give_back_claim(ctx: &Context, org: &Organization, email: &str) -> Result<(), Error> {
+    if crate::exclusive::release(&ctx.client, &ctx.claims_namespace, email, org).await? {
+        ctx.metrics.write("leases", "delete");
+        info!(organization = %org.name_any(), member = %email, "exclusive membership claim given back");
+    }
+    Ok(())
 }
 
 /// How often an organization with a ClusterRole kube-org may not bind checks again.
@@ -1019,9 +1035,7 @@ async fn release_leaving_members(
                     .and_then(|lease| crate::exclusive::cached_holder(&lease))
                     .is_some_and(|(_, holder)| holder.organization == org.name_any());
                 if !stays && claimed {
-                    ctx.metrics.write("leases", "delete");
-                    crate::exclusive::release(&ctx.client, &ctx.claims_namespace, &email, org)
-                        .await?;
+                    give_back_claim(ctx, org, &email).await?;
                 }
                 info!(organization = %org.name_any(), member = %email, "member left; access revoked");
                 publish(

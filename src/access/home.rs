@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 
 use super::names::LABEL_ORGANIZATION;
+use super::policy::PolicyRefusal;
 use crate::api::Organization;
 
 /// The organization of the home namespace `namespace`, if any: the one Organization
@@ -55,6 +56,29 @@ pub fn no_organization_message<'a>(
             "home namespace {name} is claimed by organization {marked} (label {LABEL_ORGANIZATION}), not by {}",
             orgs.join(" or ")
         ),
+    }
+}
+
+/// Whether `org` may use the existing namespace `ns` as its home: only when it is
+/// marked for it. A namespace marked for another organization is that one's (the
+/// second of two Organizations naming one home is refused).
+pub fn home_refusal(org: &Organization, ns: &Namespace) -> Option<PolicyRefusal> {
+    let home = ns.name_any();
+    let name = org.name_any();
+    match ns.labels().get(LABEL_ORGANIZATION) {
+        Some(owner) if owner == &name => None,
+        Some(other) => Some(PolicyRefusal {
+            reason: "HomeNamespaceTaken",
+            message: format!(
+                "home namespace {home} belongs to organization {other}; choose another spec.homeNamespace"
+            ),
+        }),
+        None => Some(PolicyRefusal {
+            reason: "HomeNamespaceNotMarked",
+            message: format!(
+                "namespace {home} already exists and is not marked for this organization; a cluster admin who means it to be the home of {name} marks it with `kubectl label namespace {home} {LABEL_ORGANIZATION}={name}`, or choose another spec.homeNamespace"
+            ),
+        }),
     }
 }
 

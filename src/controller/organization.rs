@@ -28,6 +28,7 @@ use super::{Context, Error, concurrently};
 use crate::access::desired::{
     AccessInput, BindingOutcome, DesiredAccess, desired_access, resources_by_type,
 };
+use crate::access::home::home_refusal;
 use crate::access::leave::{LeaveRefusal, is_owner, may_leave};
 use crate::access::names::{
     ANNOTATION_SOURCE, LABEL_MANAGED_BY, LABEL_ORGANIZATION, LABEL_OWNER, MANAGER,
@@ -734,29 +735,6 @@ async fn ensure_home_namespace(
     )
     .await;
     Ok(None)
-}
-
-/// Whether `org` may use the existing namespace `ns` as its home: only when it is
-/// marked for it. A namespace marked for another organization is that one's (the
-/// second of two Organizations naming one home is refused).
-pub fn home_refusal(org: &Organization, ns: &Namespace) -> Option<PolicyRefusal> {
-    let home = ns.name_any();
-    let name = org.name_any();
-    match ns.labels().get(LABEL_ORGANIZATION) {
-        Some(owner) if owner == &name => None,
-        Some(other) => Some(PolicyRefusal {
-            reason: "HomeNamespaceTaken",
-            message: format!(
-                "home namespace {home} belongs to organization {other}; choose another spec.homeNamespace"
-            ),
-        }),
-        None => Some(PolicyRefusal {
-            reason: "HomeNamespaceNotMarked",
-            message: format!(
-                "namespace {home} already exists and is not marked for this organization; a cluster admin who means it to be the home of {name} marks it with `kubectl label namespace {home} {LABEL_ORGANIZATION}={name}`, or choose another spec.homeNamespace"
-            ),
-        }),
-    }
 }
 
 /// The Membership and organization-owner RoleBinding each `spec.owners` email implies.

@@ -105,6 +105,27 @@ mod tests {
     }
 
     #[test]
+    fn an_organization_uses_an_existing_home_only_when_it_is_marked_for_it() {
+        let acme = org("acme", None);
+        assert_eq!(
+            home_refusal(&acme, &namespace("org-acme", Some("acme"))),
+            None
+        );
+        let unmarked = home_refusal(&acme, &namespace("org-acme", None)).unwrap();
+        assert_eq!(unmarked.reason, "HomeNamespaceNotMarked");
+        assert!(
+            unmarked
+                .message
+                .contains("kubectl label namespace org-acme kube-org.io/organization=acme"),
+            "{}",
+            unmarked.message
+        );
+        let taken = home_refusal(&acme, &namespace("org-acme", Some("other"))).unwrap();
+        assert_eq!(taken.reason, "HomeNamespaceTaken");
+        assert!(taken.message.contains("other"), "{}", taken.message);
+    }
+
+    #[test]
     fn the_marked_organization_naming_the_namespace_is_its_organization() {
         let orgs = [org("a", Some("shared")), org("b", Some("shared"))];
         let found = organization_of_home(&namespace("shared", Some("b")), &orgs);

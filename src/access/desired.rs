@@ -6,11 +6,10 @@
 //! byte-identical objects.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding as NativeRoleBinding, RoleRef, Subject,
-};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
@@ -18,6 +17,7 @@ use super::names::{
     LABEL_RESOURCE_TYPE, OWNER_CLUSTER_ROLE, READER_CLUSTER_ROLE, ROLEBINDING_READER_CLUSTER_ROLE,
     managed_labels, native_binding_name, organization_cluster_role_name,
 };
+use super::native::{DesiredRoleBinding, RBAC_GROUP, user_subject};
 use super::policy::{PolicyRefusal, membership_refusals};
 use super::roles::{ResolvedRole, RoleProblem, RoleTable};
 use crate::api::condition::{DesiredCondition, READY};
@@ -27,8 +27,6 @@ use crate::api::rolebinding::TargetProblem;
 use crate::api::scope::ScopeTarget;
 use crate::api::{Access, Membership, Organization, RoleBinding};
 use crate::catalog::ORGANIZATION_OWNER;
-
-const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// What the computation reads: cached objects of one organization.
 pub struct AccessInput<'a> {
@@ -50,8 +48,9 @@ pub struct AccessInput<'a> {
 /// Everything the organization needs, plus the status of each object it came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredAccess {
-    /// Native RoleBindings, sorted by (namespace, name).
-    pub role_bindings: Vec<NativeRoleBinding>,
+    /// Native RoleBindings, sorted by (namespace, ClusterRole), compact (built as API
+    /// objects only to be written).
+    pub role_bindings: Vec<DesiredRoleBinding>,
     /// Lets every member see the organization and which resources exist.
     pub cluster_role: ClusterRole,
     pub cluster_role_binding: ClusterRoleBinding,
@@ -91,8 +90,8 @@ pub fn member_user(membership: &Membership) -> String {
         .unwrap_or_else(|| membership.spec.email.normalized())
 }
 
-/// (namespace, ClusterRole) -> users.
-type Grants = BTreeMap<(String, String), BTreeSet<String>>;
+/// namespace -> ClusterRole -> users (each user name allocated once, shared).
+type Grants = BTreeMap<String, BTreeMap<String, BTreeSet<Arc<str>>>>;
 
 /// Computes the organization's whole desired RBAC.
 pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
@@ -122,11 +121,11 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         .filter(|m| !refused.contains_key(&m.name_any()))
         .collect();
     memberships.sort_by_key(|m| m.name_any());
-    let mut members: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut members: BTreeMap<String, (String, Arc<str>)> = BTreeMap::new();
     for m in &memberships {
         members
             .entry(m.spec.email.normalized())
-            .or_insert_with(|| (m.name_any(), member_user(m)));
+            .or_insert_with(|| (m.name_any(), Arc::from(member_user(m))));
     }
 
     let mut grants: Grants = BTreeMap::new();
@@ -188,7 +187,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
 
     let role_bindings = native_role_bindings(org, &org_name, &grants);
     let member_outcomes = member_outcomes(&memberships, &members, member_roles, &grants, &home);
-    let users: BTreeSet<String> = members.values().map(|(_, user)| user.clone()).collect();
+    let users: BTreeSet<Arc<str>> = members.values().map(|(_, user)| user.clone()).collect();
     let (cluster_role, cluster_role_binding) =
         organization_visibility(org, &org_name, &home, &resources, &users);
     DesiredAccess {
@@ -238,11 +237,16 @@ struct BindContext<'a> {
     home: &'a str,
 }
 
-fn grant(grants: &mut Grants, namespace: &str, cluster_role: &str, user: &str) {
-    grants
-        .entry((namespace.to_string(), cluster_role.to_string()))
-        .or_default()
-        .insert(user.to_string());
+fn grant(grants: &mut Grants, namespace: &str, cluster_role: &str, user: &Arc<str>) {
+    let roles = match grants.get_mut(namespace) {
+        Some(roles) => roles,
+        None => grants.entry(namespace.to_string()).or_default(),
+    };
+    let users = match roles.get_mut(cluster_role) {
+        Some(users) => users,
+        None => roles.entry(cluster_role.to_string()).or_default(),
+    };
+    users.insert(user.clone());
 }
 
 /// The status of a binding that grants nothing.
@@ -267,7 +271,7 @@ fn refused(scope: String, problem: RoleProblem) -> BindingOutcome {
 fn bind(
     ctx: &BindContext<'_>,
     binding: &RoleBinding,
-    user: &str,
+    user: &Arc<str>,
     grants: &mut Grants,
 ) -> BindingOutcome {
     let spec = &binding.spec;
@@ -373,7 +377,7 @@ fn bind_organization_role(
     role: &ResolvedRole,
     access: Access,
     scope: String,
-    user: &str,
+    user: &Arc<str>,
     grants: &mut Grants,
 ) -> BindingOutcome {
     let mut resources = Vec::new();
@@ -403,15 +407,6 @@ fn bind_organization_role(
     }
 }
 
-fn user_subject(user: &str) -> Subject {
-    Subject {
-        api_group: Some(RBAC_GROUP.to_string()),
-        kind: "User".to_string(),
-        name: user.to_string(),
-        namespace: None,
-    }
-}
-
 fn managed_meta(
     org: &Organization,
     org_name: &str,
@@ -431,45 +426,47 @@ fn native_role_bindings(
     org: &Organization,
     org_name: &str,
     grants: &Grants,
-) -> Vec<NativeRoleBinding> {
+) -> Vec<DesiredRoleBinding> {
     grants
         .iter()
-        .map(|((namespace, cluster_role), users)| NativeRoleBinding {
-            metadata: managed_meta(
-                org,
-                org_name,
-                native_binding_name(org_name, cluster_role),
-                Some(namespace.clone()),
-            ),
-            role_ref: RoleRef {
-                api_group: RBAC_GROUP.to_string(),
-                kind: "ClusterRole".to_string(),
-                name: cluster_role.clone(),
-            },
-            subjects: Some(users.iter().map(|u| user_subject(u)).collect()),
+        .flat_map(|(namespace, roles)| {
+            roles
+                .iter()
+                .map(move |(cluster_role, users)| DesiredRoleBinding {
+                    metadata: managed_meta(
+                        org,
+                        org_name,
+                        native_binding_name(org_name, cluster_role),
+                        Some(namespace.clone()),
+                    ),
+                    cluster_role: cluster_role.clone(),
+                    users: users.iter().cloned().collect(),
+                })
         })
         .collect()
 }
 
 fn member_outcomes(
     memberships: &[&Membership],
-    members: &BTreeMap<String, (String, String)>,
+    members: &BTreeMap<String, (String, Arc<str>)>,
     mut roles: BTreeMap<String, Vec<MemberRole>>,
     grants: &Grants,
     home: &str,
 ) -> BTreeMap<String, MemberOutcome> {
     let mut access_by_user: BTreeMap<&str, BTreeMap<&str, Vec<String>>> = BTreeMap::new();
-    for ((namespace, cluster_role), users) in grants {
+    for (namespace, roles) in grants {
         if namespace == home {
             continue;
         }
-        for user in users {
-            access_by_user
-                .entry(user)
-                .or_default()
-                .entry(namespace)
-                .or_default()
-                .push(cluster_role.clone());
+        for (cluster_role, users) in roles {
+            for user in users {
+                access_by_user
+                    .entry(user)
+                    .or_default()
+                    .entry(namespace)
+                    .or_default()
+                    .push(cluster_role.clone());
+            }
         }
     }
     memberships
@@ -514,7 +511,7 @@ fn organization_visibility(
     org_name: &str,
     home: &str,
     resources: &BTreeMap<String, Vec<String>>,
-    users: &BTreeSet<String>,
+    users: &BTreeSet<Arc<str>>,
 ) -> (ClusterRole, ClusterRoleBinding) {
     let name = organization_cluster_role_name(org_name);
     let mut namespaces: Vec<String> = resources.values().flatten().cloned().collect();

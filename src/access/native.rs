@@ -10,7 +10,7 @@
 //! digest collides with another's (an extra subject would then look like a wanted one).
 
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::rbac::v1::{RoleBinding as NativeRoleBinding, RoleRef, Subject};
@@ -23,9 +23,7 @@ pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 /// nobody outside the process can craft two values with one digest.
 pub fn keyed_digest<T: Hash + ?Sized>(value: &T) -> u64 {
     static KEYS: OnceLock<RandomState> = OnceLock::new();
-    let mut hasher = KEYS.get_or_init(RandomState::new).build_hasher();
-    value.hash(&mut hasher);
-    hasher.finish()
+    KEYS.get_or_init(RandomState::new).hash_one(value)
 }
 
 /// The digest of one subject.

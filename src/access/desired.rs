@@ -62,6 +62,33 @@ pub struct DesiredAccess {
     pub resources: BTreeMap<String, Vec<String>>,
     /// Memberships that grant nothing under the organization's policy, by name.
     pub refused: BTreeMap<String, PolicyRefusal>,
+    /// The home namespace (not a resource: [`DesiredAccess::access_of`] leaves it out).
+    pub home: String,
+}
+
+impl DesiredAccess {
+    /// Where `user` can go: each resource namespace and the ClusterRoles held there,
+    /// sorted. Computed when a status is written rather than kept for every member (an
+    /// entry per member and namespace is most of a large organization's plan).
+    pub fn access_of(&self, user: &str) -> Vec<NamespaceAccess> {
+        let mut access: Vec<NamespaceAccess> = Vec::new();
+        for rb in &self.role_bindings {
+            let namespace = rb.metadata.namespace.as_deref().unwrap_or_default();
+            if namespace == self.home || !rb.grants(user) {
+                continue;
+            }
+            match access.last_mut() {
+                Some(last) if last.namespace == namespace => {
+                    last.cluster_roles.push(rb.cluster_role.clone())
+                }
+                _ => access.push(NamespaceAccess {
+                    namespace: namespace.to_string(),
+                    cluster_roles: vec![rb.cluster_role.clone()],
+                }),
+            }
+        }
+        access
+    }
 }
 
 /// The status of one kube-org RoleBinding.
@@ -73,12 +100,11 @@ pub struct BindingOutcome {
     pub ready: DesiredCondition,
 }
 
-/// The status of one Membership.
+/// The status of one Membership (its access: [`DesiredAccess::access_of`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberOutcome {
     pub user: String,
     pub roles: Vec<MemberRole>,
-    pub access: Vec<NamespaceAccess>,
 }
 
 /// The RBAC user name of a membership: `spec.user`, or the email in lower case.
@@ -186,7 +212,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     }
 
     let role_bindings = native_role_bindings(org, &org_name, &grants);
-    let member_outcomes = member_outcomes(&memberships, &members, member_roles, &grants, &home);
+    let member_outcomes = member_outcomes(&memberships, &members, member_roles);
     let users: BTreeSet<Arc<str>> = members.values().map(|(_, user)| user.clone()).collect();
     let (cluster_role, cluster_role_binding) =
         organization_visibility(org, &org_name, &home, &resources, &users);
@@ -198,6 +224,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         members: member_outcomes,
         resources,
         refused,
+        home,
     }
 }
 
@@ -450,25 +477,7 @@ fn member_outcomes(
     memberships: &[&Membership],
     members: &BTreeMap<String, (String, Arc<str>)>,
     mut roles: BTreeMap<String, Vec<MemberRole>>,
-    grants: &Grants,
-    home: &str,
 ) -> BTreeMap<String, MemberOutcome> {
-    let mut access_by_user: BTreeMap<&str, BTreeMap<&str, Vec<String>>> = BTreeMap::new();
-    for (namespace, roles) in grants {
-        if namespace == home {
-            continue;
-        }
-        for (cluster_role, users) in roles {
-            for user in users {
-                access_by_user
-                    .entry(user)
-                    .or_default()
-                    .entry(namespace)
-                    .or_default()
-                    .push(cluster_role.clone());
-            }
-        }
-    }
     memberships
         .iter()
         .filter(|m| {
@@ -477,27 +486,13 @@ fn member_outcomes(
                 .is_some_and(|(name, _)| *name == m.name_any())
         })
         .map(|m| {
-            let user = member_user(m);
             let mut member_roles = roles.remove(&m.name_any()).unwrap_or_default();
             member_roles.sort();
-            let access = access_by_user
-                .get(user.as_str())
-                .map(|by_ns| {
-                    by_ns
-                        .iter()
-                        .map(|(ns, cluster_roles)| NamespaceAccess {
-                            namespace: ns.to_string(),
-                            cluster_roles: cluster_roles.clone(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
             (
                 m.name_any(),
                 MemberOutcome {
-                    user,
+                    user: member_user(m),
                     roles: member_roles,
-                    access,
                 },
             )
         })

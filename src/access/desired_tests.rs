@@ -168,7 +168,8 @@ fn roles_combine_as_a_union_in_one_binding_per_namespace_and_cluster_role() {
     let bob = &access.members["bob"];
     assert_eq!(bob.roles.len(), 2);
     assert_eq!(
-        bob.access
+        access
+            .access_of(&bob.user)
             .iter()
             .find(|a| a.namespace == "prod")
             .unwrap()
@@ -302,7 +303,7 @@ fn organization_level_roles_never_bind_inside_resources() {
         pairs(&[("org-acme", "kube-org:reader")])
     );
     assert!(
-        access.members["bob"].access.is_empty(),
+        access.access_of(&access.members["bob"].user).is_empty(),
         "the home namespace is not a resource"
     );
 }

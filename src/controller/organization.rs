@@ -1254,7 +1254,7 @@ async fn write_membership_statuses(
                     org.name_any(),
                     outcome.user,
                     outcome.roles.len(),
-                    outcome.access.len()
+                    desired.access_of(&outcome.user).len()
                 ),
             )
         } else if m.meta().deletion_timestamp.is_some() {
@@ -1291,7 +1291,7 @@ async fn write_membership_statuses(
             joined_at: m.metadata.creation_timestamp.clone(),
             source: Some(membership_source(m)),
             roles: outcome.roles,
-            access: outcome.access,
+            access: desired.access_of(&outcome.user),
         };
         writes.push(async move {
             let api = namespaced(ctx, m.as_ref());

@@ -325,3 +325,18 @@ async fn the_public_client_signs_in_with_pkce_alone() {
         Ok(_) => panic!("a code was exchanged with the wrong PKCE verifier"),
     }
 }
+
+#[tokio::test]
+async fn the_cluster_keeps_the_case_the_provider_gives_the_email() {
+    // kube-org binds prefix + the lower-case email; a provider that keeps an address's
+    // case gets another name from the apiserver. Dora is that person.
+    let provider = Provider::from_env();
+    let dora = provider.user("dora@example.com").clone();
+    assert_eq!(dora.email, "Dora@Example.com");
+    let token = provider.id_token(&dora.email).await;
+    let (username, groups, _) = whoami(&client_with(&token).await)
+        .await
+        .expect("the apiserver accepts Dora's ID token");
+    assert_eq!(username, "oidc:Dora@Example.com");
+    assert_eq!(groups, ["system:authenticated"], "Dora is in no group");
+}

@@ -9,63 +9,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::oidc::{self, ClientKind, Provider, REDIRECT_URI, SCOPES, SignInError};
+use common::oidc::{
+    self, ClientKind, Provider, REDIRECT_URI, SCOPES, SignInError, client_with, kubectl_with,
+    whoami,
+};
 use common::{delete_namespace, eventually, namespace};
-use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-
-/// A kubeconfig for the cluster under test whose only credential is `token`: the
-/// launcher's kubeconfig also holds an admin client certificate, which the apiserver
-/// would authenticate before looking at any token.
-fn token_kubeconfig(token: &str) -> std::path::PathBuf {
-    let config = kube::config::Kubeconfig::read().expect("the cluster's kubeconfig");
-    let context_name = config.current_context.clone().expect("a current context");
-    let cluster_name = config
-        .contexts
-        .iter()
-        .find(|c| c.name == context_name)
-        .and_then(|c| c.context.as_ref())
-        .map(|c| c.cluster.clone())
-        .expect("the current context names a cluster");
-    let cluster = config
-        .clusters
-        .iter()
-        .find(|c| c.name == cluster_name)
-        .expect("the current context's cluster");
-    let yaml = serde_yaml::to_string(&json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": "oidc", "user": {"token": token}}],
-        "contexts": [{"name": "oidc", "context": {"cluster": cluster_name, "user": "oidc"}}],
-        "current-context": "oidc",
-    }))
-    .expect("a kubeconfig");
-    let dir = std::env::var_os("KUBE_ORG_CONTROLPLANE_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let path = dir.join(format!("{}.kubeconfig", common::unique("oidc-token")));
-    std::fs::write(&path, yaml).expect("writing the token kubeconfig");
-    path
-}
-
-/// The person's own kubectl: `kubectl ARGS` with only their token.
-async fn kubectl_with(token: &str, args: &[&str]) -> std::process::Output {
-    let kubeconfig = token_kubeconfig(token);
-    let output = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(args)
-        .output()
-        .await
-        .expect("running kubectl");
-    let _ = std::fs::remove_file(kubeconfig);
-    output
-}
 
 /// `kubectl auth can-i VERB RESOURCE -n NAMESPACE` with only `token`: "yes" or "no".
 async fn can_i(token: &str, verb: &str, resource: &str, ns: &str) -> String {
@@ -77,36 +30,6 @@ async fn can_i(token: &str, verb: &str, resource: &str, ns: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     answer
-}
-
-/// A kube client whose only credential is `token`.
-async fn client_with(token: &str) -> Client {
-    let mut config = kube::Config::infer().await.expect("a client configuration");
-    config.auth_info = kube::config::AuthInfo {
-        token: Some(token.to_string().into()),
-        ..Default::default()
-    };
-    Client::try_from(config).expect("a client")
-}
-
-/// Who the apiserver says the client is (a SelfSubjectReview): username, groups, uid.
-async fn whoami(client: &Client) -> Result<(String, Vec<String>, String), kube::Error> {
-    let review: SelfSubjectReview = serde_json::from_value(
-        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
-    )
-    .expect("a SelfSubjectReview");
-    let answer = Api::<SelfSubjectReview>::all(client.clone())
-        .create(&PostParams::default(), &review)
-        .await?;
-    let user = answer
-        .status
-        .and_then(|s| s.user_info)
-        .expect("a SelfSubjectReview answers with the user");
-    Ok((
-        user.username.unwrap_or_default(),
-        user.groups.unwrap_or_default(),
-        user.uid.unwrap_or_default(),
-    ))
 }
 
 /// Grants `subject` (a User or Group, by name) get and list on pods in `ns` with a

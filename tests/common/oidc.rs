@@ -11,9 +11,20 @@
 //! ```ignore
 //! let provider = Provider::from_env();
 //! let token = provider.id_token("alice@example.com").await; // alice's ID token
+//! let (username, groups, uid) = whoami(&client_with(&token).await).await?;
+//! let output = kubectl_with(&token, &["auth", "can-i", "get", "pods"]).await;
 //! ```
+//!
+//! `client_with` and `kubectl_with` carry only the token: the launcher's kubeconfig
+//! also holds an admin client certificate, which the apiserver would authenticate
+//! before looking at any token (`kubectl --token` with that kubeconfig is the admin).
 
 use std::sync::{Arc, OnceLock};
+
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use serde_json::json;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -497,6 +508,88 @@ impl Provider {
             })
             .clone()
     }
+}
+
+// --- the person's own credentials: only the ID token, no client certificate, no
+// impersonation
+
+/// A kubeconfig for the cluster under test whose only credential is `token`: the
+/// launcher's kubeconfig also holds an admin client certificate, which the apiserver
+/// would authenticate before looking at any token.
+pub fn token_kubeconfig(token: &str) -> std::path::PathBuf {
+    let config = kube::config::Kubeconfig::read().expect("the cluster's kubeconfig");
+    let context_name = config.current_context.clone().expect("a current context");
+    let cluster_name = config
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .expect("the current context names a cluster");
+    let cluster = config
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .expect("the current context's cluster");
+    let yaml = serde_yaml::to_string(&json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": "oidc", "user": {"token": token}}],
+        "contexts": [{"name": "oidc", "context": {"cluster": cluster_name, "user": "oidc"}}],
+        "current-context": "oidc",
+    }))
+    .expect("a kubeconfig");
+    let dir = std::env::var_os("KUBE_ORG_CONTROLPLANE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let path = dir.join(format!("{}.kubeconfig", super::unique("oidc-token")));
+    std::fs::write(&path, yaml).expect("writing the token kubeconfig");
+    path
+}
+
+/// The person's own kubectl: `kubectl ARGS` with only their token.
+pub async fn kubectl_with(token: &str, args: &[&str]) -> std::process::Output {
+    let kubeconfig = token_kubeconfig(token);
+    let output = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(args)
+        .output()
+        .await
+        .expect("running kubectl");
+    let _ = std::fs::remove_file(kubeconfig);
+    output
+}
+
+/// A kube client whose only credential is `token`.
+pub async fn client_with(token: &str) -> Client {
+    let mut config = kube::Config::infer().await.expect("a client configuration");
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.to_string().into()),
+        ..Default::default()
+    };
+    Client::try_from(config).expect("a client")
+}
+
+/// Who the apiserver says the client is (a SelfSubjectReview): username, groups, uid.
+pub async fn whoami(client: &Client) -> Result<(String, Vec<String>, String), kube::Error> {
+    let review: SelfSubjectReview = serde_json::from_value(
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+    )
+    .expect("a SelfSubjectReview");
+    let answer = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await?;
+    let user = answer
+        .status
+        .and_then(|s| s.user_info)
+        .expect("a SelfSubjectReview answers with the user");
+    Ok((
+        user.username.unwrap_or_default(),
+        user.groups.unwrap_or_default(),
+        user.uid.unwrap_or_default(),
+    ))
 }
 
 /// The claims of a JWT (its payload, decoded; the signature is the apiserver's job).

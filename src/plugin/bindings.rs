@@ -13,7 +13,7 @@ use crate::api::fields::normalize_email;
 use crate::api::{Access, RoleAssignment, RoleBinding, RoleBindingSpec, Scope};
 use crate::invitations::join::binding_name;
 
-use super::cli::{GrantArgs, RevokeArgs};
+use super::cli::{GrantArgs, MemberRoleArgs};
 use super::cluster::{FIELD_MANAGER, OrgContext};
 use super::error::PluginError;
 use super::output::{Format, emit, joined, role_label, serialize};
@@ -122,15 +122,16 @@ pub fn role_flags(wanted: &RoleAssignment) -> String {
 pub async fn grant(ctx: &OrgContext, args: &GrantArgs) -> Result<(), PluginError> {
     let table = RoleTable::new(&ctx.organization);
     let access: Vec<Access> = args.access.into_iter().map(Access::from).collect();
+    let member = &args.member;
     let wanted = assignments(
-        std::slice::from_ref(&args.role.role),
-        args.role.scope.as_slice(),
+        std::slice::from_ref(&member.role),
+        member.scope.as_slice(),
         &access,
         &table,
         &ctx.name,
     )?
     .remove(0);
-    let email = normalize_email(&args.email);
+    let email = normalize_email(&member.email);
     if !ctx
         .list_memberships()
         .await?
@@ -150,11 +151,12 @@ pub async fn grant(ctx: &OrgContext, args: &GrantArgs) -> Result<(), PluginError
             let view = BindingView::new(existing);
             return Err(PluginError::GrantConflict {
                 held: view.label(),
+                revoke: format!(
+                    "kubectl org revoke {email} --org {} --role {} --scope '{}'",
+                    ctx.name, view.role, view.scope
+                ),
                 name: view.name,
                 email,
-                org: ctx.name.clone(),
-                role: view.role,
-                scope: view.scope,
             });
         }
         Held::Nothing => (
@@ -166,7 +168,7 @@ pub async fn grant(ctx: &OrgContext, args: &GrantArgs) -> Result<(), PluginError
         binding: BindingView::new(&binding),
         created,
     };
-    match args.output.format {
+    match member.output.format {
         Some(format) => emit(&serialize(format, &view)?),
         None if created => emit(&format!(
             "rolebinding.kube-org.io/{} created: {} for {email}\n",
@@ -228,11 +230,11 @@ pub fn holds(bindings: &[RoleBinding], email: &str) -> String {
 }
 
 /// `kubectl org revoke`.
-pub async fn revoke(ctx: &OrgContext, args: &RevokeArgs) -> Result<(), PluginError> {
+pub async fn revoke(ctx: &OrgContext, args: &MemberRoleArgs) -> Result<(), PluginError> {
     let email = normalize_email(&args.email);
-    let role = &args.role.role;
+    let role = &args.role;
     let bindings = ctx.list_bindings().await?;
-    let (doomed, from_owners) = revocable(&bindings, &email, role, args.role.scope.as_ref());
+    let (doomed, from_owners) = revocable(&bindings, &email, role, args.scope.as_ref());
     if doomed.is_empty() {
         if let Some(owner) = from_owners.first() {
             return Err(PluginError::OwnerFromSpec {
@@ -241,7 +243,7 @@ pub async fn revoke(ctx: &OrgContext, args: &RevokeArgs) -> Result<(), PluginErr
                 name: owner.name_any(),
             });
         }
-        let wanted = match &args.role.scope {
+        let wanted = match &args.scope {
             Some(scope) => format!("{role} on {}", scope.summary()),
             None => format!("{role} binding"),
         };

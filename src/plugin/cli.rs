@@ -73,7 +73,7 @@ pub enum Command {
     Grant(GrantArgs),
     /// Take a role from a member: delete the matching kube-org RoleBindings.
     #[command(after_help = REVOKE_HELP)]
-    Revoke(RevokeArgs),
+    Revoke(MemberRoleArgs),
     /// Remove a member: delete the Membership, which revokes all their access.
     Remove(RemoveArgs),
     /// Leave the organization yourself (the user your kubeconfig signs in as).
@@ -221,9 +221,17 @@ pub struct AccessArgs {
     pub output: OutputArg,
 }
 
-/// A role and where it applies, as `grant` and `revoke` take them.
+/// A member and one of their roles, as `revoke` takes them (and `grant`, with
+/// `--access`).
 #[derive(Debug, Clone, Args)]
-pub struct RoleScopeArgs {
+pub struct MemberRoleArgs {
+    /// The member's email.
+    #[arg(value_name = "EMAIL")]
+    pub email: String,
+
+    #[command(flatten)]
+    pub org: OrgArg,
+
     /// The role (see `kubectl org roles --org ORG`).
     #[arg(long, value_name = "ROLE")]
     pub role: String,
@@ -231,43 +239,20 @@ pub struct RoleScopeArgs {
     /// Where the role applies: organization, TYPE/* or TYPE/name1,name2.
     #[arg(long, value_name = "SCOPE", value_parser = parse_scope)]
     pub scope: Option<Scope>,
+
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct GrantArgs {
-    /// The member's email.
-    #[arg(value_name = "EMAIL")]
-    pub email: String,
-
     #[command(flatten)]
-    pub org: OrgArg,
-
-    #[command(flatten)]
-    pub role: RoleScopeArgs,
+    pub member: MemberRoleArgs,
 
     /// full (default): the role inside each resource; console: sees the organization
     /// and its resources only.
     #[arg(long, value_name = "ACCESS", value_enum)]
     pub access: Option<AccessArg>,
-
-    #[command(flatten)]
-    pub output: OutputArg,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RevokeArgs {
-    /// The member's email.
-    #[arg(value_name = "EMAIL")]
-    pub email: String,
-
-    #[command(flatten)]
-    pub org: OrgArg,
-
-    #[command(flatten)]
-    pub role: RoleScopeArgs,
-
-    #[command(flatten)]
-    pub output: OutputArg,
 }
 
 /// How long `remove` and `leave` wait for kube-org to let the member go.

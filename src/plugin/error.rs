@@ -85,16 +85,15 @@ pub enum PluginError {
     },
 
     #[error(
-        "{email} holds {held} already (rolebinding.kube-org.io/{name}): to change it, revoke that first with `kubectl org revoke {email} --org {org} --role {role} --scope '{scope}'`, then grant again"
+        "{email} holds {held} already (rolebinding.kube-org.io/{name}): to change it, revoke that first with `{revoke}`, then grant again"
     )]
     GrantConflict {
         email: String,
-        org: String,
         /// The role as held, e.g. `viewer on deployment/* (console)`.
         held: String,
         name: String,
-        role: String,
-        scope: String,
+        /// The command that revokes it.
+        revoke: String,
     },
 
     #[error(

@@ -42,7 +42,7 @@ pub async fn run(cli: Cli) -> Result<(), PluginError> {
         Command::Access(args) => members::access(&org(&args.org).await?, args).await,
         Command::Roles(args) => roles::list(&cli.kube, args).await,
         Command::Accept(args) => accept::accept(args).await,
-        Command::Grant(args) => bindings::grant(&org(&args.org).await?, args).await,
+        Command::Grant(args) => bindings::grant(&org(&args.member.org).await?, args).await,
         Command::Revoke(args) => bindings::revoke(&org(&args.org).await?, args).await,
         Command::Remove(args) => leave::remove(&org(&args.org).await?, args).await,
         Command::Leave(args) => leave::leave(&org(&args.org).await?, args).await,

@@ -126,7 +126,7 @@ pub fn resolve(arg: &ResourceArg, discovered: &[APIGroupDiscovery]) -> Option<(S
             return Some((group.to_string(), plural.to_string()));
         }
         let alias = resource.singular_resource.as_deref() == Some(arg.type_.as_str())
-            || resource.short_names.iter().any(|s| *s == arg.type_);
+            || resource.short_names.contains(&arg.type_);
         if alias && by_alias.is_none() {
             by_alias = Some((group.to_string(), plural.to_string()));
         }

@@ -27,6 +27,15 @@ fn binding(name: &str, role: &str, scope: serde_json::Value) -> RoleBinding {
     .expect("a binding")
 }
 
+/// bob views every deployment.
+fn bob_viewer() -> RoleBinding {
+    binding(
+        "bob-viewer",
+        "viewer",
+        serde_json::json!({"resourceType": "deployment", "all": true}),
+    )
+}
+
 fn prod() -> Namespace {
     serde_json::from_value(
         serde_json::json!({"metadata": {"name": "acme-prod", "labels": {
@@ -97,6 +106,39 @@ fn roles() -> Vec<ClusterRole> {
     ]
 }
 
+/// The chain for bob in acme, with [`roles`] as the cluster's ClusterRoles.
+fn explain_for(
+    request: &Request,
+    role_bindings: &[NativeRoleBinding],
+    cluster_role_bindings: &[ClusterRoleBinding],
+    intents: &[Intent],
+) -> Explanation {
+    explain(&Evidence {
+        user: "bob@example.com",
+        org: "acme",
+        request,
+        role_bindings,
+        cluster_role_bindings,
+        cluster_roles: &roles(),
+        roles: &[],
+        intents,
+    })
+}
+
+/// What bob sees for `request`.
+fn view_of(request: Request, allowed: bool, explanation: Explanation) -> WhyView {
+    WhyView {
+        email: "bob@example.com".into(),
+        user: "bob@example.com".into(),
+        organization: "acme".into(),
+        granted_by_kube_org: allowed && explanation.from_kube_org(),
+        request,
+        allowed,
+        reason: String::new(),
+        explanation,
+    }
+}
+
 fn grants_of<'a>(intents: &'a [Intent], object: &str) -> &'a [Grant] {
     &intents
         .iter()
@@ -116,11 +158,7 @@ fn grant(namespace: Option<&str>, binding: &str, cluster_role: &str) -> Grant {
 #[test]
 fn intents_are_kube_orgs_own_computation_per_object() {
     let bindings = [
-        binding(
-            "bob-viewer",
-            "viewer",
-            serde_json::json!({"resourceType": "deployment", "all": true}),
-        ),
+        bob_viewer(),
         binding(
             "bob-billing",
             "billing-admin",
@@ -176,11 +214,7 @@ fn intents_without_resources(bindings: &[RoleBinding]) -> Vec<Intent> {
 
 #[test]
 fn the_chain_runs_from_the_kube_org_binding_to_the_rule() {
-    let viewer = [binding(
-        "bob-viewer",
-        "viewer",
-        serde_json::json!({"resourceType": "deployment", "all": true}),
-    )];
+    let viewer = [bob_viewer()];
     let intents = intents(&acme(), &bob(), &viewer, &[prod()]);
     let role_bindings = [
         native(
@@ -192,16 +226,7 @@ fn the_chain_runs_from_the_kube_org_binding_to_the_rule() {
         native("kube-org:acme:edit", "edit", &["alice@example.com"], true),
     ];
     let request = list_pods();
-    let explanation = explain(&Evidence {
-        user: "bob@example.com",
-        org: "acme",
-        request: &request,
-        role_bindings: &role_bindings,
-        cluster_role_bindings: &[visibility()],
-        cluster_roles: &roles(),
-        roles: &[],
-        intents: &intents,
-    });
+    let explanation = explain_for(&request, &role_bindings, &[visibility()], &intents);
     assert!(explanation.from_kube_org());
     assert!(explanation.pending.is_empty(), "{explanation:?}");
     let granting: Vec<&Link> = explanation.granting().collect();
@@ -222,14 +247,8 @@ fn the_chain_runs_from_the_kube_org_binding_to_the_rule() {
     assert_eq!(visible.kube_org[0].object(), "membership/bob");
 
     let view = WhyView {
-        email: "bob@example.com".into(),
-        user: "bob@example.com".into(),
-        organization: "acme".into(),
-        request,
-        allowed: true,
         reason: "RBAC: allowed by RoleBinding \"kube-org:acme:view/acme-prod\"".into(),
-        granted_by_kube_org: true,
-        explanation,
+        ..view_of(request, true, explanation)
     };
     let text = render(&view);
     let lines: Vec<&str> = text.lines().collect();
@@ -270,27 +289,14 @@ fn a_grant_from_outside_kube_org_is_named_as_such() {
         verb: "delete".into(),
         ..list_pods()
     };
-    let explanation = explain(&Evidence {
-        user: "bob@example.com",
-        org: "acme",
-        request: &request,
-        role_bindings: &role_bindings,
-        cluster_role_bindings: &[],
-        cluster_roles: &roles(),
-        roles: &[],
-        intents: &intents(&acme(), &bob(), &[], &[prod()]),
-    });
+    let explanation = explain_for(
+        &request,
+        &role_bindings,
+        &[],
+        &intents(&acme(), &bob(), &[], &[prod()]),
+    );
     assert!(!explanation.from_kube_org());
-    let view = WhyView {
-        email: "bob@example.com".into(),
-        user: "bob@example.com".into(),
-        organization: "acme".into(),
-        request,
-        allowed: true,
-        reason: String::new(),
-        granted_by_kube_org: false,
-        explanation,
-    };
+    let view = view_of(request, true, explanation);
     let text = render(&view);
     assert!(
         text.contains("no kube-org object grants this; it comes from:"),
@@ -310,11 +316,7 @@ fn a_grant_from_outside_kube_org_is_named_as_such() {
 #[test]
 fn a_refusal_shows_what_is_held_and_what_is_not_bound_yet() {
     let bindings = [
-        binding(
-            "bob-viewer",
-            "viewer",
-            serde_json::json!({"resourceType": "deployment", "all": true}),
-        ),
+        bob_viewer(),
         binding(
             "bob-admin",
             "admin",
@@ -332,16 +334,7 @@ fn a_refusal_shows_what_is_held_and_what_is_not_bound_yet() {
         ..list_pods()
     };
     let intents = intents(&acme(), &bob(), &bindings, &[prod()]);
-    let explanation = explain(&Evidence {
-        user: "bob@example.com",
-        org: "acme",
-        request: &request,
-        role_bindings: &role_bindings,
-        cluster_role_bindings: &[visibility()],
-        cluster_roles: &roles(),
-        roles: &[],
-        intents: &intents,
-    });
+    let explanation = explain_for(&request, &role_bindings, &[visibility()], &intents);
     assert_eq!(explanation.granting().count(), 0);
     assert_eq!(
         explanation.pending,
@@ -350,16 +343,7 @@ fn a_refusal_shows_what_is_held_and_what_is_not_bound_yet() {
             grant: grant(Some("acme-prod"), "kube-org:acme:admin", "admin"),
         }]
     );
-    let view = WhyView {
-        email: "bob@example.com".into(),
-        user: "bob@example.com".into(),
-        organization: "acme".into(),
-        request,
-        allowed: false,
-        reason: String::new(),
-        granted_by_kube_org: false,
-        explanation,
-    };
+    let view = view_of(request, false, explanation);
     let text = render(&view);
     assert!(
         text.starts_with("no: bob@example.com may not delete pods in namespace acme-prod\nno kube-org object grants this.\n"),
@@ -383,16 +367,7 @@ fn another_organizations_binding_is_not_this_ones() {
         .labels_mut()
         .insert("kube-org.io/organization".into(), "other".into());
     let request = list_pods();
-    let explanation = explain(&Evidence {
-        user: "bob@example.com",
-        org: "acme",
-        request: &request,
-        role_bindings: &[theirs],
-        cluster_role_bindings: &[],
-        cluster_roles: &roles(),
-        roles: &[],
-        intents: &[],
-    });
+    let explanation = explain_for(&request, &[theirs], &[], &[]);
     let link = explanation.granting().next().expect("a grant");
     assert!(link.kube_org.is_empty());
     assert_eq!(link.managed_for.as_deref(), Some("other"));
@@ -415,15 +390,6 @@ fn cluster_wide_questions_ignore_namespaced_bindings() {
         namespace: None,
         ..list_pods()
     };
-    let explanation = explain(&Evidence {
-        user: "bob@example.com",
-        org: "acme",
-        request: &request,
-        role_bindings: &role_bindings,
-        cluster_role_bindings: &[],
-        cluster_roles: &roles(),
-        roles: &[],
-        intents: &[],
-    });
+    let explanation = explain_for(&request, &role_bindings, &[], &[]);
     assert!(explanation.links.is_empty());
 }

@@ -401,9 +401,8 @@ pub fn render(view: &WhyView) -> String {
             "granted through kube-org organization {}:\n\n",
             view.organization
         ));
-        text.push_str(
-            &chain_table(granting.into_iter().filter(|l| !l.kube_org.is_empty())).render(),
-        );
+        // Every binding that allows it: kube-org's, and any other beside it.
+        text.push_str(&chain_table(granting.into_iter()).render());
     } else if !granting.is_empty() {
         text.push_str("no kube-org object grants this; it comes from:\n\n");
         text.push_str(&chain_table(granting.into_iter()).render());

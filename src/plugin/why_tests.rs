@@ -361,6 +361,33 @@ fn a_refusal_shows_what_is_held_and_what_is_not_bound_yet() {
 }
 
 #[test]
+fn a_binding_beside_kube_orgs_is_shown_too() {
+    let role_bindings = [
+        native("kube-org:acme:view", "view", &["bob@example.com"], true),
+        native("extra", "edit", &["bob@example.com"], false),
+    ];
+    let request = list_pods();
+    let explanation = explain_for(
+        &request,
+        &role_bindings,
+        &[visibility()],
+        &intents(&acme(), &bob(), &[bob_viewer()], &[prod()]),
+    );
+    let text = render(&view_of(request, true, explanation));
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("KUBE-ORG OBJECT"))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].starts_with("- ") && rows[0].contains("RoleBinding acme-prod/extra"),
+        "{text}"
+    );
+    assert!(rows[1].starts_with("rolebinding/bob-viewer"), "{text}");
+}
+
+#[test]
 fn another_organizations_binding_is_not_this_ones() {
     let mut theirs = native("kube-org:other:edit", "edit", &["bob@example.com"], true);
     theirs

@@ -392,6 +392,65 @@ mod tests {
     }
 
     #[test]
+    fn grant_and_revoke_take_one_role_and_scope() {
+        let cli = parse(
+            "grant bob@example.com --org acme --role viewer --scope deployment/* --access console",
+        )
+        .expect("parses");
+        let Command::Grant(args) = cli.command else {
+            panic!("not grant")
+        };
+        assert_eq!(args.member.email, "bob@example.com");
+        assert_eq!(args.member.scope, Some(Scope::all_of("deployment")));
+        assert_eq!(args.access, Some(AccessArg::Console));
+        let cli = parse("revoke bob@example.com --org acme --role viewer -o json").expect("parses");
+        let Command::Revoke(args) = cli.command else {
+            panic!("not revoke")
+        };
+        assert_eq!((args.role.as_str(), args.scope), ("viewer", None));
+        let twice = parse("grant bob@example.com --org acme --role viewer --role admin")
+            .expect_err("one role at a time");
+        assert_eq!(twice.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn why_needs_a_namespace_or_all_of_them() {
+        let cli =
+            parse("why bob@example.com get deploy/web --org acme -n prod --subresource scale")
+                .expect("parses");
+        let Command::Why(args) = cli.command else {
+            panic!("not why")
+        };
+        assert_eq!(
+            (args.verb.as_str(), args.resource.as_str()),
+            ("get", "deploy/web")
+        );
+        assert_eq!(args.namespace.as_deref(), Some("prod"));
+        assert_eq!(args.subresource.as_deref(), Some("scale"));
+        assert!(parse("why bob@example.com get pods --org acme -A").is_ok());
+        let nowhere = parse("why bob@example.com get pods --org acme").expect_err("where?");
+        assert_eq!(nowhere.kind(), ErrorKind::MissingRequiredArgument);
+        let both = parse("why bob@example.com get pods --org acme -A -n prod").expect_err("both");
+        assert_eq!(both.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn remove_and_leave_wait_30s_unless_told() {
+        let cli = parse("remove bob@example.com --org acme").expect("parses");
+        let Command::Remove(args) = cli.command else {
+            panic!("not remove")
+        };
+        assert_eq!(args.wait.timeout, GoDuration::from("30s"));
+        let cli = parse("leave --org acme --timeout 2m").expect("parses");
+        let Command::Leave(args) = cli.command else {
+            panic!("not leave")
+        };
+        assert_eq!(args.wait.timeout, GoDuration::from("2m"));
+        let bad = parse("leave --org acme --timeout soon").expect_err("no duration");
+        assert_eq!(bad.kind(), ErrorKind::ValueValidation);
+    }
+
+    #[test]
     fn roles_need_no_organization() {
         let cli = parse("roles -o json").expect("parses");
         let Command::Roles(args) = cli.command else {

@@ -289,6 +289,22 @@ mod tests {
     }
 
     #[test]
+    fn a_no_from_why_exits_1_without_an_error_line() {
+        assert_eq!(PluginError::AnsweredNo.exit_code(), EXIT_ERROR);
+        assert!(!PluginError::AnsweredNo.is_reported());
+        assert!(PluginError::Usage("x".into()).is_reported());
+    }
+
+    #[test]
+    fn forbidden_is_told_apart() {
+        let forbidden = PluginError::kube("deleting", api_error(403, "forbidden", None));
+        assert!(is_forbidden(&forbidden));
+        let missing = PluginError::kube("deleting", api_error(404, "gone", Some("x")));
+        assert!(!is_forbidden(&missing));
+        assert!(!is_forbidden(&PluginError::AnsweredNo));
+    }
+
+    #[test]
     fn a_missing_kind_suggests_installing_the_crds() {
         let missing_kind = api_error(
             404,

@@ -26,7 +26,8 @@ lint:
 build:
 	cargo build --all-targets --locked
 
-## controlplane: build (or reuse) etcd, kube-apiserver, kube-controller-manager, Mailpit.
+## controlplane: build (or reuse) etcd, kube-apiserver, kube-controller-manager, Mailpit,
+## the OpenID Connect provider.
 controlplane:
 	tests/controlplane/build.sh
 

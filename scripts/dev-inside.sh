@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The part of scripts/dev.sh that runs inside the local control plane's environment
-# (KUBECONFIG and Mailpit addresses are set by the launcher).
+# (KUBECONFIG, Mailpit addresses and the KUBE_ORG_TEST_OIDC_* variables of the
+# OpenID Connect provider are set by the launcher).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,11 @@ kube-org is running (its log is above and below).
   Mailpit (invitation emails): $KUBE_ORG_MAILPIT_API
   accept endpoint: http://127.0.0.1:8080/invitations/accept
   metrics, health, readiness: http://127.0.0.1:8081/metrics /healthz /readyz
+  OpenID Connect provider (kube-apiserver trusts its ID tokens): $KUBE_ORG_TEST_OIDC_ISSUER
+    sign in as $KUBE_ORG_TEST_OIDC_USER, password $KUBE_ORG_TEST_OIDC_PASSWORD
+    (the cluster calls them ${KUBE_ORG_TEST_OIDC_USERNAME_PREFIX}$KUBE_ORG_TEST_OIDC_USER; all users: $KUBE_ORG_TEST_OIDC_USERS)
+    clients: $KUBE_ORG_TEST_OIDC_CLIENT_ID (secret $KUBE_ORG_TEST_OIDC_CLIENT_SECRET), $KUBE_ORG_TEST_OIDC_PUBLIC_CLIENT_ID (public, PKCE)
+    its CA: $KUBE_ORG_TEST_OIDC_CA
 Press Ctrl-C to stop everything.
 MSG
 wait $operator

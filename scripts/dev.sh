@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs kube-org locally with no cluster: starts a local control plane and Mailpit,
-# installs the CRDs, starts the operator and applies examples/. Ctrl-C stops all.
+# Runs kube-org locally with no cluster: starts a local control plane, Mailpit and an
+# OpenID Connect provider with test users (the launcher), installs the CRDs, starts the
+# operator and applies examples/. Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -51,7 +51,7 @@ pub fn reflect_objects<K>(
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource + Compact + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, filled, events) = reflect_events(api, config);
@@ -69,18 +69,48 @@ pub fn reflect_events<K>(
     impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource + Compact + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
     let (filled_tx, filled_rx) = watch::channel(false);
-    let stream = watcher(api, config).default_backoff().modify(strip);
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(strip_and_compact);
     let events = reflector::reflector(writer, stream).inspect(move |event| {
         if let Ok(watcher::Event::InitDone) = event {
             filled_tx.send_replace(true);
         }
     });
     (reader, Filled(filled_rx), events)
+}
+
+/// What a cache keeps of an object of one kind beyond [`strip`]: by default all of it;
+/// kinds whose bulky parts kube-org only compares keep a digest of them instead.
+pub trait Compact {
+    fn compact(&mut self) {}
+}
+
+impl Compact for crate::api::Organization {}
+impl Compact for crate::api::Invitation {}
+impl Compact for crate::api::RoleBinding {}
+impl Compact for crate::access::native::CachedRoleBinding {}
+impl Compact for k8s_openapi::api::core::v1::Namespace {}
+impl Compact for k8s_openapi::api::rbac::v1::ClusterRole {}
+impl Compact for k8s_openapi::api::rbac::v1::ClusterRoleBinding {}
+impl Compact for k8s_openapi::api::coordination::v1::Lease {}
+
+impl Compact for crate::api::Membership {
+    /// `status.access` (every namespace and ClusterRole of the member: 100 entries in
+    /// an organization of 100 resources) is only compared with the next status.
+    fn compact(&mut self) {
+        self.compact_status();
+    }
+}
+
+fn strip_and_compact<K: Resource + Compact>(obj: &mut K) {
+    strip(obj);
+    obj.compact();
 }
 
 /// What no reconcile reads, dropped before an object is cached: server-side apply's

@@ -6,11 +6,10 @@
 //! byte-identical objects.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding as NativeRoleBinding, RoleRef, Subject,
-};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
@@ -18,6 +17,7 @@ use super::names::{
     LABEL_RESOURCE_TYPE, OWNER_CLUSTER_ROLE, READER_CLUSTER_ROLE, ROLEBINDING_READER_CLUSTER_ROLE,
     managed_labels, native_binding_name, organization_cluster_role_name,
 };
+use super::native::{DesiredRoleBinding, RBAC_GROUP, user_subject};
 use super::policy::{PolicyRefusal, membership_refusals};
 use super::roles::{ResolvedRole, RoleProblem, RoleTable};
 use crate::api::condition::{DesiredCondition, READY};
@@ -27,8 +27,6 @@ use crate::api::rolebinding::TargetProblem;
 use crate::api::scope::ScopeTarget;
 use crate::api::{Access, Membership, Organization, RoleBinding};
 use crate::catalog::ORGANIZATION_OWNER;
-
-const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// What the computation reads: cached objects of one organization.
 pub struct AccessInput<'a> {
@@ -50,8 +48,9 @@ pub struct AccessInput<'a> {
 /// Everything the organization needs, plus the status of each object it came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredAccess {
-    /// Native RoleBindings, sorted by (namespace, name).
-    pub role_bindings: Vec<NativeRoleBinding>,
+    /// Native RoleBindings, sorted by (namespace, ClusterRole), compact (built as API
+    /// objects only to be written).
+    pub role_bindings: Vec<DesiredRoleBinding>,
     /// Lets every member see the organization and which resources exist.
     pub cluster_role: ClusterRole,
     pub cluster_role_binding: ClusterRoleBinding,
@@ -63,6 +62,33 @@ pub struct DesiredAccess {
     pub resources: BTreeMap<String, Vec<String>>,
     /// Memberships that grant nothing under the organization's policy, by name.
     pub refused: BTreeMap<String, PolicyRefusal>,
+    /// The home namespace (not a resource: [`DesiredAccess::access_of`] leaves it out).
+    pub home: String,
+}
+
+impl DesiredAccess {
+    /// Where `user` can go: each resource namespace and the ClusterRoles held there,
+    /// sorted. Computed when a status is written rather than kept for every member (an
+    /// entry per member and namespace is most of a large organization's plan).
+    pub fn access_of(&self, user: &str) -> Vec<NamespaceAccess> {
+        let mut access: Vec<NamespaceAccess> = Vec::new();
+        for rb in &self.role_bindings {
+            let namespace = rb.metadata.namespace.as_deref().unwrap_or_default();
+            if namespace == self.home || !rb.grants(user) {
+                continue;
+            }
+            match access.last_mut() {
+                Some(last) if last.namespace == namespace => {
+                    last.cluster_roles.push(rb.cluster_role.clone())
+                }
+                _ => access.push(NamespaceAccess {
+                    namespace: namespace.to_string(),
+                    cluster_roles: vec![rb.cluster_role.clone()],
+                }),
+            }
+        }
+        access
+    }
 }
 
 /// The status of one kube-org RoleBinding.
@@ -74,12 +100,11 @@ pub struct BindingOutcome {
     pub ready: DesiredCondition,
 }
 
-/// The status of one Membership.
+/// The status of one Membership (its access: [`DesiredAccess::access_of`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberOutcome {
     pub user: String,
     pub roles: Vec<MemberRole>,
-    pub access: Vec<NamespaceAccess>,
 }
 
 /// The RBAC user name of a membership: `spec.user`, or the email in lower case.
@@ -91,8 +116,8 @@ pub fn member_user(membership: &Membership) -> String {
         .unwrap_or_else(|| membership.spec.email.normalized())
 }
 
-/// (namespace, ClusterRole) -> users.
-type Grants = BTreeMap<(String, String), BTreeSet<String>>;
+/// namespace -> ClusterRole -> users (each user name allocated once, shared).
+type Grants = BTreeMap<String, BTreeMap<String, BTreeSet<Arc<str>>>>;
 
 /// Computes the organization's whole desired RBAC.
 pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
@@ -122,11 +147,11 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         .filter(|m| !refused.contains_key(&m.name_any()))
         .collect();
     memberships.sort_by_key(|m| m.name_any());
-    let mut members: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut members: BTreeMap<String, (String, Arc<str>)> = BTreeMap::new();
     for m in &memberships {
         members
             .entry(m.spec.email.normalized())
-            .or_insert_with(|| (m.name_any(), member_user(m)));
+            .or_insert_with(|| (m.name_any(), Arc::from(member_user(m))));
     }
 
     let mut grants: Grants = BTreeMap::new();
@@ -187,8 +212,8 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     }
 
     let role_bindings = native_role_bindings(org, &org_name, &grants);
-    let member_outcomes = member_outcomes(&memberships, &members, member_roles, &grants, &home);
-    let users: BTreeSet<String> = members.values().map(|(_, user)| user.clone()).collect();
+    let member_outcomes = member_outcomes(&memberships, &members, member_roles);
+    let users: BTreeSet<Arc<str>> = members.values().map(|(_, user)| user.clone()).collect();
     let (cluster_role, cluster_role_binding) =
         organization_visibility(org, &org_name, &home, &resources, &users);
     DesiredAccess {
@@ -199,6 +224,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         members: member_outcomes,
         resources,
         refused,
+        home,
     }
 }
 
@@ -238,11 +264,16 @@ struct BindContext<'a> {
     home: &'a str,
 }
 
-fn grant(grants: &mut Grants, namespace: &str, cluster_role: &str, user: &str) {
-    grants
-        .entry((namespace.to_string(), cluster_role.to_string()))
-        .or_default()
-        .insert(user.to_string());
+fn grant(grants: &mut Grants, namespace: &str, cluster_role: &str, user: &Arc<str>) {
+    let roles = match grants.get_mut(namespace) {
+        Some(roles) => roles,
+        None => grants.entry(namespace.to_string()).or_default(),
+    };
+    let users = match roles.get_mut(cluster_role) {
+        Some(users) => users,
+        None => roles.entry(cluster_role.to_string()).or_default(),
+    };
+    users.insert(user.clone());
 }
 
 /// The status of a binding that grants nothing.
@@ -267,7 +298,7 @@ fn refused(scope: String, problem: RoleProblem) -> BindingOutcome {
 fn bind(
     ctx: &BindContext<'_>,
     binding: &RoleBinding,
-    user: &str,
+    user: &Arc<str>,
     grants: &mut Grants,
 ) -> BindingOutcome {
     let spec = &binding.spec;
@@ -373,7 +404,7 @@ fn bind_organization_role(
     role: &ResolvedRole,
     access: Access,
     scope: String,
-    user: &str,
+    user: &Arc<str>,
     grants: &mut Grants,
 ) -> BindingOutcome {
     let mut resources = Vec::new();
@@ -403,15 +434,6 @@ fn bind_organization_role(
     }
 }
 
-fn user_subject(user: &str) -> Subject {
-    Subject {
-        api_group: Some(RBAC_GROUP.to_string()),
-        kind: "User".to_string(),
-        name: user.to_string(),
-        namespace: None,
-    }
-}
-
 fn managed_meta(
     org: &Organization,
     org_name: &str,
@@ -431,47 +453,31 @@ fn native_role_bindings(
     org: &Organization,
     org_name: &str,
     grants: &Grants,
-) -> Vec<NativeRoleBinding> {
+) -> Vec<DesiredRoleBinding> {
     grants
         .iter()
-        .map(|((namespace, cluster_role), users)| NativeRoleBinding {
-            metadata: managed_meta(
-                org,
-                org_name,
-                native_binding_name(org_name, cluster_role),
-                Some(namespace.clone()),
-            ),
-            role_ref: RoleRef {
-                api_group: RBAC_GROUP.to_string(),
-                kind: "ClusterRole".to_string(),
-                name: cluster_role.clone(),
-            },
-            subjects: Some(users.iter().map(|u| user_subject(u)).collect()),
+        .flat_map(|(namespace, roles)| {
+            roles
+                .iter()
+                .map(move |(cluster_role, users)| DesiredRoleBinding {
+                    metadata: managed_meta(
+                        org,
+                        org_name,
+                        native_binding_name(org_name, cluster_role),
+                        Some(namespace.clone()),
+                    ),
+                    cluster_role: cluster_role.clone(),
+                    users: users.iter().cloned().collect(),
+                })
         })
         .collect()
 }
 
 fn member_outcomes(
     memberships: &[&Membership],
-    members: &BTreeMap<String, (String, String)>,
+    members: &BTreeMap<String, (String, Arc<str>)>,
     mut roles: BTreeMap<String, Vec<MemberRole>>,
-    grants: &Grants,
-    home: &str,
 ) -> BTreeMap<String, MemberOutcome> {
-    let mut access_by_user: BTreeMap<&str, BTreeMap<&str, Vec<String>>> = BTreeMap::new();
-    for ((namespace, cluster_role), users) in grants {
-        if namespace == home {
-            continue;
-        }
-        for user in users {
-            access_by_user
-                .entry(user)
-                .or_default()
-                .entry(namespace)
-                .or_default()
-                .push(cluster_role.clone());
-        }
-    }
     memberships
         .iter()
         .filter(|m| {
@@ -480,27 +486,13 @@ fn member_outcomes(
                 .is_some_and(|(name, _)| *name == m.name_any())
         })
         .map(|m| {
-            let user = member_user(m);
             let mut member_roles = roles.remove(&m.name_any()).unwrap_or_default();
             member_roles.sort();
-            let access = access_by_user
-                .get(user.as_str())
-                .map(|by_ns| {
-                    by_ns
-                        .iter()
-                        .map(|(ns, cluster_roles)| NamespaceAccess {
-                            namespace: ns.to_string(),
-                            cluster_roles: cluster_roles.clone(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
             (
                 m.name_any(),
                 MemberOutcome {
-                    user,
+                    user: member_user(m),
                     roles: member_roles,
-                    access,
                 },
             )
         })
@@ -514,7 +506,7 @@ fn organization_visibility(
     org_name: &str,
     home: &str,
     resources: &BTreeMap<String, Vec<String>>,
-    users: &BTreeSet<String>,
+    users: &BTreeSet<Arc<str>>,
 ) -> (ClusterRole, ClusterRoleBinding) {
     let name = organization_cluster_role_name(org_name);
     let mut namespaces: Vec<String> = resources.values().flatten().cloned().collect();

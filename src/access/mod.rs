@@ -6,6 +6,7 @@ pub mod desired;
 pub mod home;
 pub mod leave;
 pub mod names;
+pub mod native;
 pub mod policy;
 pub mod roles;
 

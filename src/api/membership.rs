@@ -87,6 +87,62 @@ pub struct MembershipStatus {
     pub access: Vec<NamespaceAccess>,
 }
 
+/// On a Membership in kube-org's cache only (never written): a digest of
+/// `status.access`, which the cache drops — it is the bulk of a member's status (an
+/// entry per resource namespace) and is only compared with the next status.
+const CACHED_ACCESS_DIGEST: &str = "kube-org.io/cached-access-digest";
+
+fn access_digest(access: &[NamespaceAccess]) -> u64 {
+    crate::access::native::keyed_digest(access)
+}
+
+impl Membership {
+    /// Replaces `status.access` by its digest (what kube-org's cache keeps).
+    pub fn compact_status(&mut self) {
+        let annotations = self.metadata.annotations.get_or_insert_default();
+        // Whatever a tenant wrote under this key is not ours.
+        annotations.remove(CACHED_ACCESS_DIGEST);
+        if let Some(status) = self.status.as_mut() {
+            let digest = access_digest(&status.access);
+            status.access = Vec::new();
+            annotations.insert(CACHED_ACCESS_DIGEST.to_string(), digest.to_string());
+        }
+        if annotations.is_empty() {
+            self.metadata.annotations = None;
+        }
+    }
+
+    /// Whether the Membership's status already is `desired` (whether it came from the
+    /// API server or from the cache).
+    pub fn has_status(&self, desired: &MembershipStatus) -> bool {
+        let Some(current) = self.status.as_ref() else {
+            return false;
+        };
+        let current_access = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CACHED_ACCESS_DIGEST))
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| access_digest(&current.access));
+        // Destructured so that a new field cannot be forgotten here.
+        let MembershipStatus {
+            conditions,
+            observed_generation,
+            joined_at,
+            source,
+            roles,
+            access,
+        } = desired;
+        *conditions == current.conditions
+            && *observed_generation == current.observed_generation
+            && *joined_at == current.joined_at
+            && *source == current.source
+            && *roles == current.roles
+            && access_digest(access) == current_access
+    }
+}
+
 /// One role a member holds.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -102,11 +158,77 @@ pub struct MemberRole {
 }
 
 /// The ClusterRoles a member holds in one resource namespace.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, KubeSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, KubeSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceAccess {
     /// The resource namespace.
     pub namespace: String,
     /// The ClusterRoles bound to the member there.
     pub cluster_roles: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(access: &[(&str, &str)]) -> Membership {
+        let mut m = Membership::new(
+            "bob",
+            MembershipSpec {
+                email: Email("bob@example.com".into()),
+                user: None,
+            },
+        );
+        m.status = Some(MembershipStatus {
+            source: Some("Declared".into()),
+            access: access
+                .iter()
+                .map(|(ns, role)| NamespaceAccess {
+                    namespace: ns.to_string(),
+                    cluster_roles: vec![role.to_string()],
+                })
+                .collect(),
+            ..Default::default()
+        });
+        m
+    }
+
+    #[test]
+    fn the_cache_keeps_a_digest_of_access_that_still_tells_changes_apart() {
+        let full = member(&[("prod", "view"), ("dev", "edit")]);
+        let mut cached = full.clone();
+        cached.compact_status();
+        assert!(cached.status.as_ref().unwrap().access.is_empty());
+        let same = full.status.clone().unwrap();
+        assert!(full.has_status(&same));
+        assert!(cached.has_status(&same), "compacting loses no equality");
+        let mut fewer = same.clone();
+        fewer.access.pop();
+        assert!(!cached.has_status(&fewer));
+        let mut other_source = same.clone();
+        other_source.source = Some("Owner".into());
+        assert!(!cached.has_status(&other_source));
+    }
+
+    #[test]
+    fn a_tenants_digest_annotation_is_not_believed() {
+        let mut m = member(&[("prod", "view")]);
+        let wanted = m.status.clone().unwrap();
+        m.metadata.annotations = Some(
+            [(CACHED_ACCESS_DIGEST.to_string(), "42".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let mut cached = m.clone();
+        cached.compact_status();
+        assert!(cached.has_status(&wanted));
+        let none = member(&[]);
+        let mut cached_none = none.clone();
+        cached_none.status = None;
+        cached_none.compact_status();
+        assert!(cached_none.metadata.annotations.is_none());
+        assert!(!cached_none.has_status(&wanted));
+    }
 }

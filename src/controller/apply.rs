@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, RoleBinding as NativeRoleBinding, Subject,
 };
+
+use crate::access::native::{CachedRoleBinding, DesiredRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -16,51 +18,93 @@ use super::Error;
 use crate::api::FIELD_MANAGER;
 use crate::metrics::Metrics;
 
-/// Whether the parts of `actual` kube-org manages equal `desired` (labels kube-org sets,
-/// owner references, and the object's content), so there is nothing to write.
-pub trait Managed: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug {
+/// A kind of native object kube-org manages: the desired form (`Self`), what is written
+/// (`Object`) and what the cache keeps (`Cached`). For native RoleBindings the three
+/// differ (compact desired form, digests in the cache); for the one ClusterRole and
+/// ClusterRoleBinding per organization they are the API object itself.
+pub trait Managed {
+    type Object: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug;
+    type Cached: Resource<DynamicType = ()>;
     /// The metric label of the resource.
     const RESOURCE: &'static str;
     /// The API for objects of this kind in `namespace` (ignored when cluster-scoped).
-    fn api(client: &Client, namespace: Option<&str>) -> Api<Self>;
+    fn api(client: &Client, namespace: Option<&str>) -> Api<Self::Object>;
+    fn meta(&self) -> &ObjectMeta;
     /// Content equality (ignoring metadata).
-    fn same_content(&self, other: &Self) -> bool;
+    fn same_content(&self, cached: &Self::Cached) -> bool;
+    /// Whether replacing `cached` by `self` removes nothing anyone holds.
+    fn only_gains_over(&self, cached: &Self::Cached) -> bool;
+    /// The object to write.
+    fn object(&self) -> Self::Object;
 }
 
-impl Managed for NativeRoleBinding {
+impl Managed for DesiredRoleBinding {
+    type Object = NativeRoleBinding;
+    type Cached = CachedRoleBinding;
     const RESOURCE: &'static str = "rolebindings.rbac";
-    fn api(client: &Client, namespace: Option<&str>) -> Api<Self> {
+    fn api(client: &Client, namespace: Option<&str>) -> Api<NativeRoleBinding> {
         Api::namespaced(client.clone(), namespace.unwrap_or_default())
     }
-    fn same_content(&self, other: &Self) -> bool {
-        self.role_ref == other.role_ref && subjects(self) == subjects(other)
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn same_content(&self, cached: &CachedRoleBinding) -> bool {
+        DesiredRoleBinding::same_content(self, cached)
+    }
+    fn only_gains_over(&self, cached: &CachedRoleBinding) -> bool {
+        DesiredRoleBinding::only_gains_over(self, cached)
+    }
+    fn object(&self) -> NativeRoleBinding {
+        DesiredRoleBinding::object(self)
     }
 }
 
 impl Managed for ClusterRole {
+    type Object = ClusterRole;
+    type Cached = ClusterRole;
     const RESOURCE: &'static str = "clusterroles";
     fn api(client: &Client, _: Option<&str>) -> Api<Self> {
         Api::all(client.clone())
     }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
     fn same_content(&self, other: &Self) -> bool {
         self.rules == other.rules
+    }
+    fn only_gains_over(&self, current: &Self) -> bool {
+        let new = self.rules.as_deref().unwrap_or_default();
+        current.rules.iter().flatten().all(|r| new.contains(r))
+    }
+    fn object(&self) -> Self {
+        self.clone()
     }
 }
 
 impl Managed for ClusterRoleBinding {
+    type Object = ClusterRoleBinding;
+    type Cached = ClusterRoleBinding;
     const RESOURCE: &'static str = "clusterrolebindings";
     fn api(client: &Client, _: Option<&str>) -> Api<Self> {
         Api::all(client.clone())
     }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
     fn same_content(&self, other: &Self) -> bool {
-        self.role_ref == other.role_ref
-            && self.subjects.clone().unwrap_or_default()
-                == other.subjects.clone().unwrap_or_default()
+        self.role_ref == other.role_ref && subjects(self) == subjects(other)
+    }
+    fn only_gains_over(&self, current: &Self) -> bool {
+        let new = subjects(self);
+        subjects(current).iter().all(|s| new.contains(s))
+    }
+    fn object(&self) -> Self {
+        self.clone()
     }
 }
 
-fn subjects(rb: &NativeRoleBinding) -> &[Subject] {
-    rb.subjects.as_deref().unwrap_or_default()
+fn subjects(crb: &ClusterRoleBinding) -> &[Subject] {
+    crb.subjects.as_deref().unwrap_or_default()
 }
 
 fn same_metadata(desired: &ObjectMeta, actual: &ObjectMeta) -> bool {
@@ -73,11 +117,18 @@ fn same_metadata(desired: &ObjectMeta, actual: &ObjectMeta) -> bool {
     labels_kept && desired.owner_references == actual.owner_references
 }
 
-/// Whether `actual` already is what `desired` asks for.
-pub fn up_to_date<K: Managed>(desired: &K, actual: Option<&K>) -> bool {
-    actual.is_some_and(|actual| {
-        same_metadata(desired.meta(), actual.meta()) && desired.same_content(actual)
+/// Whether `cached` already is what `desired` asks for.
+pub fn up_to_date<M: Managed>(desired: &M, cached: Option<&M::Cached>) -> bool {
+    cached.is_some_and(|cached| {
+        same_metadata(desired.meta(), cached.meta()) && desired.same_content(cached)
     })
+}
+
+fn meta_key(meta: &ObjectMeta) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 /// The key of an object in a cache: (namespace, name).
@@ -179,16 +230,22 @@ impl SyncReport {
 /// deleted and created again, and a managed object held in deletion by someone else's
 /// finalizer is released. Whatever still fails is reported per object, and every other
 /// write and removal happens anyway.
-pub async fn sync<K>(client: &Client, metrics: &Metrics, desired: &[K], actual: &[K]) -> SyncReport
+pub async fn sync<M, C>(
+    client: &Client,
+    metrics: &Metrics,
+    desired: &[M],
+    actual: &[C],
+) -> SyncReport
 where
-    K: Managed + Gains,
+    M: Managed,
+    C: std::ops::Deref<Target = M::Cached>,
 {
-    let actual_by_key: BTreeMap<(String, String), &K> =
-        actual.iter().map(|obj| (key(obj), obj)).collect();
+    let actual_by_key: BTreeMap<(String, String), &M::Cached> =
+        actual.iter().map(|obj| (key(&**obj), &**obj)).collect();
     let mut gaining = Vec::new();
     let mut losing = Vec::new();
     for obj in desired {
-        let current = actual_by_key.get(&key(obj)).copied();
+        let current = actual_by_key.get(&meta_key(obj.meta())).copied();
         let held = current.is_some_and(held_in_deletion);
         if up_to_date(obj, current) && !held {
             continue;
@@ -198,9 +255,10 @@ where
             _ => gaining.push(obj),
         }
     }
-    let wanted: BTreeSet<(String, String)> = desired.iter().map(key).collect();
-    let stale: Vec<&K> = actual
+    let wanted: BTreeSet<(String, String)> = desired.iter().map(|d| meta_key(d.meta())).collect();
+    let stale: Vec<&M::Cached> = actual
         .iter()
+        .map(|obj| &**obj)
         .filter(|obj| {
             !wanted.contains(&key(*obj))
                 && (obj.meta().deletion_timestamp.is_none() || held_in_deletion(*obj))
@@ -212,35 +270,37 @@ where
         failures: vec![],
     };
     // Phases in order; writes within a phase are independent, and a failed write
-    // stops nothing.
+    // stops nothing. Objects are built only when their write starts.
     for phase in [gaining, losing] {
         let mut writes = Vec::new();
         for obj in phase {
-            let current = actual_by_key.get(&key(obj)).copied();
-            writes.push(reported(obj, apply_one(client, metrics, obj, current)));
+            let current = actual_by_key.get(&meta_key(obj.meta())).copied();
+            writes.push(async move {
+                apply_one(client, metrics, obj, current)
+                    .await
+                    .err()
+                    .map(|e| failure_at(obj.meta(), e))
+            });
         }
         report.failures.extend(all_settled(writes).await);
     }
     let mut deletes = Vec::new();
     for obj in stale {
-        deletes.push(reported(obj, delete_one(client, metrics, obj)));
+        deletes.push(async move {
+            delete_one::<M>(client, metrics, obj)
+                .await
+                .err()
+                .map(|e| failure_at(obj.meta(), e))
+        });
     }
     report.failures.extend(all_settled(deletes).await);
     report
 }
 
-/// A write's failure, named after its object.
-async fn reported<K: Resource>(
-    obj: &K,
-    write: impl std::future::Future<Output = Result<(), Error>>,
-) -> Option<SyncFailure> {
-    write.await.err().map(|e| failure(obj, e))
-}
-
-fn failure<K: Resource>(obj: &K, error: Error) -> SyncFailure {
+fn failure_at(meta: &ObjectMeta, error: Error) -> SyncFailure {
     SyncFailure {
-        namespace: obj.namespace(),
-        name: obj.name_any(),
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone().unwrap_or_default(),
         error: error.to_string(),
     }
 }
@@ -267,38 +327,44 @@ fn held_in_deletion<K: Resource>(obj: &K) -> bool {
 /// Applies one object. When the API server refuses the change as invalid (a squatter
 /// created the name with another roleRef, which is immutable), the object is deleted
 /// and created again; an object held in deletion is released first.
-async fn apply_one<K: Managed>(
+async fn apply_one<M: Managed>(
     client: &Client,
     metrics: &Metrics,
-    obj: &K,
-    current: Option<&K>,
+    desired: &M,
+    current: Option<&M::Cached>,
 ) -> Result<(), Error> {
-    let api = K::api(client, obj.namespace().as_deref());
-    if let Some(current) = current.filter(|c| held_in_deletion(*c)) {
-        release(&api, metrics, K::RESOURCE, &current.name_any()).await?;
+    let (namespace, name) = meta_key(desired.meta());
+    let api = M::api(client, Some(namespace.as_str()).filter(|ns| !ns.is_empty()));
+    if current.is_some_and(held_in_deletion) {
+        release(&api, metrics, M::RESOURCE, &name).await?;
     }
-    match apply(&api, metrics, K::RESOURCE, obj).await {
+    let obj = desired.object();
+    match apply(&api, metrics, M::RESOURCE, &obj).await {
         Ok(_) => Ok(()),
         Err(Error::Kube(kube::Error::Api(status))) if status.code == 422 => {
             tracing::warn!(
-                name = %obj.name_any(),
-                namespace = obj.namespace().unwrap_or_default(),
+                %name,
+                %namespace,
                 message = %status.message,
                 "a managed object's immutable fields differ (squatted?): re-creating it"
             );
-            remove(&api, metrics, K::RESOURCE, &obj.name_any()).await?;
-            apply(&api, metrics, K::RESOURCE, obj).await.map(|_| ())
+            remove(&api, metrics, M::RESOURCE, &name).await?;
+            apply(&api, metrics, M::RESOURCE, &obj).await.map(|_| ())
         }
         Err(error) => Err(error),
     }
 }
 
-async fn delete_one<K: Managed>(client: &Client, metrics: &Metrics, obj: &K) -> Result<(), Error> {
-    let api = K::api(client, obj.namespace().as_deref());
+async fn delete_one<M: Managed>(
+    client: &Client,
+    metrics: &Metrics,
+    obj: &M::Cached,
+) -> Result<(), Error> {
+    let api = M::api(client, obj.meta().namespace.as_deref());
     if obj.meta().deletion_timestamp.is_some() {
-        return release(&api, metrics, K::RESOURCE, &obj.name_any()).await;
+        return release(&api, metrics, M::RESOURCE, &obj.name_any()).await;
     }
-    remove(&api, metrics, K::RESOURCE, &obj.name_any()).await
+    remove(&api, metrics, M::RESOURCE, &obj.name_any()).await
 }
 
 /// Deletes a managed object and releases it if someone's finalizer holds it: a binding
@@ -335,30 +401,5 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error.into()),
-    }
-}
-
-/// Whether replacing `current` by `self` removes nothing anyone holds.
-pub trait Gains {
-    fn only_gains_over(&self, current: &Self) -> bool;
-}
-
-impl Gains for NativeRoleBinding {
-    fn only_gains_over(&self, current: &Self) -> bool {
-        subjects(current).iter().all(|s| subjects(self).contains(s))
-    }
-}
-
-impl Gains for ClusterRoleBinding {
-    fn only_gains_over(&self, current: &Self) -> bool {
-        let new = self.subjects.as_deref().unwrap_or_default();
-        current.subjects.iter().flatten().all(|s| new.contains(s))
-    }
-}
-
-impl Gains for ClusterRole {
-    fn only_gains_over(&self, current: &Self) -> bool {
-        let new = self.rules.as_deref().unwrap_or_default();
-        current.rules.iter().flatten().all(|r| new.contains(r))
     }
 }

@@ -12,9 +12,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, RoleBinding as NativeRoleBinding,
-};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -23,6 +21,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{Instrument, info, warn};
 
 use crate::access::names::{LABEL_MANAGED_BY, LABEL_ORGANIZATION, MANAGER};
+use crate::access::native::CachedRoleBinding;
 use crate::api::{Invitation, Membership, Organization, RoleBinding};
 use crate::cache::{Filled, all_filled};
 use crate::metrics::Metrics;
@@ -78,7 +77,7 @@ pub struct Stores {
     pub bindings: Store<RoleBinding>,
     pub invitations: Store<Invitation>,
     pub namespaces: Store<Namespace>,
-    pub native_bindings: Store<NativeRoleBinding>,
+    pub native_bindings: Store<CachedRoleBinding>,
     pub cluster_roles: Store<ClusterRole>,
     pub cluster_role_bindings: Store<ClusterRoleBinding>,
     /// Exclusive-membership claims (Leases in the operator's namespace).
@@ -171,7 +170,7 @@ pub async fn run(
         watcher::Config::default().any_semantic(),
     );
     let native_bindings =
-        Watched::<NativeRoleBinding>::start(Api::all(client.clone()), managed.clone());
+        Watched::<CachedRoleBinding>::start(Api::all(client.clone()), managed.clone());
     let cluster_roles = Watched::<ClusterRole>::start(Api::all(client.clone()), managed.clone());
     let cluster_role_bindings =
         Watched::<ClusterRoleBinding>::start(Api::all(client.clone()), managed);
@@ -260,7 +259,7 @@ pub async fn run(
             orgs.dedup();
             orgs
         })
-        .watches_shared_stream(native_bindings.subscribe(), |rb: Arc<NativeRoleBinding>| {
+        .watches_shared_stream(native_bindings.subscribe(), |rb: Arc<CachedRoleBinding>| {
             org_of_label(rb.as_ref())
         })
         .watches_shared_stream(cluster_roles.subscribe(), |cr: Arc<ClusterRole>| {

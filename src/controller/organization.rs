@@ -10,9 +10,9 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, RoleBinding as NativeRoleBinding,
-};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+
+use crate::access::native::CachedRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -90,9 +90,9 @@ struct Snapshot {
     memberships: Vec<Arc<Membership>>,
     bindings: Vec<Arc<RoleBinding>>,
     namespaces: Vec<Arc<Namespace>>,
-    native_bindings: Vec<NativeRoleBinding>,
-    cluster_roles: Vec<ClusterRole>,
-    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    native_bindings: Vec<Arc<CachedRoleBinding>>,
+    cluster_roles: Vec<Arc<ClusterRole>>,
+    cluster_role_bindings: Vec<Arc<ClusterRoleBinding>>,
     pending_invitations: usize,
 }
 
@@ -101,17 +101,16 @@ fn labelled_for<K: Resource>(obj: &K, org: &str) -> bool {
         && obj.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGER)
 }
 
-/// The cached objects kube-org manages for `org`, owned (the sync compares by value).
-fn managed_for<K>(store: &kube::runtime::reflector::Store<K>, org: &str) -> Vec<K>
+/// The cached objects kube-org manages for `org`.
+fn managed_for<K>(store: &kube::runtime::reflector::Store<K>, org: &str) -> Vec<Arc<K>>
 where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     store
         .state()
-        .iter()
+        .into_iter()
         .filter(|o| labelled_for(o.as_ref(), org))
-        .map(|o| (**o).clone())
         .collect()
 }
 
@@ -670,7 +669,7 @@ async fn write_org_status(
         &ctx.metrics,
         "organizations",
         org,
-        org.status.as_ref(),
+        org.status.as_ref() == Some(&status),
         &status,
     )
     .await?;
@@ -1200,7 +1199,7 @@ async fn write_binding_status(
         &ctx.metrics,
         "rolebindings.kube-org.io",
         binding,
-        binding.status.as_ref(),
+        binding.status.as_ref() == Some(&status),
         &status,
     )
     .await?;
@@ -1255,7 +1254,7 @@ async fn write_membership_statuses(
                     org.name_any(),
                     outcome.user,
                     outcome.roles.len(),
-                    outcome.access.len()
+                    desired.access_of(&outcome.user).len()
                 ),
             )
         } else if m.meta().deletion_timestamp.is_some() {
@@ -1292,7 +1291,7 @@ async fn write_membership_statuses(
             joined_at: m.metadata.creation_timestamp.clone(),
             source: Some(membership_source(m)),
             roles: outcome.roles,
-            access: outcome.access,
+            access: desired.access_of(&outcome.user),
         };
         writes.push(async move {
             let api = namespaced(ctx, m.as_ref());
@@ -1301,7 +1300,7 @@ async fn write_membership_statuses(
                 &ctx.metrics,
                 "memberships",
                 m.as_ref(),
-                m.status.as_ref(),
+                m.has_status(&status),
                 &status,
             )
             .await?;

@@ -10,21 +10,21 @@ use super::Error;
 use crate::api::FIELD_MANAGER;
 use crate::metrics::Metrics;
 
-/// Writes `status` on `obj` unless it already has exactly that status; returns whether
-/// it wrote.
+/// Writes `status` on `obj` unless `unchanged` (the caller compared it with the cached
+/// status); returns whether it wrote.
 pub async fn write_if_changed<K, S>(
     api: &Api<K>,
     metrics: &Metrics,
     resource: &str,
     obj: &K,
-    current: Option<&S>,
+    unchanged: bool,
     status: &S,
 ) -> Result<bool, Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-    S: Serialize + PartialEq,
+    S: Serialize,
 {
-    if current == Some(status) {
+    if unchanged {
         return Ok(false);
     }
     let body = serde_json::json!({

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod oidc;
 pub mod org;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,7 +1,9 @@
 // Command launcher starts a throwaway control plane for kube-org's integration tests:
-// etcd, kube-apiserver, kube-controller-manager (garbage collector and namespace
-// controllers only) and a Mailpit SMTP server, all on free loopback ports with freshly
-// generated certificates. It can run a command against that control plane and then tear
+// etcd, a real OpenID Connect provider (tests/controlplane/oidc, on zitadel/oidc),
+// kube-apiserver (trusting that provider through a structured authentication
+// configuration), kube-controller-manager (garbage collector and namespace controllers
+// only) and a Mailpit SMTP server, all on free loopback ports with freshly generated
+// certificates. It can run a command against that control plane and then tear
 // everything down, so no test depends on a shared or pre-existing cluster.
 //
 // Usage:
@@ -9,10 +11,11 @@
 //	launcher --bin-dir DIR --work-dir DIR [--print-env] [-- COMMAND ARGS...]
 //
 // With a command, the launcher adds KUBECONFIG, KUBE_ORG_MAILPIT_SMTP,
-// KUBE_ORG_MAILPIT_API, KUBE_ORG_MAILPIT_BIN and KUBE_ORG_CONTROLPLANE_DIR to its
-// environment, waits for it, stops everything and exits with the command's exit code.
-// Without one, it prints those variables (they are also written to WORK_DIR/env) and
-// runs until SIGINT, SIGTERM or SIGHUP.
+// KUBE_ORG_MAILPIT_API, KUBE_ORG_MAILPIT_BIN, KUBE_ORG_CONTROLPLANE_DIR and the
+// KUBE_ORG_TEST_OIDC_* variables (see oidc.go) to its environment, waits for it, stops
+// everything and exits with the command's exit code. Without one, it prints those
+// variables (they are also written to WORK_DIR/env) and runs until SIGINT, SIGTERM or
+// SIGHUP.
 package main
 
 import (
@@ -63,8 +66,9 @@ const (
 	adminUser            = "kube-org-admin"
 )
 
-// components lists the binaries expected in --bin-dir, in start order.
-var components = []string{"etcd", "kube-apiserver", "kube-controller-manager", "mailpit"}
+// components lists the binaries expected in --bin-dir, in start order: the identity
+// provider before kube-apiserver, which fetches its discovery document.
+var components = []string{"etcd", oidcProvider, "kube-apiserver", "kube-controller-manager", "mailpit"}
 
 func init() {
 	// Pdeathsig fires when the OS thread that forked a child exits, not when the
@@ -215,7 +219,9 @@ type plane struct {
 	pki             pkiPaths
 	kubeconfig      string
 
-	etcdPort, etcdPeerPort, apiPort, kcmPort, smtpPort, mailpitHTTPPort int
+	etcdPort, etcdPeerPort, apiPort, kcmPort, smtpPort, mailpitHTTPPort, oidcPort int
+	// oidc is the identity provider's configuration (issuer, clients, users).
+	oidc *oidcSetup
 }
 
 func (p plane) path(name string) string { return filepath.Join(p.workDir, name) }
@@ -238,12 +244,15 @@ func bringUp(ctx context.Context, sup *supervisor, opts options) ([]envVar, erro
 		return nil, err
 	}
 	p.pki = creds.paths
-	ports, err := freePorts(6)
+	ports, err := freePorts(7)
 	if err != nil {
 		return nil, err
 	}
-	p.etcdPort, p.etcdPeerPort, p.apiPort, p.kcmPort, p.smtpPort, p.mailpitHTTPPort =
-		ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
+	p.etcdPort, p.etcdPeerPort, p.apiPort, p.kcmPort, p.smtpPort, p.mailpitHTTPPort, p.oidcPort =
+		ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6]
+	if p.oidc, err = writeOIDCSetup(p, creds); err != nil {
+		return nil, err
+	}
 
 	// kube-controller-manager reads the kubeconfig, so it must exist before it starts.
 	if err := writeKubeconfig(p.kubeconfig, p.apiPort, creds); err != nil {
@@ -266,6 +275,7 @@ func bringUp(ctx context.Context, sup *supervisor, opts options) ([]envVar, erro
 		{"KUBE_ORG_MAILPIT_BIN", p.bin("mailpit")},
 		{"KUBE_ORG_CONTROLPLANE_DIR", p.workDir},
 	}
+	env = append(env, p.oidc.env()...)
 	if err := writeEnvFile(p.path("env"), env); err != nil {
 		return nil, err
 	}
@@ -344,6 +354,11 @@ func componentSpecs(p plane, creds *credentials) ([]component, error) {
 		return component{name: name, bin: p.bin(name), logPath: p.path(name + ".log"), args: args, probe: probe}
 	}
 
+	oidcTLS, err := creds.caTLSConfig()
+	if err != nil {
+		return nil, err
+	}
+
 	return []component{
 		spec("etcd", httpProbe(plain, etcdURL+"/health"),
 			"--name=default",
@@ -355,6 +370,13 @@ func componentSpecs(p plane, creds *credentials) ([]component, error) {
 			"--initial-cluster=default="+peerURL,
 			// Test data is disposable; skipping fsync saves a lot of time on slow disks.
 			"--unsafe-no-fsync",
+		),
+		spec(oidcProvider, discoveryProbe(newHTTPClient(oidcTLS), p.oidc.issuer),
+			"--listen="+fmt.Sprintf("127.0.0.1:%d", p.oidcPort),
+			"--issuer="+p.oidc.issuer,
+			"--tls-cert="+p.pki.oidcCert,
+			"--tls-key="+p.pki.oidcKey,
+			"--config="+p.oidc.providerConfig,
 		),
 		spec("kube-apiserver", httpProbe(newHTTPClient(adminTLS), fmt.Sprintf("https://127.0.0.1:%d/readyz", p.apiPort)),
 			"--etcd-servers="+etcdURL,
@@ -370,6 +392,12 @@ func componentSpecs(p plane, creds *credentials) ([]component, error) {
 			"--service-cluster-ip-range="+serviceClusterRange,
 			// RBAC is what kube-org drives, so it must be enforced as in a real cluster.
 			"--authorization-mode=RBAC",
+			// People sign in at the OpenID Connect provider above: a structured
+			// authentication configuration (oidc.go) maps its ID tokens to users. It
+			// replaces only the --oidc-* flags; client certificates, service-account
+			// tokens, impersonation and --anonymous-auth (not set: the default) work as
+			// before.
+			"--authentication-config="+p.oidc.authenticationConfig,
 			"--cert-dir="+p.path("apiserver"),
 			// A single test client needs no fairness, and it costs CPU on two cores.
 			"--enable-priority-and-fairness=false",
@@ -714,7 +742,7 @@ func logTail(path string, n int) string {
 
 // pkiPaths are the files the components read their keys and certificates from.
 type pkiPaths struct {
-	caCert, servingCert, servingKey, adminCert, adminKey, saKey, saPub string
+	caCert, servingCert, servingKey, adminCert, adminKey, saKey, saPub, oidcCert, oidcKey string
 }
 
 // credentials is the generated PKI: paths for the components, PEM for the kubeconfig.
@@ -737,6 +765,15 @@ func (c *credentials) adminTLSConfig() (*tls.Config, error) {
 	return &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}, nil
 }
 
+// caTLSConfig trusts the generated CA and presents no client certificate.
+func (c *credentials) caTLSConfig() (*tls.Config, error) {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(c.caPEM) {
+		return nil, errors.New("loading CA certificate: no PEM certificate found")
+	}
+	return &tls.Config{RootCAs: roots}, nil
+}
+
 // keyPair is a certificate with its private key.
 type keyPair struct {
 	cert    *x509.Certificate
@@ -746,8 +783,9 @@ type keyPair struct {
 }
 
 // writePKI generates a fresh CA, the kube-apiserver serving certificate, the admin
-// client certificate (system:masters, so RBAC never gets in the test's way) and the
-// service-account signing key, and writes them under dir.
+// client certificate (system:masters, so RBAC never gets in the test's way), the
+// service-account signing key and the OpenID Connect provider's serving certificate,
+// and writes them under dir.
 func writePKI(dir string) (*credentials, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating pki dir: %w", err)
@@ -784,6 +822,16 @@ func writePKI(dir string) (*credentials, error) {
 	if err != nil {
 		return nil, err
 	}
+	oidcServing, err := newKeyPair(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: oidcProvider},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, ca)
+	if err != nil {
+		return nil, fmt.Errorf("generating the OpenID Connect provider's serving certificate: %w", err)
+	}
 
 	paths := pkiPaths{
 		caCert:      filepath.Join(dir, "ca.crt"),
@@ -793,6 +841,8 @@ func writePKI(dir string) (*credentials, error) {
 		adminKey:    filepath.Join(dir, "admin.key"),
 		saKey:       filepath.Join(dir, "service-account.key"),
 		saPub:       filepath.Join(dir, "service-account.pub"),
+		oidcCert:    filepath.Join(dir, "oidc-provider.crt"),
+		oidcKey:     filepath.Join(dir, "oidc-provider.key"),
 	}
 	files := []struct {
 		path string
@@ -806,6 +856,8 @@ func writePKI(dir string) (*credentials, error) {
 		{paths.adminKey, admin.keyPEM, 0o600},
 		{paths.saKey, saKey, 0o600},
 		{paths.saPub, saPub, 0o644},
+		{paths.oidcCert, oidcServing.certPEM, 0o644},
+		{paths.oidcKey, oidcServing.keyPEM, 0o600},
 	}
 	for _, f := range files {
 		if err := os.WriteFile(f.path, f.data, f.perm); err != nil {

@@ -1,0 +1,303 @@
+//! Native RoleBindings in the compact form kube-org keeps in memory.
+//!
+//! An organization of 1,000 members and 100 namespaces has about 300 native
+//! RoleBindings of up to 1,000 subjects each: held as API objects (four `String`s per
+//! subject) they were most of the operator's memory, once in the cache and once more in
+//! every computed plan. Here the desired side keeps each user name once (shared `Arc`s),
+//! the cache keeps a digest per subject, and the API object is built only to be written.
+//!
+//! Digests are keyed with process-random keys, so a tenant cannot craft a subject whose
+//! digest collides with another's (an extra subject would then look like a wanted one).
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Arc, OnceLock};
+
+use k8s_openapi::api::rbac::v1::{RoleBinding as NativeRoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Deserializer};
+
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// A digest of `value` with this process's random keys: equal values, equal digests;
+/// nobody outside the process can craft two values with one digest.
+pub fn keyed_digest<T: Hash + ?Sized>(value: &T) -> u64 {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new).hash_one(value)
+}
+
+/// The digest of one subject.
+pub fn subject_digest(
+    kind: &str,
+    api_group: Option<&str>,
+    name: &str,
+    namespace: Option<&str>,
+) -> u64 {
+    keyed_digest(&(kind, api_group, name, namespace))
+}
+
+fn user_digest(user: &str) -> u64 {
+    subject_digest("User", Some(RBAC_GROUP), user, None)
+}
+
+/// The subjects of a binding as a sorted list of digests (a multiset: order on the
+/// server does not matter, what is granted does).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubjectDigests(Vec<u64>);
+
+impl SubjectDigests {
+    fn new(mut digests: Vec<u64>) -> Self {
+        digests.sort_unstable();
+        SubjectDigests(digests)
+    }
+
+    pub fn of_subjects(subjects: &[Subject]) -> Self {
+        Self::new(
+            subjects
+                .iter()
+                .map(|s| {
+                    subject_digest(
+                        &s.kind,
+                        s.api_group.as_deref(),
+                        &s.name,
+                        s.namespace.as_deref(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether every subject of `self` is in `other`.
+    pub fn within(&self, other: &SubjectDigests) -> bool {
+        self.0.iter().all(|d| other.0.binary_search(d).is_ok())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Deserialises a subject list straight into digests: no subject is kept as strings.
+fn digests<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SubjectDigests, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = SubjectDigests;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of subjects or null")
+        }
+        fn visit_unit<E>(self) -> Result<SubjectDigests, E> {
+            Ok(SubjectDigests::default())
+        }
+        fn visit_none<E>(self) -> Result<SubjectDigests, E> {
+            Ok(SubjectDigests::default())
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<SubjectDigests, D::Error> {
+            d.deserialize_seq(self)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<SubjectDigests, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(s) = seq.next_element::<Subject>()? {
+                out.push(subject_digest(
+                    &s.kind,
+                    s.api_group.as_deref(),
+                    &s.name,
+                    s.namespace.as_deref(),
+                ));
+            }
+            Ok(SubjectDigests::new(out))
+        }
+    }
+    deserializer.deserialize_option(Visitor)
+}
+
+/// A native RoleBinding as kube-org's cache keeps it: metadata, roleRef, and a digest
+/// per subject. Read from the API only (never written back).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedRoleBinding {
+    pub metadata: ObjectMeta,
+    pub role_ref: RoleRef,
+    #[serde(default, deserialize_with = "digests")]
+    pub subjects: SubjectDigests,
+}
+
+impl k8s_openapi::Resource for CachedRoleBinding {
+    const API_VERSION: &'static str = <NativeRoleBinding as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <NativeRoleBinding as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <NativeRoleBinding as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <NativeRoleBinding as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str =
+        <NativeRoleBinding as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::ListableResource for CachedRoleBinding {
+    const LIST_KIND: &'static str = <NativeRoleBinding as k8s_openapi::ListableResource>::LIST_KIND;
+}
+
+impl k8s_openapi::Metadata for CachedRoleBinding {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// One aggregated native RoleBinding kube-org wants: every user holding `cluster_role`
+/// in `namespace`. `metadata` is shared by all bindings of an organization.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredRoleBinding {
+    pub metadata: ObjectMeta,
+    pub cluster_role: String,
+    /// Sorted, without duplicates.
+    pub users: Vec<Arc<str>>,
+}
+
+impl DesiredRoleBinding {
+    pub fn role_ref(&self) -> RoleRef {
+        RoleRef {
+            api_group: RBAC_GROUP.to_string(),
+            kind: "ClusterRole".to_string(),
+            name: self.cluster_role.clone(),
+        }
+    }
+
+    pub fn digests(&self) -> SubjectDigests {
+        SubjectDigests::new(self.users.iter().map(|u| user_digest(u)).collect())
+    }
+
+    /// Whether `cached` grants exactly what this binding grants.
+    pub fn same_content(&self, cached: &CachedRoleBinding) -> bool {
+        cached.role_ref == self.role_ref() && cached.subjects == self.digests()
+    }
+
+    /// Whether replacing `cached` by this binding removes nothing anyone holds.
+    pub fn only_gains_over(&self, cached: &CachedRoleBinding) -> bool {
+        cached.subjects.within(&self.digests())
+    }
+
+    /// The API object, built to be written.
+    pub fn object(&self) -> NativeRoleBinding {
+        NativeRoleBinding {
+            metadata: self.metadata.clone(),
+            role_ref: self.role_ref(),
+            subjects: Some(self.users.iter().map(|u| user_subject(u)).collect()),
+        }
+    }
+
+    /// Whether `user` is a subject.
+    pub fn grants(&self, user: &str) -> bool {
+        self.users.binary_search_by(|u| (**u).cmp(user)).is_ok()
+    }
+}
+
+/// The RBAC subject of a user name.
+pub fn user_subject(user: &str) -> Subject {
+    Subject {
+        api_group: Some(RBAC_GROUP.to_string()),
+        kind: "User".to_string(),
+        name: user.to_string(),
+        namespace: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(json: serde_json::Value) -> CachedRoleBinding {
+        serde_json::from_value(json).expect("a RoleBinding")
+    }
+
+    fn desired(users: &[&str]) -> DesiredRoleBinding {
+        DesiredRoleBinding {
+            metadata: ObjectMeta::default(),
+            cluster_role: "view".into(),
+            users: users.iter().map(|u| Arc::from(*u)).collect(),
+        }
+    }
+
+    fn binding(subjects: serde_json::Value) -> CachedRoleBinding {
+        cached(serde_json::json!({
+            "metadata": {"name": "kube-org:acme:view", "namespace": "prod"},
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": "view"},
+            "subjects": subjects,
+        }))
+    }
+
+    fn user(name: &str) -> serde_json::Value {
+        serde_json::json!({"apiGroup": RBAC_GROUP, "kind": "User", "name": name})
+    }
+
+    #[test]
+    fn a_cached_binding_matches_the_desired_one_whatever_the_order() {
+        let actual = binding(serde_json::json!([user("bob@x.io"), user("ann@x.io")]));
+        assert!(desired(&["ann@x.io", "bob@x.io"]).same_content(&actual));
+        assert_eq!(actual.metadata.name.as_deref(), Some("kube-org:acme:view"));
+    }
+
+    #[test]
+    fn an_extra_or_changed_subject_is_a_difference() {
+        let want = desired(&["ann@x.io"]);
+        let extra = binding(serde_json::json!([user("ann@x.io"), user("eve@x.io")]));
+        assert!(!want.same_content(&extra));
+        assert!(!want.only_gains_over(&extra), "eve would lose her grant");
+        let group = binding(serde_json::json!([
+            {"apiGroup": RBAC_GROUP, "kind": "Group", "name": "ann@x.io"}
+        ]));
+        assert!(!want.same_content(&group), "a Group is not the User");
+        let sa = binding(serde_json::json!([
+            {"kind": "ServiceAccount", "name": "ann@x.io", "namespace": "prod"}
+        ]));
+        assert!(!want.same_content(&sa));
+    }
+
+    #[test]
+    fn adding_a_user_only_gains() {
+        let actual = binding(serde_json::json!([user("ann@x.io")]));
+        assert!(desired(&["ann@x.io", "bob@x.io"]).only_gains_over(&actual));
+        assert!(!desired(&["bob@x.io"]).only_gains_over(&actual));
+    }
+
+    #[test]
+    fn missing_or_null_subjects_are_none() {
+        let none = cached(serde_json::json!({
+            "metadata": {"name": "x"},
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": "view"},
+        }));
+        assert!(none.subjects.is_empty());
+        let null = binding(serde_json::Value::Null);
+        assert!(null.subjects.is_empty());
+        assert!(desired(&[]).same_content(&null));
+    }
+
+    #[test]
+    fn a_different_role_is_a_difference() {
+        let mut actual = binding(serde_json::json!([user("ann@x.io")]));
+        actual.role_ref.name = "edit".into();
+        assert!(!desired(&["ann@x.io"]).same_content(&actual));
+    }
+
+    #[test]
+    fn the_object_lists_every_user_in_order() {
+        let rb = desired(&["ann@x.io", "bob@x.io"]).object();
+        let names: Vec<&str> = rb
+            .subjects
+            .iter()
+            .flatten()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["ann@x.io", "bob@x.io"]);
+        assert!(desired(&["ann@x.io", "bob@x.io"]).grants("bob@x.io"));
+        assert!(!desired(&["ann@x.io"]).grants("bob@x.io"));
+    }
+}

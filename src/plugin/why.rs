@@ -122,9 +122,9 @@ pub fn intents(
             .role_bindings
             .into_iter()
             .map(|rb| Grant {
-                namespace: rb.metadata.namespace.clone(),
-                binding: rb.name_any(),
-                cluster_role: rb.role_ref.name,
+                namespace: rb.metadata.namespace,
+                binding: rb.metadata.name.unwrap_or_default(),
+                cluster_role: rb.cluster_role,
             })
             .collect();
         intents.push(Intent {

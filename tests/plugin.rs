@@ -679,17 +679,36 @@ async fn exit_codes_tell_scripts_what_went_wrong() {
 }
 
 /// A kubeconfig like the harness's whose users act as `user` (impersonation, as
-/// `kubectl --as` does): the plugin then signs in as that person.
-fn kubeconfig_as(user: &str) -> String {
-    let mut config = kube::config::Kubeconfig::read().expect("the harness's kubeconfig");
-    for named in &mut config.auth_infos {
-        if let Some(auth) = named.auth_info.as_mut() {
-            auth.impersonate = Some(user.to_string());
+/// `kubectl --as` does): the plugin then signs in as that person. The file holds the
+/// harness's credentials: it is written beside the harness's own kubeconfig when the
+/// launcher says where that is, and removed when dropped.
+struct KubeconfigAs(std::path::PathBuf);
+
+impl KubeconfigAs {
+    fn new(user: &str) -> Self {
+        let mut config = kube::config::Kubeconfig::read().expect("the harness's kubeconfig");
+        for named in &mut config.auth_infos {
+            if let Some(auth) = named.auth_info.as_mut() {
+                auth.impersonate = Some(user.to_string());
+            }
         }
+        let dir = std::env::var_os("KUBE_ORG_CONTROLPLANE_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let path = dir.join(format!("{}.kubeconfig", unique("as")));
+        std::fs::write(&path, serde_yaml::to_string(&config).expect("YAML")).expect("writing");
+        KubeconfigAs(path)
     }
-    let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique("as")));
-    std::fs::write(&path, serde_yaml::to_string(&config).expect("YAML")).expect("writing");
-    path.to_string_lossy().into_owned()
+
+    fn path(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for KubeconfigAs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The kube-org RoleBindings of `email`, by name.
@@ -1019,8 +1038,12 @@ async fn leave_removes_the_signed_in_member_when_they_may() {
     .await;
     eventually_can(&org.client, "carol@example.com", org.get_org(), true, REACT).await;
 
-    let bob = kubeconfig_as("bob@example.com");
-    let left = expect(0, &format!("leave --org {} --kubeconfig {bob}", org.name)).await;
+    let bob = KubeconfigAs::new("bob@example.com");
+    let left = expect(
+        0,
+        &format!("leave --org {} --kubeconfig {}", org.name, bob.path()),
+    )
+    .await;
     assert_eq!(
         left.stdout,
         format!(
@@ -1040,8 +1063,12 @@ async fn leave_removes_the_signed_in_member_when_they_may() {
 
     // kube-org gives ordinary members no right to delete their Membership: an owner
     // removes them.
-    let carol = kubeconfig_as("carol@example.com");
-    let refused = expect(1, &format!("leave --org {} --kubeconfig {carol}", org.name)).await;
+    let carol = KubeconfigAs::new("carol@example.com");
+    let refused = expect(
+        1,
+        &format!("leave --org {} --kubeconfig {}", org.name, carol.path()),
+    )
+    .await;
     assert_eq!(
         refused.stderr.trim(),
         format!(

@@ -4,6 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
+use crate::access::desired::member_user;
 use crate::api::Membership;
 use crate::api::membership::{MemberRole, NamespaceAccess};
 
@@ -36,11 +37,7 @@ impl MemberView {
         MemberView {
             name: membership.metadata.name.clone().unwrap_or_default(),
             email: membership.spec.email.normalized(),
-            user: membership
-                .spec
-                .user
-                .clone()
-                .unwrap_or_else(|| membership.spec.email.normalized()),
+            user: member_user(membership),
             source: status.source.unwrap_or_else(|| "-".to_string()),
             ready: condition_status(&status.conditions, "Ready"),
             joined_at: status.joined_at,

@@ -323,12 +323,16 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
         .is_some_and(|c| c.reason == SYNC_FAILED && c.message == ready.message);
     write_org_status(org, ctx, std::slice::from_ref(&ready), Some(counts)).await?;
-    // The RoleBindings' and Memberships' statuses: written after, off this path.
-    ctx.statuses.push(StatusPlan {
-        org: Arc::new(org.clone()),
-        desired,
-        refusals,
-    });
+    // The RoleBindings' and Memberships' statuses: written after, off this path, once
+    // every Membership has its finalizer (status writes meanwhile would make the
+    // finalizer patches, guarded by resourceVersion, fail and be sent again).
+    if !more_finalizers {
+        ctx.statuses.push(StatusPlan {
+            org: Arc::new(org.clone()),
+            desired,
+            refusals,
+        });
+    }
     if !synced.failures.is_empty() {
         if !was_failing {
             publish(ctx, org, EventType::Warning, SYNC_FAILED, &ready.message).await;

@@ -91,6 +91,7 @@ impl World {
             namespaces: self.namespaces.iter().collect(),
             unbindable: &self.unbindable,
             refused: &self.refused,
+            kept: &Default::default(),
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod organization;
+pub mod plan;
 pub mod status;
 pub mod status_queue;
 

@@ -98,6 +98,7 @@ pub fn intents(
             namespaces: namespaces.iter().collect(),
             unbindable: &unbindable,
             refused: &refused,
+            kept: &Default::default(),
         })
     };
     let visible = compute(vec![]).cluster_role_binding;

@@ -16,7 +16,7 @@ use crate::access::native::CachedRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
@@ -1364,17 +1364,9 @@ async fn publish_to(
     reason: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".to_string(),
-        secondary: None,
-    };
-    ctx.metrics.write("events", "create");
-    if let Err(error) = ctx.recorder.publish(&event, object).await {
-        warn!(%error, reason, "could not publish an Event");
-    }
+    ctx.events
+        .publish(object, type_, reason, note, "Reconcile")
+        .await;
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use serde::Deserialize;
 
 use super::accept::{Acceptor, Outcome, accept};
@@ -44,7 +44,7 @@ pub struct AcceptState {
     pub limiter: Arc<RateLimiter>,
     /// `--trusted-proxies`: only from these peers is `X-Forwarded-For` believed.
     pub trusted_proxies: Arc<Vec<Cidr>>,
-    pub recorder: Recorder,
+    pub events: crate::events::Events,
 }
 
 /// The accept endpoint as a router to merge into the operator's HTTP server (which must
@@ -190,8 +190,7 @@ async fn confirm(State(state): State<AcceptState>, headers: HeaderMap, body: Byt
             invitation,
         }) => {
             state.metrics.accepted("joined");
-            state.writes.write("events", "create");
-            publish_accepted(&state.recorder, &invitation, &membership).await;
+            publish_accepted(&state.events, &invitation, &membership).await;
             let message = format!("Welcome to {organization}: you are a member now.");
             let details =
                 serde_json::json!({"organization": organization, "membership": membership});
@@ -253,21 +252,21 @@ fn answer(
 }
 
 async fn publish_accepted(
-    recorder: &Recorder,
+    events: &crate::events::Events,
     invitation: &crate::api::Invitation,
     membership: &str,
 ) {
-    let event = Event {
-        type_: EventType::Normal,
-        reason: "Accepted".to_string(),
-        note: Some(format!(
-            "{} accepted; Membership {membership}",
-            invitation.spec.email.normalized()
-        )),
-        action: "Accept".to_string(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &invitation.object_ref(&())).await {
-        tracing::debug!(%error, "publishing an event failed");
-    }
+    let note = format!(
+        "{} accepted; Membership {membership}",
+        invitation.spec.email.normalized()
+    );
+    events
+        .publish(
+            &invitation.object_ref(&()),
+            EventType::Normal,
+            "Accepted",
+            &note,
+            "Accept",
+        )
+        .await;
 }

@@ -84,6 +84,9 @@ pub struct Stores {
     pub claims: Store<Lease>,
     /// Whether each cache above has had its first complete list.
     pub filled: Vec<Filled>,
+    /// Whether the Invitation cache is filled: only the Organization's status (its
+    /// count of pending invitations) reads it, so access is not kept waiting for it.
+    pub invitations_filled: Filled,
 }
 
 /// Errors of a reconcile; `metric_label` feeds the error metric.
@@ -200,12 +203,12 @@ pub async fn run(
             organizations.filled(),
             memberships.filled(),
             bindings.filled(),
-            invitations.filled(),
             namespaces.filled(),
             native_bindings.filled(),
             cluster_roles.filled(),
             cluster_role_bindings.filled(),
         ],
+        invitations_filled: invitations.filled(),
     };
     let organizations = organizations.store();
     let native_bindings_store = native_bindings.store();
@@ -293,7 +296,9 @@ pub async fn run(
     let workers: Vec<_> = (0..status_queue::WORKERS)
         .map(|_| tokio::spawn(status_queue::work(context.clone(), stop.clone())))
         .collect();
-    let caches_filled = || all_filled(&context.stores.filled);
+    let caches_filled = || {
+        all_filled(&context.stores.filled) && context.stores.invitations_filled.is_filled()
+    };
     run_until_stopped(
         "organization",
         controller,

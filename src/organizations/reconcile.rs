@@ -78,7 +78,8 @@ pub async fn reconcile(org: &Arc<Organization>, ctx: &Context) -> Result<Action,
     }
 }
 
-/// A reconcile never computes from a half-filled cache: that would revoke access.
+/// A reconcile never computes from a half-filled cache: that would revoke access. (The
+/// Invitation cache is waited for only before the Organization's status is written.)
 async fn wait_for_caches(ctx: &Context) {
     crate::cache::wait_all_filled(&ctx.stores.filled).await;
 }
@@ -91,7 +92,6 @@ struct Snapshot {
     native_bindings: Vec<Arc<CachedRoleBinding>>,
     cluster_roles: Vec<Arc<ClusterRole>>,
     cluster_role_bindings: Vec<Arc<ClusterRoleBinding>>,
-    pending_invitations: usize,
 }
 
 fn labelled_for<K: Resource>(obj: &K, org: &str) -> bool {
@@ -139,14 +139,19 @@ fn dereference(org: &Organization, ctx: &Context) -> Snapshot {
         native_bindings: managed_for(&s.native_bindings, &name),
         cluster_roles: managed_for(&s.cluster_roles, &name),
         cluster_role_bindings: managed_for(&s.cluster_role_bindings, &name),
-        pending_invitations: s
-            .invitations
-            .state()
-            .iter()
-            .filter(|i| in_home(i.namespace()))
-            .filter(|i| i.status.as_ref().and_then(|s| s.phase) == Some(InvitationPhase::Pending))
-            .count(),
     }
+}
+
+/// How many of the organization's Invitations are pending (from the Invitation cache).
+fn pending_invitations(org: &Organization, ctx: &Context) -> usize {
+    let home = org.home_namespace();
+    ctx.stores
+        .invitations
+        .state()
+        .iter()
+        .filter(|i| i.namespace().as_deref() == Some(home.as_str()))
+        .filter(|i| i.status.as_ref().and_then(|s| s.phase) == Some(InvitationPhase::Pending))
+        .count()
 }
 
 fn now() -> Time {
@@ -278,10 +283,11 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     } else {
         sync_failed(&synced.failures)
     };
+    ctx.stores.invitations_filled.wait().await;
     let counts = Counts {
         members,
         owners,
-        pending: snapshot.pending_invitations,
+        pending: pending_invitations(org, ctx),
         resources: &desired.resources,
     };
     let was_failing = org

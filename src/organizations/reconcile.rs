@@ -833,7 +833,7 @@ where
 /// How many Membership finalizers one reconcile adds: a cold start adds one per
 /// member, and a reconcile that patched all 1,000 at once kept the next one (a deleted
 /// binding to restore, a new namespace to bind) waiting for seconds.
-const FINALIZERS_PER_RECONCILE: usize = 2 * super::WRITE_CONCURRENCY;
+const FINALIZERS_PER_RECONCILE: usize = 4 * super::WRITE_CONCURRENCY;
 
 /// Adds kube-org's finalizer to Memberships that lack it, at most
 /// [`FINALIZERS_PER_RECONCILE`]; returns whether some are left for the next reconcile.

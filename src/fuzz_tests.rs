@@ -397,6 +397,7 @@ proptest! {
             namespaces: namespaces.iter().collect(),
             unbindable: &unbindable,
             refused: &refused,
+            identity: &Default::default(),
         };
         let first = desired_access(&input);
         // Deterministic: the same input gives the same output.

@@ -13,6 +13,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
+use super::identity::{Identity, IdentityDefaults};
 use super::names::{
     LABEL_RESOURCE_TYPE, OWNER_CLUSTER_ROLE, READER_CLUSTER_ROLE, ROLEBINDING_READER_CLUSTER_ROLE,
     managed_labels, native_binding_name, organization_cluster_role_name,
@@ -43,6 +44,8 @@ pub struct AccessInput<'a> {
     /// Memberships refused by a decision taken outside this function (exclusive
     /// membership held by another organization), by name; they grant nothing.
     pub refused: &'a BTreeMap<String, PolicyRefusal>,
+    /// The operator's `spec.identity` defaults (`--username-prefix`, `--groups-prefix`).
+    pub identity: &'a IdentityDefaults,
 }
 
 /// Everything the organization needs, plus the status of each object it came from.
@@ -107,13 +110,10 @@ pub struct MemberOutcome {
     pub roles: Vec<MemberRole>,
 }
 
-/// The RBAC user name of a membership: `spec.user`, or the email in lower case.
-pub fn member_user(membership: &Membership) -> String {
-    membership
-        .spec
-        .user
-        .clone()
-        .unwrap_or_else(|| membership.spec.email.normalized())
+/// The RBAC user name of a membership: `spec.user`, or the organization's username
+/// prefix + the email in lower case ([`Identity::member_user`]).
+pub fn member_user(membership: &Membership, identity: &Identity<'_>) -> String {
+    identity.member_user(membership)
 }
 
 /// namespace -> ClusterRole -> users (each user name allocated once, shared).
@@ -126,10 +126,11 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     let home = org.home_namespace();
     let table = RoleTable::new(org).refusing(input.unbindable);
     let resources = resources_by_type(org, &home, &input.namespaces);
+    let identity = input.identity.of(org);
 
     // Memberships the policy refuses grant nothing (checked on every path, not only
     // for Invitations).
-    let mut refused = membership_refusals(org, &input.memberships);
+    let mut refused = membership_refusals(org, &identity, &input.memberships);
     refused.extend(
         input
             .refused
@@ -151,7 +152,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     for m in &memberships {
         members
             .entry(m.spec.email.normalized())
-            .or_insert_with(|| (m.name_any(), Arc::from(member_user(m))));
+            .or_insert_with(|| (m.name_any(), Arc::from(member_user(m, &identity))));
     }
 
     let mut grants: Grants = BTreeMap::new();
@@ -488,10 +489,14 @@ fn member_outcomes(
         .map(|m| {
             let mut member_roles = roles.remove(&m.name_any()).unwrap_or_default();
             member_roles.sort();
+            let user = members
+                .get(&m.spec.email.normalized())
+                .map(|(_, user)| user.to_string())
+                .unwrap_or_default();
             (
                 m.name_any(),
                 MemberOutcome {
-                    user: member_user(m),
+                    user,
                     roles: member_roles,
                 },
             )

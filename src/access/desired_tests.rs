@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Namespace;
 
 use super::desired::{AccessInput, DesiredAccess, desired_access};
+use super::identity::IdentityDefaults;
 use super::policy::PolicyRefusal;
 use crate::api::{Membership, Organization, RoleBinding};
 
@@ -51,6 +52,7 @@ struct World {
     namespaces: Vec<Namespace>,
     unbindable: BTreeSet<String>,
     refused: BTreeMap<String, PolicyRefusal>,
+    identity: IdentityDefaults,
 }
 
 impl World {
@@ -69,6 +71,7 @@ impl World {
             ],
             unbindable: BTreeSet::new(),
             refused: BTreeMap::new(),
+            identity: IdentityDefaults::default(),
         }
     }
 
@@ -91,6 +94,7 @@ impl World {
             namespaces: self.namespaces.iter().collect(),
             unbindable: &self.unbindable,
             refused: &self.refused,
+            identity: &self.identity,
         })
     }
 }
@@ -456,4 +460,72 @@ fn an_organizations_own_viewer_is_refused_in_a_resource_scope() {
             ("org-acme", "kube-org:reader")
         ])
     );
+}
+
+#[test]
+fn the_username_prefix_names_every_subject_and_status_user_and_spec_user_is_kept() {
+    let mut world = World::new()
+        .bind("b", "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, resources: [prod]}}")
+        .bind("c", "{member: carol@example.com, role: viewer, scope: {resourceType: deployment, resources: [prod]}}");
+    world.identity.username_prefix = "oidc:".into();
+    world.members[1].spec.user = Some("carol-sso".into());
+    let access = world.compute();
+    assert_eq!(access.members["bob"].user, "oidc:bob@example.com");
+    assert_eq!(access.members["carol"].user, "carol-sso");
+    assert_eq!(
+        held(&access, "oidc:bob@example.com"),
+        pairs(&[("prod", "view")])
+    );
+    assert!(
+        held(&access, "bob@example.com").is_empty(),
+        "the unprefixed name gets nothing"
+    );
+    let visibility: Vec<&str> = access
+        .cluster_role_binding
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(
+        visibility.contains(&"oidc:bob@example.com"),
+        "{visibility:?}"
+    );
+
+    // The Organization's own prefix wins over the operator's.
+    world.org.spec.identity.username_prefix = Some("corp#".into());
+    let access = world.compute();
+    assert_eq!(
+        held(&access, "corp#bob@example.com"),
+        pairs(&[("prod", "view")])
+    );
+    // Changing the prefix keeps the bindings' names: each is re-applied with its new
+    // subjects in place (one write, no delete), so no binding disappears meanwhile.
+    let before: Vec<_> = World::new()
+        .bind("b", "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, resources: [prod]}}")
+        .compute()
+        .role_bindings
+        .iter()
+        .map(|rb| rb.metadata.name.clone())
+        .collect();
+    let after: Vec<_> = access
+        .role_bindings
+        .iter()
+        .map(|rb| rb.metadata.name.clone())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_prefix_that_makes_a_system_name_grants_nothing() {
+    let mut world = World::new().bind(
+        "b",
+        "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, all: true}}",
+    );
+    // Admission refuses this prefix; an object older than that rule must still not
+    // bind a system identity.
+    world.org.spec.identity.username_prefix = Some("system:".into());
+    let access = world.compute();
+    assert_eq!(access.refused["bob"].reason, "SystemUserNotAllowed");
+    assert!(held(&access, "system:bob@example.com").is_empty());
 }

@@ -88,6 +88,48 @@ pub struct OrganizationSpec {
     /// Who may become a member.
     #[serde(default)]
     pub membership: MembershipPolicy,
+
+    /// How the cluster names people: the prefixes its authenticator puts before the
+    /// email and each group (as in the apiserver's claim mappings, e.g. `oidc:`).
+    /// Unset fields take the operator's defaults (`--username-prefix`,
+    /// `--groups-prefix`).
+    #[serde(default, skip_serializing_if = "IdentityPolicy::is_empty")]
+    pub identity: IdentityPolicy,
+}
+
+/// How the cluster's authenticator names people (see the README, "Identity").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityPolicy {
+    /// What the cluster puts before a person's email to make their user name, e.g.
+    /// `oidc:` (the apiserver's `claimMappings.username.prefix`, or the expression's
+    /// prefix). A member's RBAC subject is this prefix + the email in lower case, unless
+    /// the Membership sets `spec.user`. `""` means none; unset means the operator's
+    /// `--username-prefix`. Never `system:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(
+        validation = Rule::new("!self.startsWith('system:')").message("usernamePrefix cannot start with system: (Kubernetes system identities are not people)"),
+        validation = Rule::new(NO_SPACE_OR_CONTROL_CHARACTERS).message("usernamePrefix must have no spaces, line breaks or other control characters")
+    )]
+    pub username_prefix: Option<String>,
+
+    /// What the cluster puts before each group name (the apiserver's
+    /// `claimMappings.groups.prefix`), e.g. `oidc:`. `""` means none; unset means the
+    /// operator's `--groups-prefix`. Never `system:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(
+        validation = Rule::new("!self.startsWith('system:')").message("groupsPrefix cannot start with system: (Kubernetes system groups are not people)"),
+        validation = Rule::new(NO_SPACE_OR_CONTROL_CHARACTERS).message("groupsPrefix must have no spaces, line breaks or other control characters")
+    )]
+    pub groups_prefix: Option<String>,
+}
+
+impl IdentityPolicy {
+    pub fn is_empty(&self) -> bool {
+        self.username_prefix.is_none() && self.groups_prefix.is_none()
+    }
 }
 
 fn default_resource_types() -> Vec<ResourceTypeName> {
@@ -195,6 +237,13 @@ pub struct InvitationPolicy {
     #[serde(default)]
     #[schemars(range(min = 0, max = 10))]
     pub auto_resend: i32,
+
+    /// When true, accepting needs the invitee to sign in at the cluster's OpenID
+    /// Connect provider (the operator's `--oidc-issuer-url`) with a verified email equal
+    /// to the invited one; the Membership then records who signed in
+    /// (`status.subject`). Default false: the link alone proves the mailbox.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_login: bool,
 }
 
 /// Who may become a member of the organization.

@@ -40,6 +40,8 @@ pub struct Context {
     pub claims_namespace: String,
     /// Statuses decided by reconciles, written by the status workers.
     pub statuses: status_queue::StatusQueue,
+    /// The operator's `spec.identity` defaults (`--username-prefix`, `--groups-prefix`).
+    pub identity: crate::access::identity::IdentityDefaults,
 }
 
 /// ClusterRoles kube-org was allowed to bind, remembered for [`Bindable::TTL`]: a
@@ -147,6 +149,7 @@ pub async fn run(
     selector: Option<String>,
     concurrency: u16,
     claims_namespace: String,
+    identity: crate::access::identity::IdentityDefaults,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let managed = watcher::Config::default().labels(&format!(
@@ -217,6 +220,7 @@ pub async fn run(
         bindable: Bindable::default(),
         claims_namespace,
         statuses: status_queue::StatusQueue::default(),
+        identity,
         recorder: Recorder::new(client.clone(), reporter),
         client,
         metrics,

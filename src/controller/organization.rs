@@ -246,6 +246,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         namespaces,
         unbindable: &unbindable,
         refused: &exclusive_refusals,
+        identity: &ctx.identity,
     });
 
     // Access first: every native object is attempted, whatever fails elsewhere.
@@ -466,7 +467,10 @@ async fn exclusive_membership(
     let live: Vec<&&Membership> = memberships
         .iter()
         .filter(|m| m.meta().deletion_timestamp.is_none())
-        .filter(|m| crate::access::policy::membership_refusal(org, m).is_none())
+        .filter(|m| {
+            let identity = ctx.identity.of(org);
+            crate::access::policy::membership_refusal(org, &identity, m).is_none()
+        })
         .collect();
     let now = k8s_openapi::jiff::Timestamp::now();
     let mut refused = BTreeMap::new();
@@ -1290,6 +1294,10 @@ async fn write_membership_statuses(
             observed_generation: m.metadata.generation,
             joined_at: m.metadata.creation_timestamp.clone(),
             source: Some(membership_source(m)),
+            // The name bound (none while the membership grants nothing); who signed in
+            // to accept is written once by the accept endpoint and kept.
+            user: desired.members.get(&name).map(|o| o.user.clone()),
+            subject: current.subject.clone(),
             roles: outcome.roles,
             access: desired.access_of(&outcome.user),
         };

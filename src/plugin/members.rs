@@ -18,7 +18,8 @@ use super::output::{Table, condition_status, joined, note, role_label, show};
 pub struct MemberView {
     pub name: String,
     pub email: String,
-    /// The RBAC user name (the email unless the Membership says otherwise).
+    /// The RBAC user name kube-org bound (`status.user`: the username prefix + the
+    /// email, or `spec.user`); `spec.user`, else `-`, before kube-org reports it.
     pub user: String,
     /// `Owner`, `Declared` or `Invitation/<name>`; `-` before kube-org has seen it.
     pub source: String,
@@ -36,11 +37,11 @@ impl MemberView {
         MemberView {
             name: membership.metadata.name.clone().unwrap_or_default(),
             email: membership.spec.email.normalized(),
-            user: membership
-                .spec
+            user: status
                 .user
                 .clone()
-                .unwrap_or_else(|| membership.spec.email.normalized()),
+                .or_else(|| membership.spec.user.clone())
+                .unwrap_or_else(|| "-".to_string()),
             source: status.source.unwrap_or_else(|| "-".to_string()),
             ready: condition_status(&status.conditions, "Ready"),
             joined_at: status.joined_at,
@@ -62,10 +63,11 @@ fn roles_cell(roles: &[MemberRole]) -> String {
 
 /// The members table.
 pub fn members_table(members: &[MemberView]) -> Table {
-    let mut table = Table::new(&["EMAIL", "SOURCE", "ROLES", "READY"]);
+    let mut table = Table::new(&["EMAIL", "USER", "SOURCE", "ROLES", "READY"]);
     for member in members {
         table.row(vec![
             member.email.clone(),
+            member.user.clone(),
             member.source.clone(),
             roles_cell(&member.roles),
             member.ready.clone(),
@@ -92,6 +94,8 @@ pub async fn members(ctx: &OrgContext, args: &ListArgs) -> Result<(), PluginErro
 #[serde(rename_all = "camelCase")]
 pub struct AccessView {
     pub email: String,
+    /// The RBAC user name that holds this access.
+    pub user: String,
     pub organization: String,
     pub access: Vec<NamespaceAccess>,
 }
@@ -129,6 +133,7 @@ pub async fn access(ctx: &OrgContext, args: &AccessArgs) -> Result<(), PluginErr
     let table = access_table(&member.access);
     let view = AccessView {
         email: member.email,
+        user: member.user,
         organization: ctx.name.clone(),
         access: member.access,
     };
@@ -146,6 +151,7 @@ mod tests {
             "spec": {"email": "Bob@Example.com"},
             "status": {
                 "source": "Declared",
+                "user": "oidc:bob@example.com",
                 "observedGeneration": 1,
                 "conditions": [{"type": "Ready", "status": "True", "reason": "Bound", "message": "",
                                 "lastTransitionTime": "2023-11-14T22:13:20Z"}],
@@ -170,9 +176,9 @@ mod tests {
         assert_eq!(views[1].user, "carol");
         assert_eq!(
             members_table(&views).render(),
-            "EMAIL               SOURCE     ROLES                                                             READY\n\
-             bob@example.com     Declared   viewer on deployment/*, billing-admin on organization (console)   True\n\
-             carol@example.com   -          -                                                                 -\n"
+            "EMAIL               USER                   SOURCE     ROLES                                                             READY\n\
+             bob@example.com     oidc:bob@example.com   Declared   viewer on deployment/*, billing-admin on organization (console)   True\n\
+             carol@example.com   carol                  -          -                                                                 -\n"
         );
     }
 
@@ -185,7 +191,7 @@ mod tests {
         );
         let json = serde_json::to_value(&view).expect("serializes");
         assert_eq!(json["email"], "bob@example.com");
-        assert_eq!(json["user"], "bob@example.com");
+        assert_eq!(json["user"], "oidc:bob@example.com");
         assert_eq!(json["roles"][0]["scope"], "deployment/*");
         assert_eq!(
             json["access"],

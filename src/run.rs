@@ -153,6 +153,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &args.lease_namespace,
         &mut registry,
         metrics.clone(),
+        &args.identity,
     )
     .await
     .context("setting up invitations")?;

@@ -51,19 +51,10 @@ pub fn prefix(text: &str) -> Result<String, PrefixError> {
 }
 
 /// The prefixes in force for one organization.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Identity<'a> {
     pub username_prefix: &'a str,
     pub groups_prefix: &'a str,
-}
-
-impl Default for Identity<'_> {
-    fn default() -> Self {
-        Identity {
-            username_prefix: "",
-            groups_prefix: "",
-        }
-    }
 }
 
 impl IdentityDefaults {

@@ -142,6 +142,7 @@ fn org_of_label<K: Resource>(obj: &K) -> Option<ObjectRef<Organization>> {
 }
 
 /// Runs the access controller until `shutdown` resolves.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     watches: crate::watch_set::WatchSet,

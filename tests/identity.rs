@@ -615,3 +615,85 @@ async fn the_username_prefix_decides_whom_the_real_token_reaches_and_changing_it
         "nobody signed in"
     );
 }
+
+#[tokio::test]
+async fn everyone_in_an_auto_join_group_has_access_without_a_membership_until_the_entry_goes() {
+    let org = Org::create(json!({
+        "identity": {"usernamePrefix": "oidc:", "groupsPrefix": "oidc:"},
+    }))
+    .await;
+    let granted = org.resource().await;
+    let other = org.resource().await;
+    let admin = common::client().await;
+    let organizations = Api::<kube_org::api::Organization>::all(admin.clone());
+    organizations
+        .patch(
+            &org.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"membership": {"groups": [{
+                "group": "developers",
+                "roles": [{"role": "viewer", "scope": {"resourceType": "deployment", "resources": [granted]}}],
+            }]}}})),
+        )
+        .await
+        .expect("adding the auto-join entry");
+    let provider = Provider::from_env();
+    let (alice, bob) = (
+        provider.user("alice@example.com").clone(),
+        provider.user("bob@example.com").clone(),
+    );
+    assert!(alice.groups.contains(&"developers".to_string()));
+    assert!(!bob.groups.contains(&"developers".to_string()));
+
+    // Alice is in the group at the provider: her own token reaches the namespace,
+    // though she has no Membership.
+    let alice_token = provider.id_token(&alice.email).await;
+    eventually("alice, in developers, lists pods", REACT, || async {
+        get_pods(&alice_token, &granted).await.ok()
+    })
+    .await;
+    assert!(org.members_of(&alice.email).await.is_empty());
+    let refused = get_pods(&alice_token, &other)
+        .await
+        .expect_err("only there");
+    assert!(refused.contains("Forbidden"), "{refused}");
+    let bob_token = provider.id_token(&bob.email).await;
+    let refused = get_pods(&bob_token, &granted)
+        .await
+        .expect_err("bob is not in the group");
+    assert!(refused.contains("Forbidden"), "{refused}");
+
+    // The entry's status on the Organization.
+    let status = eventually("the group's status", REACT, || async {
+        organizations
+            .get(&org.name)
+            .await
+            .ok()
+            .and_then(|o| o.status)
+            .and_then(|s| s.groups.into_iter().find(|g| g.group == "developers"))
+    })
+    .await;
+    assert_eq!(status.subject.as_deref(), Some("oidc:developers"));
+    assert_eq!(
+        (status.ready.as_str(), status.reason.as_str()),
+        ("True", "Bound")
+    );
+    assert_eq!(status.resources, std::slice::from_ref(&granted));
+
+    // Removing the entry revokes at once.
+    organizations
+        .patch(
+            &org.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"membership": {"groups": null}}})),
+        )
+        .await
+        .expect("removing the entry");
+    eventually("alice loses access with the entry", REACT, || async {
+        get_pods(&alice_token, &granted)
+            .await
+            .err()
+            .filter(|e| e.contains("Forbidden"))
+    })
+    .await;
+}

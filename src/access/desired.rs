@@ -18,15 +18,16 @@ use super::names::{
     LABEL_RESOURCE_TYPE, OWNER_CLUSTER_ROLE, READER_CLUSTER_ROLE, ROLEBINDING_READER_CLUSTER_ROLE,
     managed_labels, native_binding_name, organization_cluster_role_name,
 };
-use super::native::{DesiredRoleBinding, RBAC_GROUP, user_subject};
-use super::policy::{PolicyRefusal, membership_refusals};
+use super::native::{DesiredRoleBinding, RBAC_GROUP, group_subject, user_subject};
+use super::policy::{PolicyRefusal, SYSTEM_PREFIX, membership_refusals};
 use super::roles::{ResolvedRole, RoleProblem, RoleTable};
 use crate::api::condition::{DesiredCondition, READY};
 use crate::api::fields::normalize_email;
 use crate::api::membership::{MemberRole, NamespaceAccess};
+use crate::api::organization::GroupStatus;
 use crate::api::rolebinding::TargetProblem;
 use crate::api::scope::ScopeTarget;
-use crate::api::{Access, Membership, Organization, RoleBinding};
+use crate::api::{Access, Membership, Organization, RoleBinding, RoleBindingSpec};
 use crate::catalog::ORGANIZATION_OWNER;
 
 /// What the computation reads: cached objects of one organization.
@@ -67,6 +68,8 @@ pub struct DesiredAccess {
     pub refused: BTreeMap<String, PolicyRefusal>,
     /// The home namespace (not a resource: [`DesiredAccess::access_of`] leaves it out).
     pub home: String,
+    /// Each `spec.membership.groups` entry (SSO auto-join), in the spec's order.
+    pub groups: Vec<GroupStatus>,
 }
 
 impl DesiredAccess {
@@ -212,11 +215,28 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         outcomes.insert(binding.name_any(), outcome);
     }
 
-    let role_bindings = native_role_bindings(org, &org_name, &grants);
+    // SSO auto-join: each group entry's roles, bound to the prefixed RBAC Group.
+    let mut group_grants: Grants = BTreeMap::new();
+    let groups = bind_groups(
+        &BindContext {
+            table: &table,
+            resources: &resources,
+            home: &home,
+        },
+        org,
+        &identity,
+        &mut group_grants,
+    );
+
+    let role_bindings = native_role_bindings(org, &org_name, &grants, &group_grants);
     let member_outcomes = member_outcomes(&memberships, &members, member_roles);
     let users: BTreeSet<Arc<str>> = members.values().map(|(_, user)| user.clone()).collect();
+    let group_subjects: BTreeSet<Arc<str>> = group_grants
+        .values()
+        .flat_map(|roles| roles.values().flatten().cloned())
+        .collect();
     let (cluster_role, cluster_role_binding) =
-        organization_visibility(org, &org_name, &home, &resources, &users);
+        organization_visibility(org, &org_name, &home, &resources, (&users, &group_subjects));
     DesiredAccess {
         role_bindings,
         cluster_role,
@@ -226,7 +246,85 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         resources,
         refused,
         home,
+        groups,
     }
+}
+
+/// Binds every `spec.membership.groups` entry (the same role and scope rules as a
+/// RoleBinding; a refused role grants nothing and the others still bind) and says what
+/// came of each. A group that is, or whose prefixed name is, a Kubernetes system group
+/// grants nothing.
+fn bind_groups(
+    ctx: &BindContext<'_>,
+    org: &Organization,
+    identity: &Identity<'_>,
+    grants: &mut Grants,
+) -> Vec<GroupStatus> {
+    org.spec
+        .membership
+        .groups
+        .iter()
+        .map(|entry| {
+            let subject = identity.group(&entry.group);
+            if entry.group.is_empty()
+                || entry.group.starts_with(SYSTEM_PREFIX)
+                || subject.starts_with(SYSTEM_PREFIX)
+            {
+                return GroupStatus {
+                    group: entry.group.clone(),
+                    subject: None,
+                    ready: "False".to_string(),
+                    reason: "SystemGroupNotAllowed".to_string(),
+                    message: format!(
+                        "{subject:?} is a Kubernetes system group, not an identity provider's; this entry grants nothing"
+                    ),
+                    resources: vec![],
+                };
+            }
+            let name: Arc<str> = Arc::from(subject.as_str());
+            let mut resources = BTreeSet::new();
+            let mut problems = Vec::new();
+            let mut bound = Vec::new();
+            for role in &entry.roles {
+                let binding = RoleBinding::new(
+                    &entry.group,
+                    RoleBindingSpec {
+                        member: entry.group.as_str().into(),
+                        role: role.role.clone(),
+                        scope: role.scope.clone(),
+                        access: role.access,
+                    },
+                );
+                let outcome = bind(ctx, &binding, &name, grants);
+                resources.extend(outcome.resources);
+                if outcome.ready.status {
+                    bound.push(outcome.ready.message);
+                } else {
+                    problems.push((outcome.ready.reason, outcome.ready.message));
+                }
+            }
+            let (ready, reason, message) = match problems.first() {
+                None => ("True", "Bound".to_string(), bound.join("; ")),
+                Some((reason, _)) => (
+                    "False",
+                    reason.clone(),
+                    problems
+                        .iter()
+                        .map(|(_, message)| message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            };
+            GroupStatus {
+                group: entry.group.clone(),
+                subject: Some(subject),
+                ready: ready.to_string(),
+                reason,
+                message,
+                resources: resources.into_iter().collect(),
+            }
+        })
+        .collect()
 }
 
 /// The organization's resource namespaces per declared type (the home namespace and
@@ -454,23 +552,37 @@ fn native_role_bindings(
     org: &Organization,
     org_name: &str,
     grants: &Grants,
+    group_grants: &Grants,
 ) -> Vec<DesiredRoleBinding> {
-    grants
-        .iter()
-        .flat_map(|(namespace, roles)| {
-            roles
-                .iter()
-                .map(move |(cluster_role, users)| DesiredRoleBinding {
-                    metadata: managed_meta(
-                        org,
-                        org_name,
-                        native_binding_name(org_name, cluster_role),
-                        Some(namespace.clone()),
-                    ),
-                    cluster_role: cluster_role.clone(),
-                    users: users.iter().cloned().collect(),
-                })
-        })
+    type Subjects<'a> = (
+        Option<&'a BTreeSet<Arc<str>>>,
+        Option<&'a BTreeSet<Arc<str>>>,
+    );
+    let mut all: BTreeMap<(&str, &str), Subjects<'_>> = BTreeMap::new();
+    for (namespace, roles) in grants {
+        for (cluster_role, users) in roles {
+            all.entry((namespace, cluster_role)).or_default().0 = Some(users);
+        }
+    }
+    for (namespace, roles) in group_grants {
+        for (cluster_role, groups) in roles {
+            all.entry((namespace, cluster_role)).or_default().1 = Some(groups);
+        }
+    }
+    all.into_iter()
+        .map(
+            |((namespace, cluster_role), (users, groups))| DesiredRoleBinding {
+                metadata: managed_meta(
+                    org,
+                    org_name,
+                    native_binding_name(org_name, cluster_role),
+                    Some(namespace.to_string()),
+                ),
+                cluster_role: cluster_role.to_string(),
+                users: users.into_iter().flatten().cloned().collect(),
+                groups: groups.into_iter().flatten().cloned().collect(),
+            },
+        )
         .collect()
 }
 
@@ -511,7 +623,7 @@ fn organization_visibility(
     org_name: &str,
     home: &str,
     resources: &BTreeMap<String, Vec<String>>,
-    users: &BTreeSet<Arc<str>>,
+    (users, groups): (&BTreeSet<Arc<str>>, &BTreeSet<Arc<str>>),
 ) -> (ClusterRole, ClusterRoleBinding) {
     let name = organization_cluster_role_name(org_name);
     let mut namespaces: Vec<String> = resources.values().flatten().cloned().collect();
@@ -546,7 +658,13 @@ fn organization_visibility(
             kind: "ClusterRole".to_string(),
             name,
         },
-        subjects: Some(users.iter().map(|u| user_subject(u)).collect()),
+        subjects: Some(
+            users
+                .iter()
+                .map(|u| user_subject(u))
+                .chain(groups.iter().map(|g| group_subject(g)))
+                .collect(),
+        ),
     };
     (cluster_role, binding)
 }

@@ -1,6 +1,7 @@
 //! Unit tests of [`desired_access`] from YAML fixtures: no cluster involved.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 
@@ -528,4 +529,89 @@ fn a_prefix_that_makes_a_system_name_grants_nothing() {
     let access = world.compute();
     assert_eq!(access.refused["bob"].reason, "SystemUserNotAllowed");
     assert!(held(&access, "system:bob@example.com").is_empty());
+}
+
+#[test]
+fn an_auto_join_group_binds_a_group_subject_with_the_groups_prefix_and_reports_each_entry() {
+    let mut world = World::new();
+    world.identity.groups_prefix = "oidc:".into();
+    world.org.spec.membership.groups = serde_yaml::from_str(
+        r#"
+- group: developers
+  roles:
+    - {role: editor, scope: {resourceType: deployment, resources: [prod, gone]}}
+    - {role: viewer, scope: {resourceType: elasticsearch, all: true}}
+- group: auditors
+  roles: [{role: no-such-role, scope: {organization: {}}}]
+- group: "system:masters"
+  roles: [{role: viewer, scope: {resourceType: deployment, all: true}}]
+"#,
+    )
+    .expect("groups");
+    let access = world.compute();
+    let prod_edit = access
+        .role_bindings
+        .iter()
+        .find(|rb| rb.metadata.namespace.as_deref() == Some("prod") && rb.cluster_role == "edit")
+        .expect("prod/edit");
+    assert!(prod_edit.grants_group("oidc:developers"));
+    assert!(!prod_edit.grants("oidc:developers"), "a Group, not a User");
+    let search_view = access
+        .role_bindings
+        .iter()
+        .find(|rb| rb.metadata.namespace.as_deref() == Some("search"))
+        .expect("search/view");
+    assert_eq!(search_view.groups, [Arc::from("oidc:developers")]);
+    assert!(
+        access
+            .role_bindings
+            .iter()
+            .all(|rb| !rb.groups.iter().any(|g| g.starts_with("system:"))),
+        "never a system group"
+    );
+    let visibility: Vec<(&str, &str)> = access
+        .cluster_role_binding
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| (s.kind.as_str(), s.name.as_str()))
+        .collect();
+    assert!(
+        visibility.contains(&("Group", "oidc:developers")),
+        "{visibility:?}"
+    );
+
+    let [developers, auditors, system] = &access.groups[..] else {
+        panic!("one status per entry: {:?}", access.groups)
+    };
+    assert_eq!(developers.subject.as_deref(), Some("oidc:developers"));
+    assert_eq!(developers.resources, ["prod", "search"]);
+    assert_eq!(
+        (developers.ready.as_str(), developers.reason.as_str()),
+        ("False", "ResourcesMissing")
+    );
+    assert_eq!(
+        (auditors.ready.as_str(), auditors.reason.as_str()),
+        ("False", "UnknownRole")
+    );
+    assert_eq!(system.reason, "SystemGroupNotAllowed");
+    assert_eq!(system.subject, None);
+
+    // Removing the entry revokes: no binding names the group any more.
+    world.org.spec.membership.groups.remove(0);
+    let access = world.compute();
+    assert!(access.role_bindings.iter().all(|rb| rb.groups.is_empty()));
+}
+
+#[test]
+fn a_groups_prefix_that_makes_a_system_group_grants_nothing() {
+    let mut world = World::new();
+    world.org.spec.identity.groups_prefix = Some("system:".into());
+    world.org.spec.membership.groups = serde_yaml::from_str(
+        "[{group: masters, roles: [{role: viewer, scope: {resourceType: deployment, all: true}}]}]",
+    )
+    .expect("groups");
+    let access = world.compute();
+    assert_eq!(access.groups[0].reason, "SystemGroupNotAllowed");
+    assert!(access.role_bindings.iter().all(|rb| rb.groups.is_empty()));
 }

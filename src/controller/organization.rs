@@ -317,6 +317,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         owners,
         pending: snapshot.pending_invitations,
         resources: &desired.resources,
+        groups: &desired.groups,
     };
     let was_failing = org
         .status
@@ -638,6 +639,8 @@ struct Counts<'a> {
     owners: usize,
     pending: usize,
     resources: &'a BTreeMap<String, Vec<String>>,
+    /// `spec.membership.groups` entries (SSO auto-join).
+    groups: &'a [crate::api::organization::GroupStatus],
 }
 
 async fn write_org_status(
@@ -667,6 +670,7 @@ async fn write_org_status(
             .iter()
             .map(|(t, list)| (t.clone(), list.len() as i32))
             .collect();
+        status.groups = counts.groups.to_vec();
     }
     write_if_changed(
         &Api::all(ctx.client.clone()),

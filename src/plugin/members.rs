@@ -29,9 +29,54 @@ pub struct MemberView {
     pub joined_at: Option<Time>,
     pub roles: Vec<MemberRole>,
     pub access: Vec<NamespaceAccess>,
+    /// For an SSO auto-join entry (`spec.membership.groups`): the identity-provider
+    /// group; `email` is then empty and `user` is the RBAC Group bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl MemberView {
+    /// The organization's auto-join group entries, with what kube-org reported of each.
+    pub fn groups(org: &crate::api::Organization) -> Vec<MemberView> {
+        let reported = org
+            .status
+            .as_ref()
+            .map(|s| s.groups.clone())
+            .unwrap_or_default();
+        org.spec
+            .membership
+            .groups
+            .iter()
+            .map(|entry| {
+                let status = reported.iter().find(|g| g.group == entry.group);
+                MemberView {
+                    name: format!("group:{}", entry.group),
+                    email: String::new(),
+                    user: status
+                        .and_then(|g| g.subject.clone())
+                        .unwrap_or_else(|| "-".to_string()),
+                    source: "Group".to_string(),
+                    ready: status
+                        .map(|g| g.ready.clone())
+                        .unwrap_or_else(|| "-".to_string()),
+                    joined_at: None,
+                    roles: entry
+                        .roles
+                        .iter()
+                        .map(|r| MemberRole {
+                            role: r.role.clone(),
+                            scope: r.scope.summary(),
+                            access: r.access,
+                            binding: String::new(),
+                        })
+                        .collect(),
+                    access: vec![],
+                    group: Some(entry.group.clone()),
+                }
+            })
+            .collect()
+    }
+
     pub fn new(membership: &Membership) -> Self {
         let status = membership.status.clone().unwrap_or_default();
         MemberView {
@@ -47,6 +92,7 @@ impl MemberView {
             joined_at: status.joined_at,
             roles: status.roles,
             access: status.access,
+            group: None,
         }
     }
 }
@@ -66,7 +112,10 @@ pub fn members_table(members: &[MemberView]) -> Table {
     let mut table = Table::new(&["EMAIL", "USER", "SOURCE", "ROLES", "READY"]);
     for member in members {
         table.row(vec![
-            member.email.clone(),
+            match &member.group {
+                Some(group) => format!("group:{group}"),
+                None => member.email.clone(),
+            },
             member.user.clone(),
             member.source.clone(),
             roles_cell(&member.roles),
@@ -85,6 +134,7 @@ pub async fn members(ctx: &OrgContext, args: &ListArgs) -> Result<(), PluginErro
         .map(MemberView::new)
         .collect();
     views.sort_by(|a, b| a.email.cmp(&b.email));
+    views.extend(MemberView::groups(&ctx.organization));
     let empty = format!("No members in organization {}.", ctx.name);
     show(args.output.format, &views, &members_table(&views), &empty)
 }
@@ -180,6 +230,28 @@ mod tests {
              bob@example.com     oidc:bob@example.com   Declared   viewer on deployment/*, billing-admin on organization (console)   True\n\
              carol@example.com   carol                  -          -                                                                 -\n"
         );
+    }
+
+    #[test]
+    fn auto_join_groups_are_listed_after_the_members() {
+        let org: crate::api::Organization = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "acme"},
+            "spec": {"owners": ["a@example.com"], "membership": {"groups": [
+                {"group": "developers", "roles": [{"role": "viewer", "scope": {"resourceType": "deployment", "all": true}}]},
+            ]}},
+            "status": {"groups": [{"group": "developers", "subject": "oidc:developers", "ready": "True",
+                                   "reason": "Bound", "message": "", "resources": ["prod"]}]},
+        }))
+        .expect("an organization");
+        let views = MemberView::groups(&org);
+        assert_eq!(
+            members_table(&views).render(),
+            "EMAIL              USER              SOURCE   ROLES                    READY\n\
+             group:developers   oidc:developers   Group    viewer on deployment/*   True\n"
+        );
+        let json = serde_json::to_value(&views[0]).expect("serializes");
+        assert_eq!(json["group"], "developers");
+        assert!(serde_json::to_value(MemberView::new(&bob())).unwrap()["group"].is_null());
     }
 
     #[test]

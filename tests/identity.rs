@@ -19,7 +19,7 @@ mod mailpit;
 use std::time::Duration;
 
 use base64::Engine;
-use common::oidc::{Provider, client_with, kubectl_with};
+use common::oidc::{Provider, client_with, kubectl_with, unescape_html};
 use common::{Operator, can, create_organization, eventually, unique, wait_for_namespace};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::RoleBinding as NativeRoleBinding;
@@ -39,21 +39,9 @@ const OIDC_SECRET: &str = "kube-org-oidc";
 /// The cluster under test as the launcher's kubeconfig describes it: the server URL and
 /// a PEM file of its CA.
 fn cluster() -> (String, std::path::PathBuf) {
-    let config = kube::config::Kubeconfig::read().expect("the cluster's kubeconfig");
-    let context = config.current_context.clone().expect("a current context");
-    let cluster_name = config
-        .contexts
-        .iter()
-        .find(|c| c.name == context)
-        .and_then(|c| c.context.as_ref())
-        .map(|c| c.cluster.clone())
-        .expect("the context names a cluster");
-    let cluster = config
-        .clusters
-        .iter()
-        .find(|c| c.name == cluster_name)
-        .and_then(|c| c.cluster.clone())
-        .expect("the cluster");
+    let cluster = common::oidc::current_cluster()
+        .cluster
+        .expect("the cluster's connection");
     let pem = match (
         &cluster.certificate_authority_data,
         &cluster.certificate_authority,
@@ -164,6 +152,18 @@ impl Org {
             home,
             base_url: operator.base_url.clone(),
         }
+    }
+
+    /// An organization that binds `oidc:` + the email (as the test apiserver names
+    /// people) and asks invitees to sign in, with one resource namespace.
+    async fn requiring_login() -> (Org, String) {
+        let org = Org::create(json!({
+            "identity": {"usernamePrefix": "oidc:"},
+            "invitations": {"requireLogin": true},
+        }))
+        .await;
+        let granted = org.resource().await;
+        (org, granted)
     }
 
     /// A resource namespace of the organization.
@@ -308,14 +308,6 @@ async fn accept_signing_in_as(org: &Org, mail: &Mail, email: &str, password: &st
     }
 }
 
-fn unescape(html: &str) -> String {
-    html.replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
 /// `kubectl get pods -n NAMESPACE` with only `token`: Ok(stdout) or Err(stderr).
 async fn get_pods(token: &str, namespace: &str) -> Result<String, String> {
     let output = kubectl_with(token, &["get", "pods", "-n", namespace]).await;
@@ -328,12 +320,7 @@ async fn get_pods(token: &str, namespace: &str) -> Result<String, String> {
 
 #[tokio::test]
 async fn an_invitee_signs_in_accepts_and_reaches_the_granted_namespace_with_their_own_token() {
-    let org = Org::create(json!({
-        "identity": {"usernamePrefix": "oidc:"},
-        "invitations": {"requireLogin": true},
-    }))
-    .await;
-    let granted = org.resource().await;
+    let (org, granted) = Org::requiring_login().await;
     let other = org.resource().await;
     let provider = Provider::from_env();
     let alice = provider.user("alice@example.com").clone();
@@ -341,7 +328,7 @@ async fn an_invitee_signs_in_accepts_and_reaches_the_granted_namespace_with_thei
     let mail = org.invite(&alice.email, &granted).await;
     let accepted = accept_signing_in_as(&org, &mail, &alice.email, &alice.password).await;
     assert_eq!(accepted.status, 200, "{}", accepted.page);
-    let page = unescape(&accepted.page);
+    let page = unescape_html(&accepted.page);
     assert!(page.contains("you are a member now"), "{page}");
     assert!(
         page.contains("oidc:alice@example.com"),
@@ -447,12 +434,7 @@ async fn an_invitee_signs_in_accepts_and_reaches_the_granted_namespace_with_thei
 
 #[tokio::test]
 async fn an_invitee_who_signs_in_as_someone_else_is_refused_and_nothing_is_created() {
-    let org = Org::create(json!({
-        "identity": {"usernamePrefix": "oidc:"},
-        "invitations": {"requireLogin": true},
-    }))
-    .await;
-    let granted = org.resource().await;
+    let (org, granted) = Org::requiring_login().await;
     let provider = Provider::from_env();
     let (alice, bob) = (
         provider.user("alice@example.com").clone(),
@@ -461,7 +443,7 @@ async fn an_invitee_who_signs_in_as_someone_else_is_refused_and_nothing_is_creat
     let mail = org.invite(&bob.email, &granted).await;
     let refused = accept_signing_in_as(&org, &mail, &alice.email, &alice.password).await;
     assert_eq!(refused.status, 403, "{}", refused.page);
-    let page = unescape(&refused.page);
+    let page = unescape_html(&refused.page);
     assert!(
         page.contains("You signed in as alice@example.com")
             && page.contains("this invitation is for bob@example.com"),
@@ -484,19 +466,14 @@ async fn an_invitee_who_signs_in_as_someone_else_is_refused_and_nothing_is_creat
 
 #[tokio::test]
 async fn an_email_the_provider_has_not_verified_is_refused() {
-    let org = Org::create(json!({
-        "identity": {"usernamePrefix": "oidc:"},
-        "invitations": {"requireLogin": true},
-    }))
-    .await;
-    let granted = org.resource().await;
+    let (org, granted) = Org::requiring_login().await;
     let provider = Provider::from_env();
     let unverified = provider.user("unverified@example.com").clone();
     assert!(!unverified.email_verified);
     let mail = org.invite(&unverified.email, &granted).await;
     let refused = accept_signing_in_as(&org, &mail, &unverified.email, &unverified.password).await;
     assert_eq!(refused.status, 403, "{}", refused.page);
-    let page = unescape(&refused.page);
+    let page = unescape_html(&refused.page);
     assert!(page.contains("has not verified"), "{page}");
     assert!(org.members_of(&unverified.email).await.is_empty());
     assert_eq!(
@@ -510,12 +487,7 @@ async fn a_mixed_case_address_is_bound_as_the_cluster_spells_it() {
     // The provider gives Dora@Example.com; the apiserver keeps that case, so the
     // lower-case default would bind a name nobody logs in as. Signing in tells kube-org
     // the cluster's spelling, and the Membership binds it (spec.user).
-    let org = Org::create(json!({
-        "identity": {"usernamePrefix": "oidc:"},
-        "invitations": {"requireLogin": true},
-    }))
-    .await;
-    let granted = org.resource().await;
+    let (org, granted) = Org::requiring_login().await;
     let provider = Provider::from_env();
     let dora = provider.user("dora@example.com").clone();
     let mail = org.invite("dora@example.com", &granted).await;

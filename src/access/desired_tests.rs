@@ -115,6 +115,17 @@ fn held(access: &DesiredAccess, user: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The subjects of the visibility ClusterRoleBinding: (kind, name).
+fn visible(access: &DesiredAccess) -> Vec<(&str, &str)> {
+    access
+        .cluster_role_binding
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| (s.kind.as_str(), s.name.as_str()))
+        .collect()
+}
+
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -219,14 +230,10 @@ fn console_access_grants_nothing_inside_resources_but_shows_the_organization() {
         "a custom role with console access is console only"
     );
     assert!(access.bindings["c"].ready.status);
-    let visible: Vec<&str> = access
-        .cluster_role_binding
-        .subjects
-        .iter()
-        .flatten()
-        .map(|s| s.name.as_str())
-        .collect();
-    assert_eq!(visible, ["bob@example.com", "carol@example.com"]);
+    assert_eq!(
+        visible(&access),
+        [("User", "bob@example.com"), ("User", "carol@example.com")]
+    );
     let rules = access.cluster_role.rules.as_ref().unwrap();
     assert_eq!(
         rules[1].resource_names.as_deref().unwrap(),
@@ -481,17 +488,7 @@ fn the_username_prefix_names_every_subject_and_status_user_and_spec_user_is_kept
         held(&access, "bob@example.com").is_empty(),
         "the unprefixed name gets nothing"
     );
-    let visibility: Vec<&str> = access
-        .cluster_role_binding
-        .subjects
-        .iter()
-        .flatten()
-        .map(|s| s.name.as_str())
-        .collect();
-    assert!(
-        visibility.contains(&"oidc:bob@example.com"),
-        "{visibility:?}"
-    );
+    assert!(visible(&access).contains(&("User", "oidc:bob@example.com")));
 
     // The Organization's own prefix wins over the operator's.
     world.org.spec.identity.username_prefix = Some("corp#".into());
@@ -569,17 +566,7 @@ fn an_auto_join_group_binds_a_group_subject_with_the_groups_prefix_and_reports_e
             .all(|rb| !rb.groups.iter().any(|g| g.starts_with("system:"))),
         "never a system group"
     );
-    let visibility: Vec<(&str, &str)> = access
-        .cluster_role_binding
-        .subjects
-        .iter()
-        .flatten()
-        .map(|s| (s.kind.as_str(), s.name.as_str()))
-        .collect();
-    assert!(
-        visibility.contains(&("Group", "oidc:developers")),
-        "{visibility:?}"
-    );
+    assert!(visible(&access).contains(&("Group", "oidc:developers")));
 
     let [developers, auditors, system] = &access.groups[..] else {
         panic!("one status per entry: {:?}", access.groups)

@@ -458,6 +458,28 @@ async fn an_invitee_who_signs_in_as_someone_else_is_refused_and_nothing_is_creat
         "the link still works for bob"
     );
 
+    // The owners see the attempt on the Invitation.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(org.client.clone(), &org.home);
+    let event = eventually("a SignInRefused Event", REACT, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("SignInRefused"))
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        event
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("alice@example.com")),
+        "{event:?}"
+    );
+
     // Bob himself, with the same link.
     let accepted = accept_signing_in_as(&org, &mail, &bob.email, &bob.password).await;
     assert_eq!(accepted.status, 200, "{}", accepted.page);

@@ -58,9 +58,16 @@ pub enum Outcome {
     LoginRequired,
     /// Someone signed in whose verified email is not the invited one; nothing was
     /// created.
-    WrongPerson { signed_in: String, invited: String },
+    WrongPerson {
+        signed_in: String,
+        invited: String,
+        invitation: Box<Invitation>,
+    },
     /// The provider has not verified the email of the person who signed in.
-    Unverified { signed_in: String },
+    Unverified {
+        signed_in: String,
+        invitation: Box<Invitation>,
+    },
     /// Unknown, used, expired or cancelled: one answer for all, so the endpoint is no
     /// oracle.
     Invalid,
@@ -123,12 +130,14 @@ pub fn signed_in_refusal(signed_in: &SignedIn, invitation: &Invitation) -> Optio
     if !signed_in.email_verified {
         return Some(Outcome::Unverified {
             signed_in: signed_in.email.clone(),
+            invitation: Box::new(invitation.clone()),
         });
     }
     let invited = invitation.spec.email.normalized();
     (normalize_email(&signed_in.email) != invited).then(|| Outcome::WrongPerson {
         signed_in: signed_in.email.clone(),
         invited,
+        invitation: Box::new(invitation.clone()),
     })
 }
 

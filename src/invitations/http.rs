@@ -282,15 +282,32 @@ async fn respond(
                 None,
             )
         }
-        Ok(Outcome::WrongPerson { signed_in, invited }) => {
+        Ok(Outcome::WrongPerson {
+            signed_in,
+            invited,
+            invitation,
+        }) => {
             state.metrics.accepted("wrong-person");
+            let note = format!(
+                "someone signed in as {signed_in} to accept the invitation of {invited}; refused, nothing was created"
+            );
+            state.writes.write("events", "create");
+            publish_refused(&state.recorder, &invitation, note).await;
             let message = format!(
                 "You signed in as {signed_in}, but this invitation is for {invited}. Nothing was created and the link still works: sign in as {invited} (sign out at the provider first, or use a private window), or ask the organization to invite {signed_in}."
             );
             answer(json, StatusCode::FORBIDDEN, "wrong-person", &message, None)
         }
-        Ok(Outcome::Unverified { signed_in }) => {
+        Ok(Outcome::Unverified {
+            signed_in,
+            invitation,
+        }) => {
             state.metrics.accepted("unverified");
+            let note = format!(
+                "someone signed in as {signed_in}, an address the provider has not verified; refused, nothing was created"
+            );
+            state.writes.write("events", "create");
+            publish_refused(&state.recorder, &invitation, note).await;
             let message = format!(
                 "You signed in as {signed_in}, but the sign-in provider has not verified that address. Nothing was created: verify the address with the provider, then open the invitation link again."
             );
@@ -554,18 +571,41 @@ fn answer(
     }
 }
 
+/// A Warning Event on the Invitation: a sign-in to accept it was refused.
+async fn publish_refused(recorder: &Recorder, invitation: &crate::api::Invitation, note: String) {
+    publish(
+        recorder,
+        invitation,
+        EventType::Warning,
+        "SignInRefused",
+        note,
+    )
+    .await
+}
+
 async fn publish_accepted(
     recorder: &Recorder,
     invitation: &crate::api::Invitation,
     membership: &str,
 ) {
+    let note = format!(
+        "{} accepted; Membership {membership}",
+        invitation.spec.email.normalized()
+    );
+    publish(recorder, invitation, EventType::Normal, "Accepted", note).await
+}
+
+async fn publish(
+    recorder: &Recorder,
+    invitation: &crate::api::Invitation,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
-        type_: EventType::Normal,
-        reason: "Accepted".to_string(),
-        note: Some(format!(
-            "{} accepted; Membership {membership}",
-            invitation.spec.email.normalized()
-        )),
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
         action: "Accept".to_string(),
         secondary: None,
     };

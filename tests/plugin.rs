@@ -8,11 +8,12 @@ mod http;
 #[path = "invitations/mailpit.rs"]
 mod mailpit;
 
-use common::org::{REACT, TestOrg, all, org_where_bob_has};
-use common::{client, eventually, free_port, operator, unique};
-use kube::Api;
-use kube::api::ListParams;
+use common::org::{REACT, TestOrg, all, named, org_scope, org_where_bob_has};
+use common::{Can, can, client, eventually, eventually_can, free_port, operator, unique};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
 use kube_org::api::{Access, GoDuration, Invitation, RoleAssignment, Scope};
+use kube_org::invitations::join::binding_name;
 use kube_org::plugin::invite::invitation_name;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -649,6 +650,11 @@ async fn exit_codes_tell_scripts_what_went_wrong() {
         "access bob@example.com",
         "roles",
         "invite bob@example.com --role billing-admin",
+        "grant bob@example.com --role billing-admin",
+        "revoke bob@example.com --role viewer",
+        "remove bob@example.com",
+        "leave",
+        "why bob@example.com get pods -n default",
     ] {
         let run = expect(1, &format!("{command} --org {missing}")).await;
         let message = format!(
@@ -676,4 +682,584 @@ async fn exit_codes_tell_scripts_what_went_wrong() {
     expect(2, "invite bob@example.com --org acme").await;
     expect(2, "no-such-command").await;
     expect(0, "--help").await;
+}
+
+/// A kubeconfig like the harness's whose users act as `user` (impersonation, as
+/// `kubectl --as` does): the plugin then signs in as that person. The file holds the
+/// harness's credentials: it is written beside the harness's own kubeconfig when the
+/// launcher says where that is, and removed when dropped.
+struct KubeconfigAs(std::path::PathBuf);
+
+impl KubeconfigAs {
+    fn new(user: &str) -> Self {
+        let mut config = kube::config::Kubeconfig::read().expect("the harness's kubeconfig");
+        for named in &mut config.auth_infos {
+            if let Some(auth) = named.auth_info.as_mut() {
+                auth.impersonate = Some(user.to_string());
+            }
+        }
+        let dir = std::env::var_os("KUBE_ORG_CONTROLPLANE_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let path = dir.join(format!("{}.kubeconfig", unique("as")));
+        std::fs::write(&path, serde_yaml::to_string(&config).expect("YAML")).expect("writing");
+        KubeconfigAs(path)
+    }
+
+    fn path(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for KubeconfigAs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The kube-org RoleBindings of `email`, by name.
+async fn bindings_of(org: &TestOrg, email: &str) -> Vec<String> {
+    let mut names: Vec<String> = org
+        .bindings()
+        .list(&ListParams::default())
+        .await
+        .expect("rolebindings")
+        .items
+        .into_iter()
+        .filter(|b| b.spec.member.0 == email && b.metadata.deletion_timestamp.is_none())
+        .map(|b| b.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+fn viewer_of_all_deployments() -> RoleAssignment {
+    RoleAssignment {
+        role: "viewer".into(),
+        scope: Scope::all_of("deployment"),
+        access: Access::Full,
+    }
+}
+
+#[tokio::test]
+async fn grant_creates_a_binding_the_cluster_honours_and_refuses_before_writing() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let res = org.resource("deployment").await;
+    org.member("bob@example.com").await;
+    let name = binding_name("bob@example.com", &viewer_of_all_deployments());
+    let list_pods = Can::new("list", "pods", Some(&res));
+    assert!(!can(&org.client, "bob@example.com", list_pods).await);
+
+    let granted = expect(
+        0,
+        &format!(
+            "grant bob@example.com --org {} --role viewer --scope deployment/*",
+            org.name
+        ),
+    )
+    .await;
+    assert_eq!(
+        granted.stdout,
+        format!(
+            "rolebinding.kube-org.io/{name} created: viewer on deployment/* for bob@example.com\n"
+        )
+    );
+    eventually_can(&org.client, "bob@example.com", list_pods, true, REACT).await;
+
+    // The same grant again changes nothing and says so.
+    let again = expect(
+        0,
+        &format!(
+            "grant Bob@Example.com --org {} --role viewer --scope deployment/*",
+            org.name
+        ),
+    )
+    .await;
+    assert_eq!(
+        again.stdout,
+        format!(
+            "rolebinding.kube-org.io/{name} unchanged: bob@example.com holds viewer on deployment/* already\n"
+        )
+    );
+    let listed = json(&format!(
+        "grant bob@example.com --org {} --role viewer --scope deployment/*",
+        org.name
+    ))
+    .await;
+    assert_eq!(listed["name"], name.as_str());
+    assert_eq!(listed["created"], false);
+    assert_eq!(listed["scope"], "deployment/*");
+
+    // The same role and scope with the other access: revoke first.
+    let other_access = expect(
+        1,
+        &format!(
+            "grant bob@example.com --org {} --role viewer --scope deployment/* --access console",
+            org.name
+        ),
+    )
+    .await;
+    assert!(
+        other_access
+            .stderr
+            .contains("bob@example.com holds viewer on deployment/* already")
+            && other_access.stderr.contains(&format!(
+                "`kubectl org revoke bob@example.com --org {} --role viewer --scope 'deployment/*'`",
+                org.name
+            )),
+        "{}",
+        other_access.stderr
+    );
+
+    // Refused before anything is written, as invite refuses.
+    let unknown = expect(
+        1,
+        &format!(
+            "grant bob@example.com --org {} --role no-such-role --scope deployment/*",
+            org.name
+        ),
+    )
+    .await;
+    assert!(
+        unknown
+            .stderr
+            .contains(&format!("kubectl org roles --org {}", org.name)),
+        "{}",
+        unknown.stderr
+    );
+    let other_type = expect(
+        1,
+        &format!(
+            "grant bob@example.com --org {} --role viewer --scope security/*",
+            org.name
+        ),
+    )
+    .await;
+    assert!(
+        other_type.stderr.contains("spec.resourceTypes"),
+        "{}",
+        other_type.stderr
+    );
+    let unscoped = expect(
+        2,
+        &format!("grant bob@example.com --org {} --role viewer", org.name),
+    )
+    .await;
+    assert!(
+        unscoped.stderr.contains("--scope TYPE/*"),
+        "{}",
+        unscoped.stderr
+    );
+    assert_eq!(bindings_of(&org, "bob@example.com").await, [name]);
+
+    // Someone who is not a member is invited, not granted.
+    let stranger = expect(
+        1,
+        &format!(
+            "grant carol@example.com --org {} --role viewer --scope deployment/*",
+            org.name
+        ),
+    )
+    .await;
+    assert_eq!(
+        stranger.stderr.trim(),
+        format!(
+            "error: carol@example.com is not a member of organization {org}: invite them instead: `kubectl org invite carol@example.com --org {org} --role viewer --scope 'deployment/*'`",
+            org = org.name
+        )
+    );
+    assert!(bindings_of(&org, "carol@example.com").await.is_empty());
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn revoke_deletes_the_matching_bindings_and_says_which() {
+    // bob views his deployment through bob-viewer (named), and every deployment
+    // through a grant.
+    let (org, res) = org_where_bob_has("viewer", |r| named("deployment", &[r]), "full").await;
+    expect(
+        0,
+        &format!(
+            "grant bob@example.com --org {} --role viewer --scope deployment/*",
+            org.name
+        ),
+    )
+    .await;
+    let granted = binding_name("bob@example.com", &viewer_of_all_deployments());
+    let list_pods = Can::new("list", "pods", Some(&res));
+    eventually_can(&org.client, "bob@example.com", list_pods, true, REACT).await;
+
+    // One scope: only that binding goes; the other still grants.
+    let one = expect(
+        0,
+        &format!(
+            "revoke bob@example.com --org {} --role viewer --scope deployment/*",
+            org.name
+        ),
+    )
+    .await;
+    assert_eq!(
+        one.stdout,
+        format!(
+            "rolebinding.kube-org.io/{granted} deleted: bob@example.com no longer holds viewer on deployment/*\n"
+        )
+    );
+    assert_eq!(bindings_of(&org, "bob@example.com").await, ["bob-viewer"]);
+    // Give kube-org time to act on the deletion, then ask.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(can(&org.client, "bob@example.com", list_pods).await);
+
+    // Every scope of the role; -o json lists what was deleted.
+    let all_scopes = json(&format!(
+        "revoke bob@example.com --org {} --role viewer",
+        org.name
+    ))
+    .await;
+    assert_eq!(
+        all_scopes,
+        serde_json::json!([{"name": "bob-viewer", "email": "bob@example.com", "role": "viewer",
+                            "scope": format!("deployment/{res}"), "access": "full"}])
+    );
+    eventually_can(&org.client, "bob@example.com", list_pods, false, REACT).await;
+
+    // Nothing left to revoke.
+    let nothing = expect(
+        1,
+        &format!("revoke bob@example.com --org {} --role viewer", org.name),
+    )
+    .await;
+    assert_eq!(
+        nothing.stderr.trim(),
+        format!(
+            "error: bob@example.com holds no viewer binding in organization {org} (holds: -): nothing was revoked; see the roles with `kubectl org members --org {org}`",
+            org = org.name
+        )
+    );
+    assert!(nothing.stdout.is_empty());
+
+    // An owner named in spec.owners is changed there, not here.
+    let owner = expect(
+        1,
+        &format!(
+            "revoke alice@example.com --org {} --role organization-owner",
+            org.name
+        ),
+    )
+    .await;
+    assert!(
+        owner
+            .stderr
+            .contains("comes from spec.owners of Organization")
+            && owner
+                .stderr
+                .contains(&format!("kubectl edit organization {}", org.name)),
+        "{}",
+        owner.stderr
+    );
+    assert_eq!(bindings_of(&org, "alice@example.com").await.len(), 1);
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn remove_deletes_the_membership_or_reports_kube_orgs_refusal() {
+    let (org, res) = org_where_bob_has("viewer", |_| all("deployment"), "full").await;
+    let list_pods = Can::new("list", "pods", Some(&res));
+    eventually_can(&org.client, "bob@example.com", list_pods, true, REACT).await;
+
+    let removed = expect(0, &format!("remove Bob@Example.com --org {}", org.name)).await;
+    assert_eq!(
+        removed.stdout,
+        format!(
+            "membership.kube-org.io/bob-example-com deleted: bob@example.com is no longer a member of {}; their access is revoked\n",
+            org.name
+        )
+    );
+    eventually_can(&org.client, "bob@example.com", list_pods, false, REACT).await;
+    eventually("bob's RoleBindings removed", REACT, || async {
+        bindings_of(&org, "bob@example.com")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    // alice is the last owner while a resource remains: kube-org holds her Membership
+    // and says why; she keeps her access.
+    eventually_can(&org.client, "alice@example.com", list_pods, true, REACT).await;
+    let refused = expect(1, &format!("remove alice@example.com --org {}", org.name)).await;
+    assert!(
+        refused.stderr.starts_with("error: kube-org keeps Membership owner-alice-example-com-")
+            && refused.stderr.contains(&format!(
+                "alice@example.com is the last owner of {} while 0 other member(s) and 1 resource(s) remain: make someone else an owner first. It stays marked for deletion",
+                org.name
+            ))
+            && refused.stderr.contains("alice@example.com keeps their access"),
+        "{}",
+        refused.stderr
+    );
+    assert!(can(&org.client, "alice@example.com", list_pods).await);
+
+    let nobody = expect(1, &format!("remove carol@example.com --org {}", org.name)).await;
+    assert!(
+        nobody
+            .stderr
+            .contains("no Membership for carol@example.com in organization"),
+        "{}",
+        nobody.stderr
+    );
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn leave_removes_the_signed_in_member_when_they_may() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    // bob is an owner through a binding: owners may delete Memberships.
+    org.member("bob@example.com").await;
+    org.bind(
+        "bob-owner",
+        "bob@example.com",
+        "organization-owner",
+        org_scope(),
+        "full",
+    )
+    .await;
+    // carol is an ordinary member.
+    org.member("carol@example.com").await;
+    org.bind(
+        "carol-viewer",
+        "carol@example.com",
+        "viewer",
+        all("deployment"),
+        "full",
+    )
+    .await;
+    let delete_memberships = org.in_home("delete", "memberships.kube-org.io");
+    eventually_can(
+        &org.client,
+        "bob@example.com",
+        delete_memberships,
+        true,
+        REACT,
+    )
+    .await;
+    eventually_can(&org.client, "carol@example.com", org.get_org(), true, REACT).await;
+
+    let bob = KubeconfigAs::new("bob@example.com");
+    let left = expect(
+        0,
+        &format!("leave --org {} --kubeconfig {}", org.name, bob.path()),
+    )
+    .await;
+    assert_eq!(
+        left.stdout,
+        format!(
+            "membership.kube-org.io/bob-example-com deleted: you (bob@example.com) left organization {}; your access is revoked\n",
+            org.name
+        )
+    );
+    eventually_can(
+        &org.client,
+        "bob@example.com",
+        delete_memberships,
+        false,
+        REACT,
+    )
+    .await;
+    eventually_can(&org.client, "bob@example.com", org.get_org(), false, REACT).await;
+
+    // kube-org gives ordinary members no right to delete their Membership: an owner
+    // removes them.
+    let carol = KubeconfigAs::new("carol@example.com");
+    let refused = expect(
+        1,
+        &format!("leave --org {} --kubeconfig {}", org.name, carol.path()),
+    )
+    .await;
+    assert_eq!(
+        refused.stderr.trim(),
+        format!(
+            "error: you (user carol@example.com) may not read the Memberships in organization {org}: in kube-org, owners remove members; ask an owner to run `kubectl org remove carol@example.com --org {org}`",
+            org = org.name
+        )
+    );
+    assert!(can(&org.client, "carol@example.com", org.get_org()).await);
+
+    // The harness's own user is no member.
+    let admin = expect(1, &format!("leave --org {}", org.name)).await;
+    assert!(
+        admin.stderr.contains("you are signed in as ")
+            && admin.stderr.contains(&format!(
+                "no Membership of organization {} is for that user",
+                org.name
+            )),
+        "{}",
+        admin.stderr
+    );
+    org.delete().await;
+}
+
+#[tokio::test]
+async fn why_gives_the_clusters_answer_and_the_chain_behind_it() {
+    let (org, res) = org_where_bob_has("viewer", |_| all("deployment"), "full").await;
+    eventually_can(
+        &org.client,
+        "bob@example.com",
+        Can::new("list", "pods", Some(&res)),
+        true,
+        REACT,
+    )
+    .await;
+
+    // Granted through kube-org: the kube-org binding, the native binding, the rule.
+    let yes = expect(
+        0,
+        &format!("why bob@example.com list pods -n {res} --org {}", org.name),
+    )
+    .await;
+    let lines: Vec<&str> = yes.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("yes: bob@example.com may list pods in namespace {res}")
+    );
+    assert!(
+        lines[1].starts_with("the cluster says: RBAC: allowed by RoleBinding"),
+        "{}",
+        yes.stdout
+    );
+    assert_eq!(
+        lines[2],
+        format!("granted through kube-org organization {}:", org.name)
+    );
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("rolebinding/bob-viewer"))
+        .unwrap_or_else(|| panic!("the chain in:\n{}", yes.stdout));
+    let native = format!("{res}/kube-org:{}:view", org.name);
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        [
+            "rolebinding/bob-viewer",
+            "viewer",
+            "on",
+            "deployment/*",
+            "RoleBinding",
+            &native,
+            "ClusterRole",
+            "view",
+            "get,list,watch",
+            "pods"
+        ],
+        "{}",
+        yes.stdout
+    );
+    // Short names and groups resolve as kubectl resolves them.
+    let deploy = json(&format!(
+        "why bob@example.com get deploy -n {res} --org {}",
+        org.name
+    ))
+    .await;
+    assert_eq!(deploy["allowed"], true);
+    assert_eq!(deploy["grantedByKubeOrg"], true);
+    assert_eq!(deploy["request"]["group"], "apps");
+    assert_eq!(deploy["request"]["resource"], "deployments");
+
+    // Not allowed: exit 1, the answer on standard output, what bob holds there.
+    let no = expect(
+        1,
+        &format!(
+            "why bob@example.com delete pods -n {res} --org {}",
+            org.name
+        ),
+    )
+    .await;
+    assert!(
+        no.stdout.starts_with(&format!(
+            "no: bob@example.com may not delete pods in namespace {res}\nno kube-org object grants this.\n"
+        )),
+        "{}",
+        no.stdout
+    );
+    assert!(
+        no.stdout
+            .lines()
+            .any(|l| l.starts_with("rolebinding/bob-viewer") && l.ends_with(" -")),
+        "{}",
+        no.stdout
+    );
+    assert!(no.stderr.is_empty(), "{}", no.stderr);
+
+    // Granted by a native binding kube-org knows nothing about.
+    let extra: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "extra-edit", "namespace": res},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob@example.com"}],
+    }))
+    .expect("a RoleBinding");
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(org.client.clone(), &res)
+        .create(&PostParams::default(), &extra)
+        .await
+        .expect("creating a native RoleBinding");
+    let delete_pods = Can::new("delete", "pods", Some(&res));
+    eventually_can(&org.client, "bob@example.com", delete_pods, true, REACT).await;
+    let native = expect(
+        0,
+        &format!(
+            "why bob@example.com delete pods -n {res} --org {}",
+            org.name
+        ),
+    )
+    .await;
+    assert!(
+        native
+            .stdout
+            .contains("no kube-org object grants this; it comes from:"),
+        "{}",
+        native.stdout
+    );
+    let row = native
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("- "))
+        .unwrap_or_else(|| panic!("the native binding in:\n{}", native.stdout));
+    assert!(
+        row.contains(&format!("RoleBinding {res}/extra-edit")) && row.contains("ClusterRole edit"),
+        "{}",
+        native.stdout
+    );
+
+    // Questions that cannot be asked.
+    let unknown = expect(
+        2,
+        &format!(
+            "why bob@example.com get widgets -n {res} --org {}",
+            org.name
+        ),
+    )
+    .await;
+    assert!(
+        unknown
+            .stderr
+            .contains("the cluster serves no resource type \"widgets\""),
+        "{}",
+        unknown.stderr
+    );
+    let nowhere = expect(
+        2,
+        &format!("why bob@example.com get pods --org {}", org.name),
+    )
+    .await;
+    assert!(nowhere.stderr.contains("--namespace"), "{}", nowhere.stderr);
+    let stranger = expect(
+        1,
+        &format!("why carol@example.com get pods -n {res} --org {}", org.name),
+    )
+    .await;
+    assert!(
+        stranger
+            .stderr
+            .contains("no Membership for carol@example.com"),
+        "{}",
+        stranger.stderr
+    );
+    org.delete().await;
 }

@@ -104,6 +104,19 @@ impl Identity<'_> {
     }
 }
 
+/// The user name kube-org bound for `membership`, as its status reports it
+/// (`status.user`); before kube-org reports, `spec.user` or the email in lower case.
+/// For code outside the operator (the plugin), which does not know the operator's
+/// `--username-prefix`.
+pub fn reported_user(membership: &Membership) -> String {
+    membership
+        .status
+        .as_ref()
+        .and_then(|s| s.user.clone())
+        .or_else(|| membership.spec.user.clone())
+        .unwrap_or_else(|| membership.spec.email.normalized())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +161,19 @@ mod tests {
             none.of(&plain).signed_in_username("Bob@Example.com"),
             "Bob@Example.com"
         );
+    }
+
+    #[test]
+    fn the_reported_user_is_the_status_then_spec_user_then_the_email() {
+        let mut m = member("Bob@Example.com", None);
+        assert_eq!(reported_user(&m), "bob@example.com");
+        m.spec.user = Some("bob-sso".into());
+        assert_eq!(reported_user(&m), "bob-sso");
+        m.status = Some(crate::api::MembershipStatus {
+            user: Some("oidc:bob-sso".into()),
+            ..Default::default()
+        });
+        assert_eq!(reported_user(&m), "oidc:bob-sso");
     }
 
     #[test]

@@ -15,7 +15,9 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            note(&format!("error: {error}"));
+            if error.is_reported() {
+                note(&format!("error: {error}"));
+            }
             ExitCode::from(error.exit_code())
         }
     }

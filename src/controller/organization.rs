@@ -288,7 +288,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     // handled by the orphaned-binding step; they stay on this path so that an
     // Organization's cleanup, serialised with it, always sees them), members leaving;
     // statuses go to the status workers.
-    ensure_membership_finalizers(ctx, org, &snapshot.memberships).await?;
+    let more_finalizers = ensure_membership_finalizers(ctx, org, &snapshot.memberships).await?;
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
     delete_orphaned_bindings(org, ctx, &snapshot, &memberships).await?;
 
@@ -325,12 +325,16 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
         .is_some_and(|c| c.reason == SYNC_FAILED && c.message == ready.message);
     write_org_status(org, ctx, std::slice::from_ref(&ready), Some(counts)).await?;
-    // The RoleBindings' and Memberships' statuses: written after, off this path.
-    ctx.statuses.push(StatusPlan {
-        org: Arc::new(org.clone()),
-        desired,
-        refusals,
-    });
+    // The RoleBindings' and Memberships' statuses: written after, off this path, once
+    // every Membership has its finalizer (status writes meanwhile would make the
+    // finalizer patches, guarded by resourceVersion, fail and be sent again).
+    if !more_finalizers {
+        ctx.statuses.push(StatusPlan {
+            org: Arc::new(org.clone()),
+            desired,
+            refusals,
+        });
+    }
     if !synced.failures.is_empty() {
         if !was_failing {
             publish(ctx, org, EventType::Warning, SYNC_FAILED, &ready.message).await;
@@ -340,7 +344,10 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         // removes what blocked the write.
         return Ok(Action::requeue(SYNC_RETRY));
     }
-    if unbindable.is_empty() {
+    if more_finalizers {
+        // Right away, after whatever else is waiting for this organization.
+        Ok(Action::requeue(Duration::ZERO))
+    } else if unbindable.is_empty() {
         Ok(Action::await_change())
     } else {
         // Nothing announces that a cluster admin granted `bind`: look again later.
@@ -857,16 +864,24 @@ where
 
 /// Puts kube-org's finalizer on every Membership so that deleting one first revokes
 /// access and checks the last-owner rule.
+/// How many Membership finalizers one reconcile adds: a cold start adds one per
+/// member, and a reconcile that patched all 1,000 at once kept the next one (a deleted
+/// binding to restore, a new namespace to bind) waiting for seconds.
+const FINALIZERS_PER_RECONCILE: usize = 2 * super::WRITE_CONCURRENCY;
+
+/// Adds kube-org's finalizer to Memberships that lack it, at most
+/// [`FINALIZERS_PER_RECONCILE`]; returns whether some are left for the next reconcile.
 async fn ensure_membership_finalizers(
     ctx: &Context,
     org: &Organization,
     memberships: &[Arc<Membership>],
-) -> Result<(), Error> {
-    let mut writes = Vec::new();
-    for m in memberships.iter().filter(|m| {
+) -> Result<bool, Error> {
+    let mut missing = memberships.iter().filter(|m| {
         m.meta().deletion_timestamp.is_none()
             && !m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
-    }) {
+    });
+    let mut writes = Vec::new();
+    for m in missing.by_ref().take(FINALIZERS_PER_RECONCILE) {
         let mut finalizers = m.finalizers().to_vec();
         finalizers.push(MEMBERSHIP_FINALIZER.to_string());
         writes.push(async move { patch_finalizers(ctx, m, finalizers).await.map(|_| ()) });
@@ -874,7 +889,8 @@ async fn ensure_membership_finalizers(
     if !writes.is_empty() {
         tracing::debug!(organization = %org.name_any(), count = writes.len(), "adding Membership finalizers");
     }
-    concurrently(writes).await
+    concurrently(writes).await?;
+    Ok(missing.next().is_some())
 }
 
 /// Sets a Membership's finalizers to `finalizers`, guarded by a JSON Patch test.

@@ -14,7 +14,9 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  the cluster refused or failed, or the input names something that does not exist
-     (an organization, invitation, member or role); for invite: any email failed
+     (an organization, invitation, member or role); for invite: any email failed;
+     for revoke: nothing matched; for remove and leave: kube-org refused to let the
+     member go; for why: the answer is no
   2  usage: an unknown flag, a missing argument or a malformed value";
 
 /// Organizations, members, invitations and roles of kube-org, from kubectl.
@@ -66,7 +68,51 @@ pub enum Command {
     Access(AccessArgs),
     /// Accept an invitation with the token (or the whole link) from the email.
     Accept(AcceptArgs),
+    /// Give a member a role: one kube-org RoleBinding.
+    #[command(after_help = GRANT_HELP)]
+    Grant(GrantArgs),
+    /// Take a role from a member: delete the matching kube-org RoleBindings.
+    #[command(after_help = REVOKE_HELP)]
+    Revoke(MemberRoleArgs),
+    /// Remove a member: delete the Membership, which revokes all their access.
+    Remove(RemoveArgs),
+    /// Leave the organization yourself (the user your kubeconfig signs in as).
+    Leave(LeaveArgs),
+    /// Explain whether a member may do something, and which objects grant it.
+    #[command(after_help = WHY_HELP)]
+    Why(WhyArgs),
 }
+
+const GRANT_HELP: &str = "\
+Scopes as for invite: `organization`, `TYPE/*` or `TYPE/name1,name2`; without --scope an
+organization-level role applies to the organization. The person must be a member
+already (invite them otherwise). Granting what the member holds already changes nothing.
+
+Examples:
+  kubectl org grant bob@example.com --org acme --role viewer --scope 'deployment/*'
+  kubectl org grant bob@example.com --org acme --role admin --scope deployment/prod,staging
+  kubectl org grant bob@example.com --org acme --role billing-admin --access console";
+
+const REVOKE_HELP: &str = "\
+Without --scope, every binding of the role is deleted; with it, only the binding of that
+exact scope.
+
+Examples:
+  kubectl org revoke bob@example.com --org acme --role viewer --scope 'deployment/*'
+  kubectl org revoke bob@example.com --org acme --role admin";
+
+const WHY_HELP: &str = "\
+RESOURCE is TYPE, TYPE.GROUP or either with /NAME, as for `kubectl auth can-i`: pods,
+deployments.apps, deploy/web. The answer is the cluster's own (a SubjectAccessReview for
+the member's user name); then the chain that grants it: the kube-org RoleBinding, the
+native RoleBinding kube-org made from it, and the rule of its ClusterRole. Exit code 0
+when the answer is yes, 1 when it is no.
+
+Examples:
+  kubectl org why bob@example.com list pods -n acme-prod --org acme
+  kubectl org why bob@example.com update deployments.apps/web -n acme-prod --org acme
+  kubectl org why bob@example.com get pods --subresource log -n acme-prod --org acme
+  kubectl org why bob@example.com list namespaces -A --org acme";
 
 const INVITE_HELP: &str = "\
 Scopes: `organization`, `TYPE/*` (every resource of the type, including later ones) or
@@ -110,7 +156,7 @@ pub struct InviteArgs {
     pub access: Vec<AccessArg>,
 
     /// How long the link stays valid, e.g. 24h (default: the organization's, 72h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ttl: Option<GoDuration>,
 }
 
@@ -175,6 +221,104 @@ pub struct AccessArgs {
     pub output: OutputArg,
 }
 
+/// A member and one of their roles, as `revoke` takes them (and `grant`, with
+/// `--access`).
+#[derive(Debug, Clone, Args)]
+pub struct MemberRoleArgs {
+    /// The member's email.
+    #[arg(value_name = "EMAIL")]
+    pub email: String,
+
+    #[command(flatten)]
+    pub org: OrgArg,
+
+    /// The role (see `kubectl org roles --org ORG`).
+    #[arg(long, value_name = "ROLE")]
+    pub role: String,
+
+    /// Where the role applies: organization, TYPE/* or TYPE/name1,name2.
+    #[arg(long, value_name = "SCOPE", value_parser = parse_scope)]
+    pub scope: Option<Scope>,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GrantArgs {
+    #[command(flatten)]
+    pub member: MemberRoleArgs,
+
+    /// full (default): the role inside each resource; console: sees the organization
+    /// and its resources only.
+    #[arg(long, value_name = "ACCESS", value_enum)]
+    pub access: Option<AccessArg>,
+}
+
+/// How long `remove` and `leave` wait for kube-org to let the member go.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArg {
+    /// How long to wait for kube-org to release the Membership (or say why not).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: GoDuration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RemoveArgs {
+    /// The member's email.
+    #[arg(value_name = "EMAIL")]
+    pub email: String,
+
+    #[command(flatten)]
+    pub org: OrgArg,
+
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LeaveArgs {
+    #[command(flatten)]
+    pub org: OrgArg,
+
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("where").required(true).args(["namespace", "all_namespaces"])))]
+pub struct WhyArgs {
+    /// The member's email.
+    #[arg(value_name = "EMAIL")]
+    pub email: String,
+
+    /// The verb, e.g. get, list, create, delete.
+    #[arg(value_name = "VERB")]
+    pub verb: String,
+
+    /// TYPE[.GROUP][/NAME], e.g. pods, deployments.apps/web.
+    #[arg(value_name = "RESOURCE")]
+    pub resource: String,
+
+    /// The namespace the question is about.
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Ask about every namespace at once, or a cluster-scoped resource.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+
+    /// A subresource, e.g. log, exec, status, scale.
+    #[arg(long, value_name = "SUBRESOURCE")]
+    pub subresource: Option<String>,
+
+    #[command(flatten)]
+    pub org: OrgArg,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
 /// `-o yaml|json`; a table without it.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct OutputArg {
@@ -196,8 +340,8 @@ pub struct AcceptArgs {
     pub url: Option<String>,
 }
 
-/// `--ttl`: a positive Go duration.
-fn parse_ttl(value: &str) -> Result<GoDuration, String> {
+/// `--ttl` and `--timeout`: a Go duration, not negative.
+fn parse_duration(value: &str) -> Result<GoDuration, String> {
     let ttl = GoDuration::from(value);
     ttl.to_std().map_err(|e| e.to_string())?;
     Ok(ttl)
@@ -245,6 +389,65 @@ mod tests {
         assert_eq!(no_role.kind(), ErrorKind::MissingRequiredArgument);
         let bad_format = parse("roles -o xml").expect_err("no such format");
         assert_eq!(bad_format.kind(), ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn grant_and_revoke_take_one_role_and_scope() {
+        let cli = parse(
+            "grant bob@example.com --org acme --role viewer --scope deployment/* --access console",
+        )
+        .expect("parses");
+        let Command::Grant(args) = cli.command else {
+            panic!("not grant")
+        };
+        assert_eq!(args.member.email, "bob@example.com");
+        assert_eq!(args.member.scope, Some(Scope::all_of("deployment")));
+        assert_eq!(args.access, Some(AccessArg::Console));
+        let cli = parse("revoke bob@example.com --org acme --role viewer -o json").expect("parses");
+        let Command::Revoke(args) = cli.command else {
+            panic!("not revoke")
+        };
+        assert_eq!((args.role.as_str(), args.scope), ("viewer", None));
+        let twice = parse("grant bob@example.com --org acme --role viewer --role admin")
+            .expect_err("one role at a time");
+        assert_eq!(twice.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn why_needs_a_namespace_or_all_of_them() {
+        let cli =
+            parse("why bob@example.com get deploy/web --org acme -n prod --subresource scale")
+                .expect("parses");
+        let Command::Why(args) = cli.command else {
+            panic!("not why")
+        };
+        assert_eq!(
+            (args.verb.as_str(), args.resource.as_str()),
+            ("get", "deploy/web")
+        );
+        assert_eq!(args.namespace.as_deref(), Some("prod"));
+        assert_eq!(args.subresource.as_deref(), Some("scale"));
+        assert!(parse("why bob@example.com get pods --org acme -A").is_ok());
+        let nowhere = parse("why bob@example.com get pods --org acme").expect_err("where?");
+        assert_eq!(nowhere.kind(), ErrorKind::MissingRequiredArgument);
+        let both = parse("why bob@example.com get pods --org acme -A -n prod").expect_err("both");
+        assert_eq!(both.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn remove_and_leave_wait_30s_unless_told() {
+        let cli = parse("remove bob@example.com --org acme").expect("parses");
+        let Command::Remove(args) = cli.command else {
+            panic!("not remove")
+        };
+        assert_eq!(args.wait.timeout, GoDuration::from("30s"));
+        let cli = parse("leave --org acme --timeout 2m").expect("parses");
+        let Command::Leave(args) = cli.command else {
+            panic!("not leave")
+        };
+        assert_eq!(args.wait.timeout, GoDuration::from("2m"));
+        let bad = parse("leave --org acme --timeout soon").expect_err("no duration");
+        assert_eq!(bad.kind(), ErrorKind::ValueValidation);
     }
 
     #[test]

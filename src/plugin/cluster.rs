@@ -6,7 +6,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
 use crate::api::fields::normalize_email;
-use crate::api::{Invitation, InvitationPhase, Membership, Organization};
+use crate::api::{Invitation, InvitationPhase, Membership, Organization, RoleBinding};
 
 use super::cli::KubeArgs;
 use super::error::PluginError;
@@ -66,6 +66,17 @@ impl OrgContext {
 
     pub fn memberships(&self) -> Api<Membership> {
         Api::namespaced(self.client.clone(), &self.home)
+    }
+
+    /// The organization's kube-org RoleBindings.
+    pub fn bindings(&self) -> Api<RoleBinding> {
+        Api::namespaced(self.client.clone(), &self.home)
+    }
+
+    /// Every kube-org RoleBinding of the organization.
+    pub async fn list_bindings(&self) -> Result<Vec<RoleBinding>, PluginError> {
+        self.list(self.bindings(), "listing the role bindings")
+            .await
     }
 
     /// Every Invitation of the organization.

@@ -74,6 +74,89 @@ pub enum PluginError {
     )]
     MemberNotFound { email: String, org: String },
 
+    #[error(
+        "{email} is not a member of organization {org}: invite them instead: `kubectl org invite {email} --org {org} {role_flags}`"
+    )]
+    NotAMember {
+        email: String,
+        org: String,
+        /// The flags of the grant, to repeat on `invite`.
+        role_flags: String,
+    },
+
+    #[error(
+        "{email} holds {held} already (rolebinding.kube-org.io/{name}): to change it, revoke that first with `{revoke}`, then grant again"
+    )]
+    GrantConflict {
+        email: String,
+        /// The role as held, e.g. `viewer on deployment/* (console)`.
+        held: String,
+        name: String,
+        /// The command that revokes it.
+        revoke: String,
+    },
+
+    #[error(
+        "{email} holds no {wanted} in organization {org} (holds: {holds}): nothing was revoked; see the roles with `kubectl org members --org {org}`"
+    )]
+    NothingToRevoke {
+        email: String,
+        org: String,
+        /// What was asked for, e.g. `viewer on deployment/*` or `viewer binding`.
+        wanted: String,
+        /// What the member holds, one line.
+        holds: String,
+    },
+
+    #[error(
+        "the organization-owner role of {email} comes from spec.owners of Organization {org}: kube-org would only recreate rolebinding.kube-org.io/{name}; remove {email} from spec.owners instead (`kubectl edit organization {org}`)"
+    )]
+    OwnerFromSpec {
+        email: String,
+        org: String,
+        name: String,
+    },
+
+    #[error(
+        "kube-org keeps Membership {name}: {message}. It stays marked for deletion and goes as soon as that is resolved; until then {email} keeps their access"
+    )]
+    LeaveRefused {
+        email: String,
+        name: String,
+        /// kube-org's own words (the Membership's Ready condition).
+        message: String,
+    },
+
+    #[error(
+        "you are signed in as {user}, and no Membership of organization {org} is for that user: list the members with `kubectl org members --org {org}`"
+    )]
+    NotSignedInMember { user: String, org: String },
+
+    #[error(
+        "you (user {user}) may not {what} in organization {org}: in kube-org, owners remove members; ask an owner to run `kubectl org remove {email} --org {org}`"
+    )]
+    MayNotLeave {
+        user: String,
+        org: String,
+        /// What the cluster refused, e.g. "read the Memberships".
+        what: String,
+        /// The email to remove, or the user name when it is not known.
+        email: String,
+    },
+
+    #[error(
+        "Membership {name} is marked for deletion, but kube-org did not release it within {timeout}: is the operator running? Follow it with `kubectl get orgmember {name} -n {home} -w`"
+    )]
+    RemovalPending {
+        name: String,
+        home: String,
+        timeout: String,
+    },
+
+    /// `why` answered no on standard output: exit 1 without an error line.
+    #[error("the cluster does not allow it")]
+    AnsweredNo,
+
     #[error("{failed} of {total} invitations were not created (see the errors above)")]
     SomeInvitationsFailed { failed: usize, total: usize },
 
@@ -98,6 +181,12 @@ pub enum PluginError {
 }
 
 impl PluginError {
+    /// Whether the error is told on standard error (`why`'s "no" was told on standard
+    /// output already).
+    pub fn is_reported(&self) -> bool {
+        !matches!(self, PluginError::AnsweredNo)
+    }
+
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -113,6 +202,11 @@ impl PluginError {
             error,
         }
     }
+}
+
+/// Whether the cluster refused the request for lack of permission (403).
+pub fn is_forbidden(error: &PluginError) -> bool {
+    matches!(error, PluginError::Kube { error: kube::Error::Api(status), .. } if status.code == 403)
 }
 
 /// What a person needs from a Kubernetes client error: the API server's own message, with
@@ -192,6 +286,22 @@ mod tests {
                 .starts_with("listing the invitations of acme: invitations are forbidden: ask"),
             "{forbidden}"
         );
+    }
+
+    #[test]
+    fn a_no_from_why_exits_1_without_an_error_line() {
+        assert_eq!(PluginError::AnsweredNo.exit_code(), EXIT_ERROR);
+        assert!(!PluginError::AnsweredNo.is_reported());
+        assert!(PluginError::Usage("x".into()).is_reported());
+    }
+
+    #[test]
+    fn forbidden_is_told_apart() {
+        let forbidden = PluginError::kube("deleting", api_error(403, "forbidden", None));
+        assert!(is_forbidden(&forbidden));
+        let missing = PluginError::kube("deleting", api_error(404, "gone", Some("x")));
+        assert!(!is_forbidden(&missing));
+        assert!(!is_forbidden(&PluginError::AnsweredNo));
     }
 
     #[test]

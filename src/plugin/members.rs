@@ -4,6 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
+use crate::access::identity::reported_user;
 use crate::api::Membership;
 use crate::api::membership::{MemberRole, NamespaceAccess};
 
@@ -19,7 +20,7 @@ pub struct MemberView {
     pub name: String,
     pub email: String,
     /// The RBAC user name kube-org bound (`status.user`: the username prefix + the
-    /// email, or `spec.user`); `spec.user`, else `-`, before kube-org reports it.
+    /// email, or `spec.user`); before kube-org reports it, `spec.user` or the email.
     pub user: String,
     /// `Owner`, `Declared` or `Invitation/<name>`; `-` before kube-org has seen it.
     pub source: String,
@@ -82,11 +83,7 @@ impl MemberView {
         MemberView {
             name: membership.metadata.name.clone().unwrap_or_default(),
             email: membership.spec.email.normalized(),
-            user: status
-                .user
-                .clone()
-                .or_else(|| membership.spec.user.clone())
-                .unwrap_or_else(|| "-".to_string()),
+            user: reported_user(membership),
             source: status.source.unwrap_or_else(|| "-".to_string()),
             ready: condition_status(&status.conditions, "Ready"),
             joined_at: status.joined_at,

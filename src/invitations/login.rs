@@ -206,7 +206,7 @@ impl Pending {
             nonce: random()?,
             verifier: random()?,
             token: token.to_string(),
-            expires: now + LOGIN_TTL.as_secs() as i64,
+            expires: now.saturating_add(LOGIN_TTL.as_secs() as i64),
         })
     }
 
@@ -409,10 +409,10 @@ pub fn verify_id_token(
             "the ID token was issued to another party (azp)",
         ));
     }
-    if claims.exp + LEEWAY_SECONDS < now {
+    if claims.exp.saturating_add(LEEWAY_SECONDS) < now {
         return Err(LoginError::Invalid("the ID token has expired"));
     }
-    if claims.iat > now + LEEWAY_SECONDS {
+    if claims.iat > now.saturating_add(LEEWAY_SECONDS) {
         return Err(LoginError::Invalid("the ID token is issued in the future"));
     }
     let same_nonce = claims.nonce.as_deref().is_some_and(|n| {
@@ -841,6 +841,13 @@ mod tests {
                 "{field} = {value}"
             );
         }
+        let mut far = claims();
+        far["exp"] = serde_json::json!(i64::MAX);
+        far["iat"] = serde_json::json!(i64::MIN);
+        assert!(
+            verify(&signer, &signer.sign("ES256", far)).is_ok(),
+            "no overflow"
+        );
         let mut c = claims();
         c.as_object_mut().unwrap().remove("nonce");
         assert!(

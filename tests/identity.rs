@@ -691,3 +691,40 @@ async fn everyone_in_an_auto_join_group_has_access_without_a_membership_until_th
     })
     .await;
 }
+
+#[tokio::test]
+async fn without_sign_in_the_json_answer_says_where_to_go_and_offers_a_kubeconfig() {
+    let org = Org::create(json!({"identity": {"usernamePrefix": "oidc:"}})).await;
+    let granted = org.resource().await;
+    let email = format!("{}@example.com", unique("carol"));
+    let mail = org.invite(&email, &granted).await;
+    let answer = http::post_json(
+        &format!("{}/invitations/accept", org.base_url),
+        &mail.token(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let json = answer.json();
+    assert_eq!(json["status"], "accepted");
+    assert_eq!(json["user"], format!("oidc:{email}"));
+    assert_eq!(
+        json["access"],
+        json!([{"namespace": granted, "clusterRoles": ["view"]}])
+    );
+    assert_eq!(json["roles"][0]["role"], "viewer");
+    let kubeconfig: serde_json::Value =
+        serde_yaml::from_str(json["kubeconfig"].as_str().expect("a kubeconfig")).expect("YAML");
+    assert_eq!(
+        kubeconfig["contexts"][0]["context"]["namespace"],
+        granted.as_str()
+    );
+    let member = org.members_of(&email).await;
+    assert!(
+        member[0]
+            .status
+            .as_ref()
+            .and_then(|s| s.subject.as_ref())
+            .is_none(),
+        "nobody signed in"
+    );
+}

@@ -728,3 +728,59 @@ async fn without_sign_in_the_json_answer_says_where_to_go_and_offers_a_kubeconfi
         "nobody signed in"
     );
 }
+
+#[tokio::test]
+async fn a_callback_without_this_browsers_sign_in_accepts_nothing() {
+    let (org, granted) = Org::requiring_login().await;
+    let email = "bob@example.com";
+    let mail = org.invite(email, &granted).await;
+    let callback = format!("{}/invitations/callback", org.base_url);
+
+    // No cookie: another browser (or an attacker's link) cannot finish a sign-in.
+    let answer = http::get(&format!("{callback}?code=forged&state=forged")).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(
+        answer.body.contains("started in another browser"),
+        "{}",
+        answer.body
+    );
+
+    // This browser's cookie, another state (a sign-in someone else started).
+    let confirmed = http::post_form(
+        &format!("{}/invitations/accept", org.base_url),
+        &mail.token(),
+    )
+    .await;
+    assert_eq!(confirmed.status, 303, "{}", confirmed.body);
+    let cookie = confirmed
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("the sign-in's cookie")
+        .to_string();
+    let answer = http::get_with(
+        &format!("{callback}?code=forged&state=forged"),
+        &[("Cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    // The provider refusing (the person cancelled) creates nothing either.
+    let location = confirmed.header("location").expect("a Location");
+    let sent_state = url::Url::parse(location)
+        .expect("a URL")
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("a state");
+    let answer = http::get_with(
+        &format!("{callback}?error=access_denied&error_description=cancelled&state={sent_state}"),
+        &[("Cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(answer.body.contains("access_denied"), "{}", answer.body);
+    assert!(org.members_of(email).await.is_empty());
+    assert_eq!(
+        org.invitation_phase(email).await,
+        Some(InvitationPhase::Pending)
+    );
+}

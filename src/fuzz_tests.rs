@@ -413,6 +413,7 @@ proptest! {
             namespaces: namespaces.iter().collect(),
             unbindable: &unbindable,
             refused: &refused,
+            kept: &Default::default(),
             identity: &Default::default(),
         };
         let first = desired_access(&input);

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod catalog;
 pub mod controller;
 pub mod crdgen;
+pub mod events;
 pub mod exclusive;
 pub mod invitations;
 pub mod leader;

@@ -45,6 +45,9 @@ pub struct AccessInput<'a> {
     /// Memberships refused by a decision taken outside this function (exclusive
     /// membership held by another organization), by name; they grant nothing.
     pub refused: &'a BTreeMap<String, PolicyRefusal>,
+    /// Memberships being deleted whose leaving is refused (last owner...), by name:
+    /// they keep all their access.
+    pub kept: &'a BTreeSet<String>,
     /// The operator's `spec.identity` defaults (`--username-prefix`, `--groups-prefix`).
     pub identity: &'a IdentityDefaults,
 }
@@ -147,7 +150,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         .memberships
         .iter()
         .copied()
-        .filter(|m| m.meta().deletion_timestamp.is_none())
+        .filter(|m| m.meta().deletion_timestamp.is_none() || input.kept.contains(&m.name_any()))
         .filter(|m| !refused.contains_key(&m.name_any()))
         .collect();
     memberships.sort_by_key(|m| m.name_any());

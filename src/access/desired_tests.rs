@@ -95,6 +95,7 @@ impl World {
             namespaces: self.namespaces.iter().collect(),
             unbindable: &self.unbindable,
             refused: &self.refused,
+            kept: &Default::default(),
             identity: &self.identity,
         })
     }

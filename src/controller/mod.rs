@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod organization;
+pub mod plan;
 pub mod status;
 pub mod status_queue;
 
@@ -14,7 +15,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -31,7 +31,7 @@ use crate::watch_set::Watched;
 /// Everything a reconcile reads or writes through.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: crate::events::Events,
     pub metrics: Metrics,
     pub stores: Stores,
     /// Custom ClusterRoles recently found bindable, so reconciles do not ask again.
@@ -213,16 +213,12 @@ pub async fn run(
     };
     let organizations = organizations.store();
     let native_bindings_store = native_bindings.store();
-    let reporter = Reporter {
-        controller: MANAGER.to_string(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
     let context = Arc::new(Context {
         bindable: Bindable::default(),
         claims_namespace,
         statuses: status_queue::StatusQueue::default(),
         identity,
-        recorder: Recorder::new(client.clone(), reporter),
+        events: crate::events::Events::new(client.clone(), metrics.clone()),
         client,
         metrics,
         stores,

@@ -16,7 +16,7 @@ use crate::access::native::CachedRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
@@ -25,11 +25,9 @@ use super::apply::{self, sync};
 use super::status::write_if_changed;
 use super::status_queue::StatusPlan;
 use super::{Context, Error, concurrently};
-use crate::access::desired::{
-    AccessInput, BindingOutcome, DesiredAccess, desired_access, resources_by_type,
-};
+use crate::access::desired::{BindingOutcome, DesiredAccess};
 use crate::access::home::home_refusal;
-use crate::access::leave::{LeaveRefusal, is_owner, may_leave};
+use crate::access::leave::LeaveRefusal;
 use crate::access::names::{
     ANNOTATION_SOURCE, LABEL_MANAGED_BY, LABEL_ORGANIZATION, LABEL_OWNER, MANAGER,
     MEMBERSHIP_FINALIZER, managed_labels, person_object_name,
@@ -161,7 +159,6 @@ fn now() -> Time {
 
 async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action, Error> {
     let name = org.name_any();
-    let home = org.home_namespace();
     if let Some(refusal) = ensure_home_namespace(org, ctx).await? {
         let ready = DesiredCondition::new(READY, false, refusal.reason, refusal.message.clone());
         let was = org
@@ -212,42 +209,27 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
             .any(|c| c.name_any() == b.name_any())
     }));
     let namespaces: Vec<&Namespace> = snapshot.namespaces.iter().map(|n| n.as_ref()).collect();
-    let resource_count: usize = resources_by_type(org, &org.home_namespace(), &namespaces)
-        .values()
-        .map(Vec::len)
-        .sum();
 
     // A member refused leave stays a member, with all their access.
-    let refusals = leave_refusals(org, &memberships, &bindings, resource_count);
-    let reprieved: Vec<Membership> = memberships
-        .iter()
-        .filter(|m| refusals.contains_key(&m.name_any()))
-        .map(|m| {
-            let mut kept = (*m).clone();
-            kept.metadata.deletion_timestamp = None;
-            kept
-        })
-        .collect();
-    let access_members: Vec<&Membership> = memberships
-        .iter()
-        .map(|m| {
-            reprieved
-                .iter()
-                .find(|r| r.name_any() == m.name_any())
-                .unwrap_or(m)
-        })
-        .collect();
+    let leaving = super::plan::leaving(org, &memberships, &bindings, &namespaces);
     let unbindable = unbindable_cluster_roles(org, ctx).await?;
-    let exclusive_refusals = exclusive_membership(org, ctx, &access_members).await?;
-    let mut desired = desired_access(&AccessInput {
+    let exclusive_refusals = exclusive_membership(org, ctx, &memberships, &leaving).await?;
+    let super::plan::Plan {
+        mut desired,
+        ready,
+        members,
+        owners,
+    } = super::plan::plan(&super::plan::PlanInput {
         org,
-        memberships: access_members,
+        memberships: memberships.clone(),
         bindings: bindings.clone(),
         namespaces,
+        leaving: &leaving,
         unbindable: &unbindable,
-        refused: &exclusive_refusals,
+        exclusive_refusals: &exclusive_refusals,
         identity: &ctx.identity,
     });
+    let refusals = leaving.refusals;
 
     // Access first: every native object is attempted, whatever fails elsewhere.
     let client = &ctx.client;
@@ -292,23 +274,8 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
     delete_orphaned_bindings(org, ctx, &snapshot, &memberships).await?;
 
-    let members = desired.members.len();
-    let owners = desired
-        .members
-        .keys()
-        .filter(|m| {
-            memberships
-                .iter()
-                .any(|x| x.name_any() == **m && is_owner(&x.spec.email.normalized(), &bindings))
-        })
-        .count();
     let ready = if synced.failures.is_empty() {
-        DesiredCondition::new(
-            READY,
-            true,
-            "Reconciled",
-            format!("{members} member(s), {resource_count} resource(s); access applied in {home}"),
-        )
+        ready
     } else {
         sync_failed(&synced.failures)
     };
@@ -462,6 +429,7 @@ async fn exclusive_membership(
     org: &Organization,
     ctx: &Context,
     memberships: &[&Membership],
+    leaving: &super::plan::Leaving,
 ) -> Result<BTreeMap<String, PolicyRefusal>, Error> {
     use crate::exclusive::{MemberClaim, cached_holder, member_claim};
     let name = org.name_any();
@@ -474,7 +442,7 @@ async fn exclusive_membership(
         .collect();
     let live: Vec<&&Membership> = memberships
         .iter()
-        .filter(|m| m.meta().deletion_timestamp.is_none())
+        .filter(|m| super::plan::is_staying(m, leaving))
         .filter(|m| {
             let identity = ctx.identity.of(org);
             crate::access::policy::membership_refusal(org, &identity, m).is_none()
@@ -959,26 +927,6 @@ fn finalizer_patch(
 }
 
 /// The Memberships being deleted whose member may not leave yet, with the reason.
-fn leave_refusals(
-    org: &Organization,
-    memberships: &[&Membership],
-    bindings: &[&RoleBinding],
-    resources: usize,
-) -> BTreeMap<String, LeaveRefusal> {
-    memberships
-        .iter()
-        .filter(|m| {
-            m.meta().deletion_timestamp.is_some()
-                && m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
-        })
-        .filter_map(|m| {
-            may_leave(org, m, memberships, bindings, resources)
-                .err()
-                .map(|r| (m.name_any(), r))
-        })
-        .collect()
-}
-
 /// Members whose Membership is being deleted: those allowed to leave already lost their
 /// access (the computation left them out); delete their RoleBindings and let the
 /// Membership go. Those refused get an Event (once per reason).
@@ -1428,17 +1376,9 @@ async fn publish_to(
     reason: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".to_string(),
-        secondary: None,
-    };
-    ctx.metrics.write("events", "create");
-    if let Err(error) = ctx.recorder.publish(&event, object).await {
-        warn!(%error, reason, "could not publish an Event");
-    }
+    ctx.events
+        .publish(object, type_, reason, note, "Reconcile")
+        .await;
 }
 
 #[cfg(test)]

@@ -144,6 +144,7 @@ mod tests {
             namespaces: vec![],
             unbindable: &Default::default(),
             refused: &Default::default(),
+            kept: &Default::default(),
             identity: &Default::default(),
         });
         for i in 0..members {

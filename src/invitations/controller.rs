@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::Instrument;
@@ -73,7 +73,7 @@ pub struct Context {
     pub namespaces: Store<Namespace>,
     /// Whether the Invitation, Organization, Membership and Namespace caches are filled.
     pub filled: Vec<Filled>,
-    pub recorder: Recorder,
+    pub events: crate::events::Events,
     pub metrics: Arc<Metrics>,
     /// Reconciles, errors, durations and API writes, shared with the access controller.
     pub shared: crate::metrics::Metrics,
@@ -172,7 +172,7 @@ impl InvitationController {
         defaults: Defaults,
         mailer: Option<Mailer>,
         metrics: Arc<Metrics>,
-        recorder: Recorder,
+        events: crate::events::Events,
         shared: crate::metrics::Metrics,
         stop: tokio::sync::watch::Receiver<bool>,
     ) {
@@ -191,7 +191,7 @@ impl InvitationController {
                 self.watches.memberships.filled(),
                 self.watches.namespaces.filled(),
             ],
-            recorder,
+            events,
             metrics,
             retry_at: Mutex::new(HashMap::new()),
             unrecorded: tokio::sync::Semaphore::new(self.emails_in_flight.max(1).into()),
@@ -267,25 +267,20 @@ impl Context {
     }
 
     async fn publish(&self, invitation: &Invitation, note: &Note) {
-        let event = Event {
-            type_: if note.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: note.reason.clone(),
-            note: Some(note.message.chars().take(1000).collect()),
-            action: "Reconcile".to_string(),
-            secondary: None,
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
         };
-        self.shared.write("events", "create");
-        if let Err(error) = self
-            .recorder
-            .publish(&event, &invitation.object_ref(&()))
-            .await
-        {
-            tracing::debug!(%error, "publishing an event failed");
-        }
+        self.events
+            .publish(
+                &invitation.object_ref(&()),
+                type_,
+                &note.reason,
+                &note.message,
+                "Reconcile",
+            )
+            .await;
     }
 }
 

@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use serde::Deserialize;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -51,7 +51,7 @@ pub struct AcceptState {
     pub limiter: Arc<RateLimiter>,
     /// `--trusted-proxies`: only from these peers is `X-Forwarded-For` believed.
     pub trusted_proxies: Arc<Vec<Cidr>>,
-    pub recorder: Recorder,
+    pub events: crate::events::Events,
     /// The cluster's OpenID Connect provider, for `spec.invitations.requireLogin`.
     pub login: Option<Arc<Provider>>,
     /// The cluster for the kubeconfig the success page offers.
@@ -234,8 +234,7 @@ async fn respond(
             user,
         }) => {
             state.metrics.accepted("joined");
-            state.writes.write("events", "create");
-            publish_accepted(&state.recorder, &invitation, &membership).await;
+            publish_accepted(&state.events, &invitation, &membership).await;
             let namespaces = state.acceptor.cache.namespaces_of(&org.name_any());
             let namespaces: Vec<&Namespace> = namespaces.iter().map(|n| n.as_ref()).collect();
             let reach = reach(
@@ -291,8 +290,7 @@ async fn respond(
             let note = format!(
                 "someone signed in as {signed_in} to accept the invitation of {invited}; refused, nothing was created"
             );
-            state.writes.write("events", "create");
-            publish_refused(&state.recorder, &invitation, note).await;
+            publish_refused(&state.events, &invitation, &note).await;
             let message = format!(
                 "You signed in as {signed_in}, but this invitation is for {invited}. Nothing was created and the link still works: sign in as {invited} (sign out at the provider first, or use a private window), or ask the organization to invite {signed_in}."
             );
@@ -306,8 +304,7 @@ async fn respond(
             let note = format!(
                 "someone signed in as {signed_in}, an address the provider has not verified; refused, nothing was created"
             );
-            state.writes.write("events", "create");
-            publish_refused(&state.recorder, &invitation, note).await;
+            publish_refused(&state.events, &invitation, &note).await;
             let message = format!(
                 "You signed in as {signed_in}, but the sign-in provider has not verified that address. Nothing was created: verify the address with the provider, then open the invitation link again."
             );
@@ -572,19 +569,24 @@ fn answer(
 }
 
 /// A Warning Event on the Invitation: a sign-in to accept it was refused.
-async fn publish_refused(recorder: &Recorder, invitation: &crate::api::Invitation, note: String) {
-    publish(
-        recorder,
-        invitation,
-        EventType::Warning,
-        "SignInRefused",
-        note,
-    )
-    .await
+async fn publish_refused(
+    events: &crate::events::Events,
+    invitation: &crate::api::Invitation,
+    note: &str,
+) {
+    events
+        .publish(
+            &invitation.object_ref(&()),
+            EventType::Warning,
+            "SignInRefused",
+            note,
+            "Accept",
+        )
+        .await;
 }
 
 async fn publish_accepted(
-    recorder: &Recorder,
+    events: &crate::events::Events,
     invitation: &crate::api::Invitation,
     membership: &str,
 ) {
@@ -592,24 +594,13 @@ async fn publish_accepted(
         "{} accepted; Membership {membership}",
         invitation.spec.email.normalized()
     );
-    publish(recorder, invitation, EventType::Normal, "Accepted", note).await
-}
-
-async fn publish(
-    recorder: &Recorder,
-    invitation: &crate::api::Invitation,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: "Accept".to_string(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &invitation.object_ref(&())).await {
-        tracing::debug!(%error, "publishing an event failed");
-    }
+    events
+        .publish(
+            &invitation.object_ref(&()),
+            EventType::Normal,
+            "Accepted",
+            &note,
+            "Accept",
+        )
+        .await;
 }

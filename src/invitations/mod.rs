@@ -34,7 +34,6 @@ use std::sync::Arc;
 use axum::Router;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client, ResourceExt};
 use lettre::transport::smtp::authentication::Credentials;
 use prometheus_client::registry::Registry;
@@ -82,7 +81,7 @@ pub struct Invitations {
     defaults: Defaults,
     mailer: Option<Mailer>,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    events: crate::events::Events,
     router: Router,
 }
 
@@ -122,13 +121,7 @@ impl Invitations {
         };
         let controller = InvitationController::new(client.clone(), watches, args.emails_in_flight);
         let metrics = Metrics::register(registry, Some(controller.invitations()));
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "kube-org".to_string(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        );
+        let events = crate::events::Events::new(client.clone(), writes.clone());
         let login = login_provider(&client, args).await?;
         let cluster = kubeconfig::ClusterAccess::from_flags(
             &args.cluster,
@@ -150,7 +143,7 @@ impl Invitations {
                 args.accept_rate_limit_global,
             )),
             trusted_proxies: Arc::new(args.trusted_proxies.clone()),
-            recorder: recorder.clone(),
+            events: events.clone(),
             login: login.map(Arc::new),
             cluster: cluster.map(Arc::new),
         });
@@ -159,7 +152,7 @@ impl Invitations {
             defaults,
             mailer,
             metrics,
-            recorder,
+            events,
             router,
         })
     }
@@ -182,7 +175,7 @@ impl Invitations {
                 self.defaults,
                 self.mailer,
                 self.metrics,
-                self.recorder,
+                self.events,
                 shared,
                 stop,
             )

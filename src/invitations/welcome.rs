@@ -54,6 +54,7 @@ pub fn reach(
         namespaces: namespaces.to_vec(),
         unbindable: &none,
         refused: &refused,
+        kept: &none,
         identity,
     });
     Reach {

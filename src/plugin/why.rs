@@ -99,6 +99,7 @@ pub fn intents(
             namespaces: namespaces.iter().collect(),
             unbindable: &unbindable,
             refused: &refused,
+            kept: &Default::default(),
             // Only which bindings, not the subjects' names, matter here.
             identity: &Default::default(),
         })

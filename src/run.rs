@@ -201,7 +201,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             spawn_controller(
                 "access",
                 crash,
-                crate::controller::run(
+                crate::organizations::run(
                     client.clone(),
                     watches.clone(),
                     metrics.clone(),

@@ -2,8 +2,8 @@
 //! per Organization that applies what [`crate::access::desired_access`] computes.
 
 pub mod apply;
-pub mod organization;
 pub mod plan;
+pub mod reconcile;
 pub mod status;
 pub mod status_queue;
 
@@ -318,7 +318,7 @@ async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action, 
     // to kube's own span).
     let span = tracing::info_span!("reconcile", organization = %org.name_any());
     ctx.metrics
-        .reconcile(CONTROLLER, organization::reconcile(&org, &ctx))
+        .reconcile(CONTROLLER, reconcile::reconcile(&org, &ctx))
         .instrument(span)
         .await
 }

@@ -1212,64 +1212,79 @@ async fn write_membership_statuses(
     let mut writes = Vec::new();
     for m in cached {
         let name = m.name_any();
-        let ready = if let Some(refusal) = refusals.get(&name) {
-            DesiredCondition::new(READY, false, refusal.reason(), refusal.to_string())
-        } else if let Some(refusal) = desired.refused.get(&name) {
-            DesiredCondition::new(READY, false, refusal.reason, refusal.message.clone())
-        } else if let Some(outcome) = desired.members.get(&name) {
-            DesiredCondition::new(
-                READY,
-                true,
-                "Active",
-                format!(
-                    "member of {} as {} with {} role(s) in {} resource(s)",
-                    org.name_any(),
-                    outcome.user,
-                    outcome.roles.len(),
-                    desired.access_of(&outcome.user).len()
-                ),
-            )
-        } else if m.meta().deletion_timestamp.is_some() {
+        let listed = refusals.contains_key(&name)
+            || desired.refused.contains_key(&name)
+            || desired.members.contains_key(&name);
+        if !listed && m.meta().deletion_timestamp.is_some() {
             continue;
-        } else {
-            DesiredCondition::new(
-                READY,
-                false,
-                "DuplicateMember",
-                format!(
-                    "another Membership of {} already has {}; this one grants nothing",
-                    org.name_any(),
-                    m.spec.email
+        }
+        // Built when its write starts (a few at a time): a member's access list has an
+        // entry per resource namespace.
+        let status_of = move || {
+            let outcome = desired.members.get(&name).cloned().unwrap_or_default();
+            let access = desired.access_of(&outcome.user);
+            let ready = if let Some(refusal) = refusals.get(&name) {
+                DesiredCondition::new(READY, false, refusal.reason(), refusal.to_string())
+            } else if let Some(refusal) = desired.refused.get(&name) {
+                DesiredCondition::new(READY, false, refusal.reason, refusal.message.clone())
+            } else if desired.members.contains_key(&name) {
+                DesiredCondition::new(
+                    READY,
+                    true,
+                    "Active",
+                    format!(
+                        "member of {} as {} with {} role(s) in {} resource(s)",
+                        org.name_any(),
+                        outcome.user,
+                        outcome.roles.len(),
+                        access.len()
+                    ),
+                )
+            } else {
+                DesiredCondition::new(
+                    READY,
+                    false,
+                    "DuplicateMember",
+                    format!(
+                        "another Membership of {} already has {}; this one grants nothing",
+                        org.name_any(),
+                        m.spec.email
+                    ),
+                )
+            };
+            let current = m.status.clone().unwrap_or_default();
+            // A policy refusal is announced once, when it starts.
+            let refusal = desired
+                .refused
+                .get(&name)
+                .filter(|r| {
+                    !current
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == READY && c.reason == r.reason)
+                })
+                .cloned();
+            let status = MembershipStatus {
+                conditions: merge_conditions(
+                    &current.conditions,
+                    &[ready],
+                    m.metadata.generation,
+                    &now(),
                 ),
-            )
-        };
-        let outcome = desired.members.get(&name).cloned().unwrap_or_default();
-        let current = m.status.clone().unwrap_or_default();
-        // A policy refusal is announced once, when it starts.
-        let refusal = desired.refused.get(&name).filter(|r| {
-            !current
-                .conditions
-                .iter()
-                .any(|c| c.type_ == READY && c.reason == r.reason)
-        });
-        let status = MembershipStatus {
-            conditions: merge_conditions(
-                &current.conditions,
-                &[ready],
-                m.metadata.generation,
-                &now(),
-            ),
-            observed_generation: m.metadata.generation,
-            joined_at: m.metadata.creation_timestamp.clone(),
-            source: Some(membership_source(m)),
-            // The name bound (none while the membership grants nothing); who signed in
-            // to accept is written once by the accept endpoint and kept.
-            user: desired.members.get(&name).map(|o| o.user.clone()),
-            subject: current.subject.clone(),
-            roles: outcome.roles,
-            access: desired.access_of(&outcome.user),
+                observed_generation: m.metadata.generation,
+                joined_at: m.metadata.creation_timestamp.clone(),
+                source: Some(membership_source(m)),
+                // The name bound (none while the membership grants nothing); who signed
+                // in to accept is written once by the accept endpoint and kept.
+                user: desired.members.get(&name).map(|o| o.user.clone()),
+                subject: current.subject.clone(),
+                roles: outcome.roles,
+                access,
+            };
+            (status, refusal)
         };
         writes.push(async move {
+            let (status, refusal) = status_of();
             let api = namespaced(ctx, m.as_ref());
             write_if_changed(
                 &api,

@@ -4,7 +4,7 @@
 //!
 //! Built on what kube-org already compiles (hyper and rustls through kube, ring as
 //! rustls' crypto provider) rather than the `openidconnect` crate: without its reqwest
-//! feature that crate still adds about 85 crates here (a second RustCrypto generation
+//! feature that crate still adds 89 crates here (a second RustCrypto generation
 //! next to the first — digest, sha2, hmac, der, pkcs8, spki twice — rsa, p256, p384,
 //! ed25519-dalek, chrono beside jiff, thiserror 1 beside 2, serde_with, rand 0.8) for
 //! one flow. What this module does is small and checked by unit tests: the ID token

@@ -120,13 +120,26 @@ fn organization() -> impl Strategy<Value = Organization> {
             prop::collection::vec(text(), 0..3),
             any::<bool>(),
         ),
+        (
+            prop::option::of(text()),
+            prop::option::of(text()),
+            prop::collection::vec(
+                (text(), prop::collection::vec(role_assignment(), 0..3)),
+                0..3,
+            ),
+        ),
     )
         .prop_filter_map(
             "an Organization",
             |(
                 (name, display_name, owners, home, types, roles),
                 (ttl, from, accept_url, auto_resend, domains, exclusive),
+                (username_prefix, groups_prefix, groups),
             )| {
+                let groups: Vec<Value> = groups
+                    .into_iter()
+                    .map(|(group, roles)| json!({"group": group, "roles": roles}))
+                    .collect();
                 serde_json::from_value(json!({
                     "metadata": {"name": name, "uid": "uid-org"},
                     "spec": {
@@ -137,7 +150,10 @@ fn organization() -> impl Strategy<Value = Organization> {
                         "roles": roles,
                         "invitations": {"ttl": ttl, "from": from, "acceptURL": accept_url,
                                         "autoResend": auto_resend},
-                        "membership": {"allowedEmailDomains": domains, "exclusive": exclusive},
+                        "membership": {"allowedEmailDomains": domains, "exclusive": exclusive,
+                                       "groups": groups},
+                        "identity": {"usernamePrefix": username_prefix,
+                                     "groupsPrefix": groups_prefix},
                     },
                 }))
                 .ok()
@@ -398,6 +414,7 @@ proptest! {
             unbindable: &unbindable,
             refused: &refused,
             kept: &Default::default(),
+            identity: &Default::default(),
         };
         let first = desired_access(&input);
         // Deterministic: the same input gives the same output.
@@ -422,6 +439,38 @@ proptest! {
                 let _ = crate::plugin::scope::assignments(&roles, &[scope], &[Access::Full], &table, "acme");
             }
             Err(error) => prop_assert!(!error.to_string().is_empty()),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// What a browser or a provider sends to the sign-in (a cookie, an ID token) is
+    /// refused or read, never a panic; a token built of arbitrary parts never verifies.
+    #[test]
+    fn sign_in_input_never_panics(
+        header in text(),
+        payload in text(),
+        signature in text(),
+        cookie in text(),
+        now in any::<i64>(),
+    ) {
+        use base64::Engine;
+        use crate::invitations::login::{Jwks, Pending, verify_id_token};
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let jwks = Jwks { keys: vec![] };
+        for jwt in [
+            format!("{header}.{payload}.{signature}"),
+            format!("{}.{}.{}", b64(&header), b64(&payload), b64(&signature)),
+            format!("{}.{}.{signature}", b64(r#"{"alg":"RS256"}"#), b64(&payload)),
+        ] {
+            prop_assert!(verify_id_token(&jwt, &jwks, &header, &payload, &cookie, now).is_err());
+        }
+        let _ = Pending::decode(&cookie);
+        let _ = Pending::from_cookies(std::iter::once(cookie.as_str()));
+        if let Some(pending) = Pending::decode(&cookie) {
+            let _ = pending.answers(&header, now);
         }
     }
 }

@@ -86,6 +86,10 @@ pub struct RunArgs {
     /// Invitations: SMTP, sender, accept link, rate limit.
     #[command(flatten)]
     pub invitations: crate::invitations::InvitationArgs,
+
+    /// How the cluster names people (defaults of `spec.identity`).
+    #[command(flatten)]
+    pub identity: crate::access::identity::IdentityDefaults,
 }
 
 impl RunArgs {
@@ -149,6 +153,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &args.lease_namespace,
         &mut registry,
         metrics.clone(),
+        &args.identity,
     )
     .await
     .context("setting up invitations")?;
@@ -203,6 +208,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     args.organizations_selector.clone(),
                     args.concurrency,
                     args.lease_namespace.clone(),
+                    args.identity.clone(),
                     stop_rx.clone(),
                 ),
             ),

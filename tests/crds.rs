@@ -430,6 +430,34 @@ const INVALID: &[Invalid] = &[
         "[{role: viewer, scope: {organization: {}, resourceType: deployment, all: true}}]",
         "scope must be exactly one of",
     ),
+    bad(
+        "a system: username prefix",
+        ORGANIZATION,
+        "spec.identity",
+        "{usernamePrefix: 'system:'}",
+        "usernamePrefix cannot start with system:",
+    ),
+    bad(
+        "a groups prefix with a space",
+        ORGANIZATION,
+        "spec.identity",
+        "{groupsPrefix: 'o idc:'}",
+        "groupsPrefix must have no spaces",
+    ),
+    bad(
+        "an auto-join system group",
+        ORGANIZATION,
+        "spec.membership",
+        "{groups: [{group: 'system:masters', roles: [{role: viewer, scope: {organization: {}}}]}]}",
+        "group cannot name a Kubernetes system group",
+    ),
+    bad(
+        "an auto-join group without roles",
+        ORGANIZATION,
+        "spec.membership",
+        "{groups: [{group: developers, roles: []}]}",
+        "spec.membership.groups[0].roles",
+    ),
 ];
 
 /// Replaces (or with `~`, removes) the value at a dot-separated path.

@@ -154,9 +154,10 @@ fn the_deployment_runs_the_operator_with_flags_it_accepts() {
 }
 
 /// Invitation tokens live as hashes in the Invitation's status: the operator holds no
-/// cluster-wide right on Secrets, only `get` on the SMTP Secret in its own namespace.
+/// cluster-wide right on Secrets, only `get` on the SMTP Secret (and the OpenID Connect
+/// client secret, `kube-org-oidc`) in its own namespace.
 #[test]
-fn the_operator_reads_only_its_smtp_secret() {
+fn the_operator_reads_only_its_smtp_and_oidc_secrets() {
     let rbac = manifest("rbac.yaml");
     for role in cluster_roles(&rbac) {
         for rule in role.rules.iter().flatten() {
@@ -194,7 +195,10 @@ fn the_operator_reads_only_its_smtp_secret() {
     assert_eq!(rule.verbs, vec!["get".to_string()]);
     assert_eq!(
         rule.resource_names,
-        Some(vec![smtp.metadata.name.clone().expect("named")])
+        Some(vec![
+            smtp.metadata.name.clone().expect("named"),
+            "kube-org-oidc".to_string()
+        ])
     );
     // The Deployment reads that very Secret.
     let deployment = manifest("deployment.yaml");

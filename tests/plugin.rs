@@ -323,13 +323,19 @@ async fn members_and_access_show_roles_scopes_and_namespaces() {
         .expect("a header")
         .split_whitespace()
         .collect();
-    assert_eq!(header, ["EMAIL", "SOURCE", "ROLES", "READY"]);
+    assert_eq!(header, ["EMAIL", "USER", "SOURCE", "ROLES", "READY"]);
     let bob = table
         .lines()
         .find(|l| l.starts_with("bob@example.com"))
         .expect("bob's row");
     assert!(bob.contains("viewer on deployment/*"), "{table}");
     assert!(bob.ends_with("True"), "{table}");
+    // The name bound (status.user): no prefix is configured for this operator.
+    assert_eq!(
+        bob.split_whitespace().nth(1),
+        Some("bob@example.com"),
+        "{table}"
+    );
 
     let access = eventually("bob's access in `access -o json`", REACT, || async {
         let access = json(&format!("access bob@example.com --org {}", org.name)).await;

@@ -13,19 +13,21 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
+use super::identity::{Identity, IdentityDefaults};
 use super::names::{
     LABEL_RESOURCE_TYPE, OWNER_CLUSTER_ROLE, READER_CLUSTER_ROLE, ROLEBINDING_READER_CLUSTER_ROLE,
     managed_labels, native_binding_name, organization_cluster_role_name,
 };
-use super::native::{DesiredRoleBinding, RBAC_GROUP, user_subject};
-use super::policy::{PolicyRefusal, membership_refusals};
+use super::native::{DesiredRoleBinding, RBAC_GROUP, group_subject, user_subject};
+use super::policy::{PolicyRefusal, SYSTEM_PREFIX, membership_refusals};
 use super::roles::{ResolvedRole, RoleProblem, RoleTable};
 use crate::api::condition::{DesiredCondition, READY};
 use crate::api::fields::normalize_email;
 use crate::api::membership::{MemberRole, NamespaceAccess};
+use crate::api::organization::GroupStatus;
 use crate::api::rolebinding::TargetProblem;
 use crate::api::scope::ScopeTarget;
-use crate::api::{Access, Membership, Organization, RoleBinding};
+use crate::api::{Access, Membership, Organization, RoleBinding, RoleBindingSpec};
 use crate::catalog::ORGANIZATION_OWNER;
 
 /// What the computation reads: cached objects of one organization.
@@ -46,6 +48,8 @@ pub struct AccessInput<'a> {
     /// Memberships being deleted whose leaving is refused (last owner...), by name:
     /// they keep all their access.
     pub kept: &'a BTreeSet<String>,
+    /// The operator's `spec.identity` defaults (`--username-prefix`, `--groups-prefix`).
+    pub identity: &'a IdentityDefaults,
 }
 
 /// Everything the organization needs, plus the status of each object it came from.
@@ -67,6 +71,8 @@ pub struct DesiredAccess {
     pub refused: BTreeMap<String, PolicyRefusal>,
     /// The home namespace (not a resource: [`DesiredAccess::access_of`] leaves it out).
     pub home: String,
+    /// Each `spec.membership.groups` entry (SSO auto-join), in the spec's order.
+    pub groups: Vec<GroupStatus>,
 }
 
 impl DesiredAccess {
@@ -110,13 +116,10 @@ pub struct MemberOutcome {
     pub roles: Vec<MemberRole>,
 }
 
-/// The RBAC user name of a membership: `spec.user`, or the email in lower case.
-pub fn member_user(membership: &Membership) -> String {
-    membership
-        .spec
-        .user
-        .clone()
-        .unwrap_or_else(|| membership.spec.email.normalized())
+/// The RBAC user name of a membership: `spec.user`, or the organization's username
+/// prefix + the email in lower case ([`Identity::member_user`]).
+pub fn member_user(membership: &Membership, identity: &Identity<'_>) -> String {
+    identity.member_user(membership)
 }
 
 /// namespace -> ClusterRole -> users (each user name allocated once, shared).
@@ -129,10 +132,11 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     let home = org.home_namespace();
     let table = RoleTable::new(org).refusing(input.unbindable);
     let resources = resources_by_type(org, &home, &input.namespaces);
+    let identity = input.identity.of(org);
 
     // Memberships the policy refuses grant nothing (checked on every path, not only
     // for Invitations).
-    let mut refused = membership_refusals(org, &input.memberships);
+    let mut refused = membership_refusals(org, &identity, &input.memberships);
     refused.extend(
         input
             .refused
@@ -154,7 +158,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     for m in &memberships {
         members
             .entry(m.spec.email.normalized())
-            .or_insert_with(|| (m.name_any(), Arc::from(member_user(m))));
+            .or_insert_with(|| (m.name_any(), Arc::from(member_user(m, &identity))));
     }
 
     let mut grants: Grants = BTreeMap::new();
@@ -214,11 +218,28 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         outcomes.insert(binding.name_any(), outcome);
     }
 
-    let role_bindings = native_role_bindings(org, &org_name, &grants);
+    // SSO auto-join: each group entry's roles, bound to the prefixed RBAC Group.
+    let mut group_grants: Grants = BTreeMap::new();
+    let groups = bind_groups(
+        &BindContext {
+            table: &table,
+            resources: &resources,
+            home: &home,
+        },
+        org,
+        &identity,
+        &mut group_grants,
+    );
+
+    let role_bindings = native_role_bindings(org, &org_name, &grants, &group_grants);
     let member_outcomes = member_outcomes(&memberships, &members, member_roles);
     let users: BTreeSet<Arc<str>> = members.values().map(|(_, user)| user.clone()).collect();
+    let group_subjects: BTreeSet<Arc<str>> = group_grants
+        .values()
+        .flat_map(|roles| roles.values().flatten().cloned())
+        .collect();
     let (cluster_role, cluster_role_binding) =
-        organization_visibility(org, &org_name, &home, &resources, &users);
+        organization_visibility(org, &org_name, &home, &resources, (&users, &group_subjects));
     DesiredAccess {
         role_bindings,
         cluster_role,
@@ -228,7 +249,85 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         resources,
         refused,
         home,
+        groups,
     }
+}
+
+/// Binds every `spec.membership.groups` entry (the same role and scope rules as a
+/// RoleBinding; a refused role grants nothing and the others still bind) and says what
+/// came of each. A group that is, or whose prefixed name is, a Kubernetes system group
+/// grants nothing.
+fn bind_groups(
+    ctx: &BindContext<'_>,
+    org: &Organization,
+    identity: &Identity<'_>,
+    grants: &mut Grants,
+) -> Vec<GroupStatus> {
+    org.spec
+        .membership
+        .groups
+        .iter()
+        .map(|entry| {
+            let subject = identity.group(&entry.group);
+            if entry.group.is_empty()
+                || entry.group.starts_with(SYSTEM_PREFIX)
+                || subject.starts_with(SYSTEM_PREFIX)
+            {
+                return GroupStatus {
+                    group: entry.group.clone(),
+                    subject: None,
+                    ready: "False".to_string(),
+                    reason: "SystemGroupNotAllowed".to_string(),
+                    message: format!(
+                        "{subject:?} is a Kubernetes system group, not an identity provider's; this entry grants nothing"
+                    ),
+                    resources: vec![],
+                };
+            }
+            let name: Arc<str> = Arc::from(subject.as_str());
+            let mut resources = BTreeSet::new();
+            let mut problems = Vec::new();
+            let mut bound = Vec::new();
+            for role in &entry.roles {
+                let binding = RoleBinding::new(
+                    &entry.group,
+                    RoleBindingSpec {
+                        member: entry.group.as_str().into(),
+                        role: role.role.clone(),
+                        scope: role.scope.clone(),
+                        access: role.access,
+                    },
+                );
+                let outcome = bind(ctx, &binding, &name, grants);
+                resources.extend(outcome.resources);
+                if outcome.ready.status {
+                    bound.push(outcome.ready.message);
+                } else {
+                    problems.push((outcome.ready.reason, outcome.ready.message));
+                }
+            }
+            let (ready, reason, message) = match problems.first() {
+                None => ("True", "Bound".to_string(), bound.join("; ")),
+                Some((reason, _)) => (
+                    "False",
+                    reason.clone(),
+                    problems
+                        .iter()
+                        .map(|(_, message)| message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            };
+            GroupStatus {
+                group: entry.group.clone(),
+                subject: Some(subject),
+                ready: ready.to_string(),
+                reason,
+                message,
+                resources: resources.into_iter().collect(),
+            }
+        })
+        .collect()
 }
 
 /// The organization's resource namespaces per declared type (the home namespace and
@@ -456,23 +555,37 @@ fn native_role_bindings(
     org: &Organization,
     org_name: &str,
     grants: &Grants,
+    group_grants: &Grants,
 ) -> Vec<DesiredRoleBinding> {
-    grants
-        .iter()
-        .flat_map(|(namespace, roles)| {
-            roles
-                .iter()
-                .map(move |(cluster_role, users)| DesiredRoleBinding {
-                    metadata: managed_meta(
-                        org,
-                        org_name,
-                        native_binding_name(org_name, cluster_role),
-                        Some(namespace.clone()),
-                    ),
-                    cluster_role: cluster_role.clone(),
-                    users: users.iter().cloned().collect(),
-                })
-        })
+    type Subjects<'a> = (
+        Option<&'a BTreeSet<Arc<str>>>,
+        Option<&'a BTreeSet<Arc<str>>>,
+    );
+    let mut all: BTreeMap<(&str, &str), Subjects<'_>> = BTreeMap::new();
+    for (namespace, roles) in grants {
+        for (cluster_role, users) in roles {
+            all.entry((namespace, cluster_role)).or_default().0 = Some(users);
+        }
+    }
+    for (namespace, roles) in group_grants {
+        for (cluster_role, groups) in roles {
+            all.entry((namespace, cluster_role)).or_default().1 = Some(groups);
+        }
+    }
+    all.into_iter()
+        .map(
+            |((namespace, cluster_role), (users, groups))| DesiredRoleBinding {
+                metadata: managed_meta(
+                    org,
+                    org_name,
+                    native_binding_name(org_name, cluster_role),
+                    Some(namespace.to_string()),
+                ),
+                cluster_role: cluster_role.to_string(),
+                users: users.into_iter().flatten().cloned().collect(),
+                groups: groups.into_iter().flatten().cloned().collect(),
+            },
+        )
         .collect()
 }
 
@@ -491,10 +604,14 @@ fn member_outcomes(
         .map(|m| {
             let mut member_roles = roles.remove(&m.name_any()).unwrap_or_default();
             member_roles.sort();
+            let user = members
+                .get(&m.spec.email.normalized())
+                .map(|(_, user)| user.to_string())
+                .unwrap_or_default();
             (
                 m.name_any(),
                 MemberOutcome {
-                    user: member_user(m),
+                    user,
                     roles: member_roles,
                 },
             )
@@ -509,7 +626,7 @@ fn organization_visibility(
     org_name: &str,
     home: &str,
     resources: &BTreeMap<String, Vec<String>>,
-    users: &BTreeSet<Arc<str>>,
+    (users, groups): (&BTreeSet<Arc<str>>, &BTreeSet<Arc<str>>),
 ) -> (ClusterRole, ClusterRoleBinding) {
     let name = organization_cluster_role_name(org_name);
     let mut namespaces: Vec<String> = resources.values().flatten().cloned().collect();
@@ -544,7 +661,13 @@ fn organization_visibility(
             kind: "ClusterRole".to_string(),
             name,
         },
-        subjects: Some(users.iter().map(|u| user_subject(u)).collect()),
+        subjects: Some(
+            users
+                .iter()
+                .map(|u| user_subject(u))
+                .chain(groups.iter().map(|g| group_subject(g)))
+                .collect(),
+        ),
     };
     (cluster_role, binding)
 }

@@ -1,10 +1,12 @@
 //! Unit tests of [`desired_access`] from YAML fixtures: no cluster involved.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 
 use super::desired::{AccessInput, DesiredAccess, desired_access};
+use super::identity::IdentityDefaults;
 use super::policy::PolicyRefusal;
 use crate::api::{Membership, Organization, RoleBinding};
 
@@ -51,6 +53,7 @@ struct World {
     namespaces: Vec<Namespace>,
     unbindable: BTreeSet<String>,
     refused: BTreeMap<String, PolicyRefusal>,
+    identity: IdentityDefaults,
 }
 
 impl World {
@@ -69,6 +72,7 @@ impl World {
             ],
             unbindable: BTreeSet::new(),
             refused: BTreeMap::new(),
+            identity: IdentityDefaults::default(),
         }
     }
 
@@ -92,6 +96,7 @@ impl World {
             unbindable: &self.unbindable,
             refused: &self.refused,
             kept: &Default::default(),
+            identity: &self.identity,
         })
     }
 }
@@ -108,6 +113,17 @@ fn held(access: &DesiredAccess, user: &str) -> Vec<(String, String)> {
                 rb.cluster_role.clone(),
             )
         })
+        .collect()
+}
+
+/// The subjects of the visibility ClusterRoleBinding: (kind, name).
+fn visible(access: &DesiredAccess) -> Vec<(&str, &str)> {
+    access
+        .cluster_role_binding
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| (s.kind.as_str(), s.name.as_str()))
         .collect()
 }
 
@@ -215,14 +231,10 @@ fn console_access_grants_nothing_inside_resources_but_shows_the_organization() {
         "a custom role with console access is console only"
     );
     assert!(access.bindings["c"].ready.status);
-    let visible: Vec<&str> = access
-        .cluster_role_binding
-        .subjects
-        .iter()
-        .flatten()
-        .map(|s| s.name.as_str())
-        .collect();
-    assert_eq!(visible, ["bob@example.com", "carol@example.com"]);
+    assert_eq!(
+        visible(&access),
+        [("User", "bob@example.com"), ("User", "carol@example.com")]
+    );
     let rules = access.cluster_role.rules.as_ref().unwrap();
     assert_eq!(
         rules[1].resource_names.as_deref().unwrap(),
@@ -457,4 +469,137 @@ fn an_organizations_own_viewer_is_refused_in_a_resource_scope() {
             ("org-acme", "kube-org:reader")
         ])
     );
+}
+
+#[test]
+fn the_username_prefix_names_every_subject_and_status_user_and_spec_user_is_kept() {
+    let mut world = World::new()
+        .bind("b", "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, resources: [prod]}}")
+        .bind("c", "{member: carol@example.com, role: viewer, scope: {resourceType: deployment, resources: [prod]}}");
+    world.identity.username_prefix = "oidc:".into();
+    world.members[1].spec.user = Some("carol-sso".into());
+    let access = world.compute();
+    assert_eq!(access.members["bob"].user, "oidc:bob@example.com");
+    assert_eq!(access.members["carol"].user, "carol-sso");
+    assert_eq!(
+        held(&access, "oidc:bob@example.com"),
+        pairs(&[("prod", "view")])
+    );
+    assert!(
+        held(&access, "bob@example.com").is_empty(),
+        "the unprefixed name gets nothing"
+    );
+    assert!(visible(&access).contains(&("User", "oidc:bob@example.com")));
+
+    // The Organization's own prefix wins over the operator's.
+    world.org.spec.identity.username_prefix = Some("corp#".into());
+    let access = world.compute();
+    assert_eq!(
+        held(&access, "corp#bob@example.com"),
+        pairs(&[("prod", "view")])
+    );
+    // Changing the prefix keeps the bindings' names: each is re-applied with its new
+    // subjects in place (one write, no delete), so no binding disappears meanwhile.
+    let before: Vec<_> = World::new()
+        .bind("b", "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, resources: [prod]}}")
+        .compute()
+        .role_bindings
+        .iter()
+        .map(|rb| rb.metadata.name.clone())
+        .collect();
+    let after: Vec<_> = access
+        .role_bindings
+        .iter()
+        .map(|rb| rb.metadata.name.clone())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_prefix_that_makes_a_system_name_grants_nothing() {
+    let mut world = World::new().bind(
+        "b",
+        "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, all: true}}",
+    );
+    // Admission refuses this prefix; an object older than that rule must still not
+    // bind a system identity.
+    world.org.spec.identity.username_prefix = Some("system:".into());
+    let access = world.compute();
+    assert_eq!(access.refused["bob"].reason, "SystemUserNotAllowed");
+    assert!(held(&access, "system:bob@example.com").is_empty());
+}
+
+#[test]
+fn an_auto_join_group_binds_a_group_subject_with_the_groups_prefix_and_reports_each_entry() {
+    let mut world = World::new();
+    world.identity.groups_prefix = "oidc:".into();
+    world.org.spec.membership.groups = serde_yaml::from_str(
+        r#"
+- group: developers
+  roles:
+    - {role: editor, scope: {resourceType: deployment, resources: [prod, gone]}}
+    - {role: viewer, scope: {resourceType: elasticsearch, all: true}}
+- group: auditors
+  roles: [{role: no-such-role, scope: {organization: {}}}]
+- group: "system:masters"
+  roles: [{role: viewer, scope: {resourceType: deployment, all: true}}]
+"#,
+    )
+    .expect("groups");
+    let access = world.compute();
+    let prod_edit = access
+        .role_bindings
+        .iter()
+        .find(|rb| rb.metadata.namespace.as_deref() == Some("prod") && rb.cluster_role == "edit")
+        .expect("prod/edit");
+    assert!(prod_edit.grants_group("oidc:developers"));
+    assert!(!prod_edit.grants("oidc:developers"), "a Group, not a User");
+    let search_view = access
+        .role_bindings
+        .iter()
+        .find(|rb| rb.metadata.namespace.as_deref() == Some("search"))
+        .expect("search/view");
+    assert_eq!(search_view.groups, [Arc::from("oidc:developers")]);
+    assert!(
+        access
+            .role_bindings
+            .iter()
+            .all(|rb| !rb.groups.iter().any(|g| g.starts_with("system:"))),
+        "never a system group"
+    );
+    assert!(visible(&access).contains(&("Group", "oidc:developers")));
+
+    let [developers, auditors, system] = &access.groups[..] else {
+        panic!("one status per entry: {:?}", access.groups)
+    };
+    assert_eq!(developers.subject.as_deref(), Some("oidc:developers"));
+    assert_eq!(developers.resources, ["prod", "search"]);
+    assert_eq!(
+        (developers.ready.as_str(), developers.reason.as_str()),
+        ("False", "ResourcesMissing")
+    );
+    assert_eq!(
+        (auditors.ready.as_str(), auditors.reason.as_str()),
+        ("False", "UnknownRole")
+    );
+    assert_eq!(system.reason, "SystemGroupNotAllowed");
+    assert_eq!(system.subject, None);
+
+    // Removing the entry revokes: no binding names the group any more.
+    world.org.spec.membership.groups.remove(0);
+    let access = world.compute();
+    assert!(access.role_bindings.iter().all(|rb| rb.groups.is_empty()));
+}
+
+#[test]
+fn a_groups_prefix_that_makes_a_system_group_grants_nothing() {
+    let mut world = World::new();
+    world.org.spec.identity.groups_prefix = Some("system:".into());
+    world.org.spec.membership.groups = serde_yaml::from_str(
+        "[{group: masters, roles: [{role: viewer, scope: {resourceType: deployment, all: true}}]}]",
+    )
+    .expect("groups");
+    let access = world.compute();
+    assert_eq!(access.groups[0].reason, "SystemGroupNotAllowed");
+    assert!(access.role_bindings.iter().all(|rb| rb.groups.is_empty()));
 }

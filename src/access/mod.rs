@@ -4,6 +4,7 @@
 
 pub mod desired;
 pub mod home;
+pub mod identity;
 pub mod leave;
 pub mod names;
 pub mod native;

@@ -40,6 +40,10 @@ fn user_digest(user: &str) -> u64 {
     subject_digest("User", Some(RBAC_GROUP), user, None)
 }
 
+fn group_digest(group: &str) -> u64 {
+    subject_digest("Group", Some(RBAC_GROUP), group, None)
+}
+
 /// The subjects of a binding as a sorted list of digests (a multiset: order on the
 /// server does not matter, what is granted does).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -152,14 +156,17 @@ impl k8s_openapi::Metadata for CachedRoleBinding {
     }
 }
 
-/// One aggregated native RoleBinding kube-org wants: every user holding `cluster_role`
-/// in `namespace`. `metadata` is shared by all bindings of an organization.
+/// One aggregated native RoleBinding kube-org wants: every user (and auto-join group)
+/// holding `cluster_role` in `namespace`. `metadata` is shared by all bindings of an
+/// organization.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredRoleBinding {
     pub metadata: ObjectMeta,
     pub cluster_role: String,
     /// Sorted, without duplicates.
     pub users: Vec<Arc<str>>,
+    /// RBAC Groups (`spec.membership.groups`, prefixed); sorted, without duplicates.
+    pub groups: Vec<Arc<str>>,
 }
 
 impl DesiredRoleBinding {
@@ -172,7 +179,13 @@ impl DesiredRoleBinding {
     }
 
     pub fn digests(&self) -> SubjectDigests {
-        SubjectDigests::new(self.users.iter().map(|u| user_digest(u)).collect())
+        SubjectDigests::new(
+            self.users
+                .iter()
+                .map(|u| user_digest(u))
+                .chain(self.groups.iter().map(|g| group_digest(g)))
+                .collect(),
+        )
     }
 
     /// Whether `cached` grants exactly what this binding grants.
@@ -190,13 +203,34 @@ impl DesiredRoleBinding {
         NativeRoleBinding {
             metadata: self.metadata.clone(),
             role_ref: self.role_ref(),
-            subjects: Some(self.users.iter().map(|u| user_subject(u)).collect()),
+            subjects: Some(
+                self.users
+                    .iter()
+                    .map(|u| user_subject(u))
+                    .chain(self.groups.iter().map(|g| group_subject(g)))
+                    .collect(),
+            ),
         }
     }
 
     /// Whether `user` is a subject.
     pub fn grants(&self, user: &str) -> bool {
         self.users.binary_search_by(|u| (**u).cmp(user)).is_ok()
+    }
+
+    /// Whether the RBAC Group `group` is a subject.
+    pub fn grants_group(&self, group: &str) -> bool {
+        self.groups.binary_search_by(|g| (**g).cmp(group)).is_ok()
+    }
+}
+
+/// The RBAC subject of a group name.
+pub fn group_subject(group: &str) -> Subject {
+    Subject {
+        api_group: Some(RBAC_GROUP.to_string()),
+        kind: "Group".to_string(),
+        name: group.to_string(),
+        namespace: None,
     }
 }
 
@@ -223,7 +257,35 @@ mod tests {
             metadata: ObjectMeta::default(),
             cluster_role: "view".into(),
             users: users.iter().map(|u| Arc::from(*u)).collect(),
+            groups: vec![],
         }
+    }
+
+    #[test]
+    fn groups_are_group_subjects_and_count_in_the_content() {
+        let mut want = desired(&["ann@x.io"]);
+        want.groups = vec![Arc::from("oidc:devs")];
+        let object = want.object();
+        let kinds: Vec<(&str, &str)> = object
+            .subjects
+            .iter()
+            .flatten()
+            .map(|s| (s.kind.as_str(), s.name.as_str()))
+            .collect();
+        assert_eq!(kinds, [("User", "ann@x.io"), ("Group", "oidc:devs")]);
+        let group =
+            serde_json::json!({"apiGroup": RBAC_GROUP, "kind": "Group", "name": "oidc:devs"});
+        let actual = binding(serde_json::json!([group.clone(), user("ann@x.io")]));
+        assert!(want.same_content(&actual));
+        assert!(want.grants_group("oidc:devs") && !want.grants("oidc:devs"));
+        // Without the group: a difference, and dropping it loses a grant.
+        let without = desired(&["ann@x.io"]);
+        assert!(!without.same_content(&actual));
+        assert!(!without.only_gains_over(&actual));
+        assert!(want.only_gains_over(&binding(serde_json::json!([user("ann@x.io")]))));
+        // A User named like the group is not the group.
+        let as_user = binding(serde_json::json!([user("ann@x.io"), user("oidc:devs")]));
+        assert!(!want.same_content(&as_user));
     }
 
     fn binding(subjects: serde_json::Value) -> CachedRoleBinding {

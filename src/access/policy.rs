@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 
+use super::identity::Identity;
 use crate::api::condition::READY;
 use crate::api::{Email, Membership, Organization, RoleBinding};
 
@@ -40,13 +41,13 @@ pub fn domain_refusal(org: &Organization, email: &Email) -> Option<PolicyRefusal
 }
 
 /// A user name that is a Kubernetes system identity (admission refuses it too; this
-/// holds for objects written before that rule existed).
+/// holds for objects written before that rule existed, and for the prefixed name).
 pub fn user_refusal(user: Option<&str>) -> Option<PolicyRefusal> {
     let user = user?;
     user.starts_with(SYSTEM_PREFIX).then(|| PolicyRefusal {
         reason: "SystemUserNotAllowed",
         message: format!(
-            "spec.user {user} is a Kubernetes system identity, not a person; remove spec.user to bind the email"
+            "the user name {user} is a Kubernetes system identity, not a person; remove spec.user to bind the email (and check spec.identity.usernamePrefix)"
         ),
     })
 }
@@ -54,8 +55,12 @@ pub fn user_refusal(user: Option<&str>) -> Option<PolicyRefusal> {
 /// Why a Membership grants nothing under the organization's own policy. The owners a
 /// cluster admin names in `spec.owners` are exempt from the domain rule (the admin
 /// chose them), not from the system-identity rule.
-pub fn membership_refusal(org: &Organization, membership: &Membership) -> Option<PolicyRefusal> {
-    let user = crate::access::desired::member_user(membership);
+pub fn membership_refusal(
+    org: &Organization,
+    identity: &Identity<'_>,
+    membership: &Membership,
+) -> Option<PolicyRefusal> {
+    let user = identity.member_user(membership);
     if let Some(refusal) = user_refusal(Some(&user)) {
         return Some(refusal);
     }
@@ -70,11 +75,12 @@ pub fn membership_refusal(org: &Organization, membership: &Membership) -> Option
 /// The policy refusals of an organization's Memberships, by Membership name.
 pub fn membership_refusals(
     org: &Organization,
+    identity: &Identity<'_>,
     memberships: &[&Membership],
 ) -> BTreeMap<String, PolicyRefusal> {
     memberships
         .iter()
-        .filter_map(|m| membership_refusal(org, m).map(|r| (m.name_any(), r)))
+        .filter_map(|m| membership_refusal(org, identity, m).map(|r| (m.name_any(), r)))
         .collect()
 }
 
@@ -151,15 +157,18 @@ mod tests {
         let inside = membership("a", "Bob@Example.com", None);
         let outside = membership("b", "eve@evil.test", None);
         let owner = membership("c", "alice@other.org", None);
-        assert_eq!(membership_refusal(&org, &inside), None);
-        let refusal = membership_refusal(&org, &outside).unwrap();
+        assert_eq!(
+            membership_refusal(&org, &Identity::default(), &inside),
+            None
+        );
+        let refusal = membership_refusal(&org, &Identity::default(), &outside).unwrap();
         assert_eq!(refusal.reason, "DomainNotAllowed");
         assert!(
             refusal.message.contains("example.com"),
             "{}",
             refusal.message
         );
-        assert_eq!(membership_refusal(&org, &owner), None);
+        assert_eq!(membership_refusal(&org, &Identity::default(), &owner), None);
     }
 
     #[test]
@@ -172,13 +181,24 @@ mod tests {
         ] {
             let m = membership("a", "alice@other.org", Some(user));
             assert_eq!(
-                membership_refusal(&org, &m).map(|r| r.reason),
+                membership_refusal(&org, &Identity::default(), &m).map(|r| r.reason),
                 Some("SystemUserNotAllowed"),
                 "{user}"
             );
         }
         let m = membership("a", "bob@example.com", Some("oidc:bob@example.com"));
-        assert_eq!(membership_refusal(&org, &m), None);
+        assert_eq!(membership_refusal(&org, &Identity::default(), &m), None);
+        // A prefix admission would refuse today (an object older than the rule): the
+        // prefixed name is checked, not only spec.user.
+        let old = Identity {
+            username_prefix: "system:",
+            groups_prefix: "",
+        };
+        let m = membership("a", "bob@example.com", None);
+        assert_eq!(
+            membership_refusal(&org, &old, &m).map(|r| r.reason),
+            Some("SystemUserNotAllowed")
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::scope::Access;
     printcolumn(
         name = "User",
         type_ = "string",
-        json_path = ".spec.user",
+        json_path = ".status.user",
         priority = 1
     ),
     printcolumn(name = "Source", type_ = "string", json_path = ".status.source"),
@@ -48,8 +48,11 @@ pub struct MembershipSpec {
     /// The member's email address (compared in lower case).
     pub email: Email,
 
-    /// The Kubernetes RBAC user name of the member; default: the email in lower case
-    /// (clusters map the OIDC email claim to the user name). Never a `system:` identity.
+    /// The Kubernetes RBAC user name of the member; default: the organization's
+    /// username prefix (`spec.identity.usernamePrefix`, else the operator's
+    /// `--username-prefix`) + the email in lower case (clusters map the OIDC email
+    /// claim to the user name). Taken as is, without the prefix. Never a `system:`
+    /// identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub user: Option<String>,
@@ -76,6 +79,16 @@ pub struct MembershipStatus {
     /// `Declared` (written directly), or `Invitation/<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+
+    /// The RBAC user name bound for the member (the username prefix + the email in
+    /// lower case, or `spec.user`); absent while the membership grants nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+
+    /// Who signed in to accept the invitation, when the organization requires sign-in
+    /// (`spec.invitations.requireLogin`): written once, at acceptance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<SignedInSubject>,
 
     /// Every role the member holds: the union of their bindings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -131,6 +144,8 @@ impl Membership {
             observed_generation,
             joined_at,
             source,
+            user,
+            subject,
             roles,
             access,
         } = desired;
@@ -138,9 +153,26 @@ impl Membership {
             && *observed_generation == current.observed_generation
             && *joined_at == current.joined_at
             && *source == current.source
+            && *user == current.user
+            && *subject == current.subject
             && *roles == current.roles
             && access_digest(access) == current_access
     }
+}
+
+/// The person who signed in at the OpenID Connect provider to accept an invitation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedInSubject {
+    /// The provider (the ID token's `iss`).
+    pub issuer: String,
+    /// The person's stable identifier at the provider (the ID token's `sub`).
+    pub subject: String,
+    /// The email the provider verified (the ID token's `email`, as given).
+    pub email: String,
+    /// The user name the cluster gives this person: the username prefix + the email
+    /// as the provider gives it (the apiserver does not change its case).
+    pub username: String,
 }
 
 /// One role a member holds.

@@ -21,7 +21,7 @@ pub use fields::{Email, GoDuration};
 pub use invitation::{
     Invitation, InvitationPhase, InvitationSpec, InvitationStatus, InvitationToken,
 };
-pub use membership::{Membership, MembershipSpec, MembershipStatus};
+pub use membership::{Membership, MembershipSpec, MembershipStatus, SignedInSubject};
 pub use organization::{Organization, OrganizationSpec, OrganizationStatus};
 pub use rolebinding::{RoleBinding, RoleBindingSpec, RoleBindingStatus};
 pub use scope::{Access, RoleAssignment, Scope};

@@ -10,6 +10,7 @@ use super::condition::Condition;
 use super::fields::{
     Email, GoDuration, NO_CONTROL_CHARACTERS, NO_SPACE_OR_CONTROL_CHARACTERS, dns_label_schema,
 };
+use super::scope::RoleAssignment;
 
 /// The resource type an organization uses when it declares none.
 pub const DEFAULT_RESOURCE_TYPE: &str = "deployment";
@@ -88,6 +89,48 @@ pub struct OrganizationSpec {
     /// Who may become a member.
     #[serde(default)]
     pub membership: MembershipPolicy,
+
+    /// How the cluster names people: the prefixes its authenticator puts before the
+    /// email and each group (as in the apiserver's claim mappings, e.g. `oidc:`).
+    /// Unset fields take the operator's defaults (`--username-prefix`,
+    /// `--groups-prefix`).
+    #[serde(default, skip_serializing_if = "IdentityPolicy::is_empty")]
+    pub identity: IdentityPolicy,
+}
+
+/// How the cluster's authenticator names people (see the README, "Identity").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityPolicy {
+    /// What the cluster puts before a person's email to make their user name, e.g.
+    /// `oidc:` (the apiserver's `claimMappings.username.prefix`, or the expression's
+    /// prefix). A member's RBAC subject is this prefix + the email in lower case, unless
+    /// the Membership sets `spec.user`. `""` means none; unset means the operator's
+    /// `--username-prefix`. Never `system:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(
+        validation = Rule::new("!self.startsWith('system:')").message("usernamePrefix cannot start with system: (Kubernetes system identities are not people)"),
+        validation = Rule::new(NO_SPACE_OR_CONTROL_CHARACTERS).message("usernamePrefix must have no spaces, line breaks or other control characters")
+    )]
+    pub username_prefix: Option<String>,
+
+    /// What the cluster puts before each group name (the apiserver's
+    /// `claimMappings.groups.prefix`), e.g. `oidc:`. `""` means none; unset means the
+    /// operator's `--groups-prefix`. Never `system:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(
+        validation = Rule::new("!self.startsWith('system:')").message("groupsPrefix cannot start with system: (Kubernetes system groups are not people)"),
+        validation = Rule::new(NO_SPACE_OR_CONTROL_CHARACTERS).message("groupsPrefix must have no spaces, line breaks or other control characters")
+    )]
+    pub groups_prefix: Option<String>,
+}
+
+impl IdentityPolicy {
+    pub fn is_empty(&self) -> bool {
+        self.username_prefix.is_none() && self.groups_prefix.is_none()
+    }
 }
 
 fn default_resource_types() -> Vec<ResourceTypeName> {
@@ -195,6 +238,13 @@ pub struct InvitationPolicy {
     #[serde(default)]
     #[schemars(range(min = 0, max = 10))]
     pub auto_resend: i32,
+
+    /// When true, accepting needs the invitee to sign in at the cluster's OpenID
+    /// Connect provider (the operator's `--oidc-issuer-url`) with a verified email equal
+    /// to the invited one; the Membership then records who signed in
+    /// (`status.subject`). Default false: the link alone proves the mailbox.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_login: bool,
 }
 
 /// Who may become a member of the organization.
@@ -211,6 +261,53 @@ pub struct MembershipPolicy {
     /// other (as in Elastic Cloud). Default false.
     #[serde(default)]
     pub exclusive: bool,
+
+    /// SSO auto-join: everyone the cluster authenticates in one of these
+    /// identity-provider groups holds the entry's roles, with no Membership (bound to the
+    /// RBAC Group `groupsPrefix` + the group). Removing an entry revokes at once. At most
+    /// 16 entries of 8 roles (the API server bounds the cost of validating nested lists).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["group".into()]))]
+    pub groups: Vec<GroupMembership>,
+}
+
+/// The roles everyone in one identity-provider group holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupMembership {
+    /// The group's name as the identity provider gives it, without the cluster's
+    /// groups prefix (kube-org adds it). Never a `system:` group.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(
+        validation = Rule::new("!self.startsWith('system:')").message("group cannot name a Kubernetes system group (system:...): those are the cluster's own, not an identity provider's"),
+        validation = Rule::new(NO_SPACE_OR_CONTROL_CHARACTERS).message("group must have no spaces, line breaks or other control characters")
+    )]
+    pub group: String,
+
+    /// The roles (at least one), with the same catalog and scope rules as a RoleBinding.
+    #[schemars(length(min = 1, max = 8))]
+    pub roles: Vec<RoleAssignment>,
+}
+
+/// What kube-org made of one `spec.membership.groups` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupStatus {
+    /// The group as written in the entry.
+    pub group: String,
+    /// The RBAC Group bound (the groups prefix + the group); absent when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// `True` when every role of the entry is bound everywhere it applies.
+    pub ready: String,
+    /// `Bound`, or why not (`SystemGroupNotAllowed`, `ResourcesMissing`, a role problem
+    /// such as `UnknownRole`).
+    pub reason: String,
+    pub message: String,
+    /// The resource namespaces bound for the group now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
 }
 
 /// An email domain such as `example.com`.
@@ -262,6 +359,11 @@ pub struct OrganizationStatus {
     /// How many resources (labelled namespaces) the organization has, per resource type.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, i32>,
+
+    /// Each `spec.membership.groups` entry: the RBAC Group bound and where.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["group".into()]))]
+    pub groups: Vec<GroupStatus>,
 }
 
 impl Organization {

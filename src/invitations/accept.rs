@@ -26,10 +26,14 @@ use kube::{Api, Client, ResourceExt};
 use super::index::{AcceptCache, NotReady};
 use super::join::{self, membership_name};
 use super::lifecycle::{self, joining_status};
+use super::login::SignedIn;
 use super::token;
 use super::write_status;
 use crate::access::home::organization_of_home;
+use crate::access::identity::IdentityDefaults;
 use crate::access::names::LABEL_ORGANIZATION;
+use crate::api::SignedInSubject;
+use crate::api::fields::normalize_email;
 use crate::api::{Invitation, InvitationPhase, Membership, Organization};
 use crate::exclusive::{self, Claimed, MemberOf};
 
@@ -43,6 +47,25 @@ pub enum Outcome {
     Joined {
         organization: String,
         membership: String,
+        invitation: Box<Invitation>,
+        /// The Organization, for the answer (where the person can go now).
+        org: Box<Organization>,
+        /// The RBAC user name bound.
+        user: String,
+    },
+    /// The organization requires signing in (`spec.invitations.requireLogin`) and
+    /// nobody signed in.
+    LoginRequired,
+    /// Someone signed in whose verified email is not the invited one; nothing was
+    /// created.
+    WrongPerson {
+        signed_in: String,
+        invited: String,
+        invitation: Box<Invitation>,
+    },
+    /// The provider has not verified the email of the person who signed in.
+    Unverified {
+        signed_in: String,
         invitation: Box<Invitation>,
     },
     /// Unknown, used, expired or cancelled: one answer for all, so the endpoint is no
@@ -82,13 +105,49 @@ pub struct Acceptor {
     /// The operator's namespace (`--lease-namespace`), where exclusive-membership
     /// claims are kept.
     pub claims_namespace: String,
+    /// The operator's `spec.identity` defaults.
+    pub identity: IdentityDefaults,
 }
 
-/// Accepts the invitation `token` belongs to.
+/// Whether accepting `token` needs a sign-in first: None for a link that cannot be
+/// used (answered like any such link).
+pub async fn requires_login(acceptor: &Acceptor, token: &str) -> Result<Option<bool>, AcceptError> {
+    if !token::well_formed(token) {
+        return Ok(None);
+    }
+    let Some(cached) = acceptor.cache.find(token).await? else {
+        return Ok(None);
+    };
+    let namespace = cached.namespace().unwrap_or_default();
+    let org = organization(&acceptor.client, &namespace).await?;
+    Ok(org.map(|org| org.spec.invitations.require_login))
+}
+
+/// Why the person who signed in may not accept `invitation`, if they may not: the
+/// provider must have verified their email, and it must be the invited one (compared
+/// in lower case).
+pub fn signed_in_refusal(signed_in: &SignedIn, invitation: &Invitation) -> Option<Outcome> {
+    if !signed_in.email_verified {
+        return Some(Outcome::Unverified {
+            signed_in: signed_in.email.clone(),
+            invitation: Box::new(invitation.clone()),
+        });
+    }
+    let invited = invitation.spec.email.normalized();
+    (normalize_email(&signed_in.email) != invited).then(|| Outcome::WrongPerson {
+        signed_in: signed_in.email.clone(),
+        invited,
+        invitation: Box::new(invitation.clone()),
+    })
+}
+
+/// Accepts the invitation `token` belongs to; `signed_in` is who signed in at the
+/// cluster's OpenID Connect provider to do so, if anyone did.
 pub async fn accept(
     acceptor: &Acceptor,
     writes: &crate::metrics::Metrics,
     token: &str,
+    signed_in: Option<&SignedIn>,
 ) -> Result<Outcome, AcceptError> {
     if !token::well_formed(token) {
         return Ok(Outcome::Invalid);
@@ -102,7 +161,15 @@ pub async fn accept(
         return Ok(Outcome::Invalid);
     };
     let mut taken = None;
-    let outcome = attempts(acceptor, writes, token, &cached, &org, &mut taken).await;
+    let outcome = attempts(
+        acceptor,
+        writes,
+        (token, signed_in),
+        &cached,
+        &org,
+        &mut taken,
+    )
+    .await;
     if let Some(taken) = taken
         && !matches!(outcome, Ok(Outcome::Joined { .. }))
         && let Err(error) = exclusive::undo(client, &acceptor.claims_namespace, &taken).await
@@ -115,7 +182,7 @@ pub async fn accept(
 async fn attempts(
     acceptor: &Acceptor,
     writes: &crate::metrics::Metrics,
-    token: &str,
+    (token, signed_in): (&str, Option<&SignedIn>),
     cached: &Invitation,
     org: &Organization,
     taken: &mut Option<exclusive::Taken>,
@@ -134,6 +201,16 @@ async fn attempts(
         };
         if !link_is_current(&invitation, token, Timestamp::now()) {
             return Ok(Outcome::Invalid);
+        }
+        // Who signed in is checked before anything is written.
+        match signed_in {
+            None if org.spec.invitations.require_login => return Ok(Outcome::LoginRequired),
+            None => {}
+            Some(signed_in) => {
+                if let Some(refused) = signed_in_refusal(signed_in, &invitation) {
+                    return Ok(refused);
+                }
+            }
         }
         let email = invitation.spec.email.normalized();
         let mut refused = refusal(client, &invitation, org).await?;
@@ -173,7 +250,26 @@ async fn attempts(
                 // Acceptance is recorded; should creating the objects fail now, the
                 // controller finishes the job (the status says Joining), so the claim
                 // stays.
-                let invitation = match join::finish(client, writes, &joining).await {
+                let identity = acceptor.identity.of(org);
+                let default_user = identity.username_of_email(&email);
+                let person = signed_in.map(|s| {
+                    let username = identity.signed_in_username(&s.email);
+                    join::Person {
+                        user: (username != default_user).then(|| username.clone()),
+                        subject: SignedInSubject {
+                            issuer: s.issuer.clone(),
+                            subject: s.subject.clone(),
+                            email: s.email.clone(),
+                            username,
+                        },
+                    }
+                });
+                let user = person
+                    .as_ref()
+                    .and_then(|p| p.user.clone())
+                    .unwrap_or(default_user);
+                let finished = join::finish_as(client, writes, &joining, person.as_ref()).await;
+                let invitation = match finished {
                     Ok(joined) => joined,
                     Err(error) => {
                         tracing::warn!(invitation = %joining.name_any(), %error, "finishing an acceptance failed; the controller will retry");
@@ -184,6 +280,8 @@ async fn attempts(
                     organization,
                     membership,
                     invitation: Box::new(invitation),
+                    org: Box::new(org.clone()),
+                    user,
                 });
             }
             Err(kube::Error::Api(status)) if status.code == 409 => continue,

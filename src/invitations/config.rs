@@ -69,6 +69,14 @@ pub struct InvitationArgs {
     /// crash can cause; raising it sends faster.
     #[arg(long, env = "KUBE_ORG_EMAILS_IN_FLIGHT", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub emails_in_flight: u16,
+
+    /// Signing invitees in at the cluster's OpenID Connect provider.
+    #[command(flatten)]
+    pub login: super::login::LoginArgs,
+
+    /// The cluster as invitees reach it (for the kubeconfig the success page offers).
+    #[command(flatten)]
+    pub cluster: super::kubeconfig::ClusterArgs,
 }
 
 impl InvitationArgs {
@@ -86,6 +94,8 @@ impl InvitationArgs {
         if let Some(url) = &self.accept_base_url {
             accept_base_url(url)?;
         }
+        self.login.validate(self.accept_base_url.as_deref())?;
+        self.cluster.validate()?;
         Ok(())
     }
 }
@@ -142,6 +152,10 @@ pub enum ConfigError {
         "--listen and --metrics-listen are both {0}: the public accept endpoint and the operational endpoints need different addresses"
     )]
     SameListenAddress(String),
+    #[error("{0}")]
+    Oidc(String),
+    #[error("{0}")]
+    Cluster(String),
     #[error(
         "--accept-trust-forwarded-for is replaced by --trusted-proxies: list the addresses or CIDRs of the proxies in front of the accept endpoint (X-Forwarded-For is believed only from them)"
     )]

@@ -128,6 +128,10 @@ pub fn offered_roles(org: &Organization, invitation: &Invitation) -> Vec<Offered
         .collect()
 }
 
+/// What the accept page shows once the invitation is accepted.
+const AFTERWARDS: &str =
+    "Once you accept, the page shows where you can go and how to connect with kubectl.";
+
 /// What the email says.
 pub struct Invite<'a> {
     pub organization: &'a Organization,
@@ -187,11 +191,26 @@ impl Invite<'_> {
             ));
         }
         text.push_str(&format!(
-            "\nTo accept, open this link and confirm:\n{}\n\nThe link works once and expires at {} (UTC).\nIf you did not expect this invitation, ignore this email.\n",
+            "\n{}\n{}\n\nThe link works once and expires at {} (UTC). {}\nIf you did not expect this invitation, ignore this email.\n",
+            self.how_to_accept(),
             self.link,
-            show(self.expires_at)
+            show(self.expires_at),
+            AFTERWARDS
         ));
         text
+    }
+
+    /// What accepting takes: a confirmation, and a sign-in when the organization
+    /// requires one (`spec.invitations.requireLogin`).
+    fn how_to_accept(&self) -> String {
+        if self.organization.spec.invitations.require_login {
+            format!(
+                "To accept, open this link, confirm and sign in with your organization account ({}):",
+                self.invitation.spec.email.normalized()
+            )
+        } else {
+            "To accept, open this link and confirm:".to_string()
+        }
     }
 
     /// The HTML part.
@@ -214,13 +233,15 @@ impl Invite<'_> {
             "<!DOCTYPE html><html><body style=\"font-family:sans-serif\">\
              <p>You are invited to join <strong>{org}</strong> as {email}.</p>\
              <p>Roles offered:</p><ul>{roles}</ul>\
-             <p><a href=\"{link}\">Accept the invitation</a></p>\
-             <p>The link works once and expires at {expires} (UTC).<br>\
+             <p>{how}<br><a href=\"{link}\">Accept the invitation</a></p>\
+             <p>The link works once and expires at {expires} (UTC). {afterwards}<br>\
              If you did not expect this invitation, ignore this email.</p></body></html>",
             org = escape(&self.organization_name()),
             email = escape(&self.invitation.spec.email.normalized()),
+            how = escape(self.how_to_accept().trim_end_matches(':')),
             link = escape(self.link),
             expires = show(self.expires_at),
+            afterwards = AFTERWARDS,
         )
     }
 
@@ -417,6 +438,29 @@ mod tests {
                 role("billing-admin", Scope::organization(), Access::Full),
             ],
         )
+    }
+
+    #[test]
+    fn an_organization_that_requires_sign_in_says_so_and_every_email_says_what_follows() {
+        let mut org = org();
+        let invitation = invitation();
+        let plain = invite(&org, &invitation).text();
+        assert!(plain.contains("open this link and confirm:"), "{plain}");
+        assert!(plain.contains("how to connect with kubectl"), "{plain}");
+        org.spec.invitations.require_login = true;
+        let signing_in = invite(&org, &invitation);
+        assert!(
+            signing_in
+                .text()
+                .contains("confirm and sign in with your organization account (dave@example.com)"),
+            "{}",
+            signing_in.text()
+        );
+        assert!(
+            signing_in
+                .html()
+                .contains("sign in with your organization account")
+        );
     }
 
     #[test]

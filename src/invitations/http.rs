@@ -21,11 +21,18 @@ use kube::Resource;
 use kube::runtime::events::EventType;
 use serde::Deserialize;
 
-use super::accept::{Acceptor, Outcome, accept};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::accept::{Acceptor, Outcome, accept, requires_login};
 use super::email::{ACCEPT_PATH, escape};
+use super::kubeconfig::ClusterAccess;
+use super::login::{CALLBACK_PATH, Pending, Provider};
 use super::metrics::Metrics;
 use super::ratelimit::{self, Cidr, RateLimiter};
 use super::token;
+use super::welcome::{Reach, reach};
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 4 * 1024;
@@ -45,6 +52,27 @@ pub struct AcceptState {
     /// `--trusted-proxies`: only from these peers is `X-Forwarded-For` believed.
     pub trusted_proxies: Arc<Vec<Cidr>>,
     pub events: crate::events::Events,
+    /// The cluster's OpenID Connect provider, for `spec.invitations.requireLogin`.
+    pub login: Option<Arc<Provider>>,
+    /// The cluster for the kubeconfig the success page offers.
+    pub cluster: Option<Arc<ClusterAccess>>,
+}
+
+/// The Content-Security-Policy of every answer: forms post only here, or redirect to
+/// the sign-in provider (a form's redirect is checked against `form-action` too).
+fn content_security_policy(login: Option<&Provider>) -> HeaderValue {
+    let provider = login
+        .and_then(|p| url::Url::parse(&p.config.issuer).ok())
+        .map(|u| format!(" {}", u.origin().ascii_serialization()))
+        .unwrap_or_default();
+    HeaderValue::from_str(&format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'{provider}; frame-ancestors 'none'"
+    ))
+    .unwrap_or_else(|_| {
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        )
+    })
 }
 
 /// The accept endpoint as a router to merge into the operator's HTTP server (which must
@@ -53,6 +81,7 @@ pub struct AcceptState {
 pub fn router(state: AcceptState) -> Router {
     Router::new()
         .route(ACCEPT_PATH, get(page).post(confirm))
+        .route(CALLBACK_PATH, get(callback))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -93,9 +122,7 @@ async fn guard(State(state): State<AcceptState>, request: Request, next: Next) -
     );
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ),
+        content_security_policy(state.login.as_deref()),
     );
     response
 }
@@ -183,18 +210,111 @@ async fn confirm(State(state): State<AcceptState>, headers: HeaderMap, body: Byt
         let message = "send the token as JSON {\"token\": \"...\"} or as the form field token";
         return answer(json, StatusCode::BAD_REQUEST, "bad-request", message, None);
     };
-    match accept(&state.acceptor, &state.writes, &token).await {
+    match requires_login(&state.acceptor, &token).await {
+        Ok(Some(true)) => return start_login(&state, json, &token).await,
+        Ok(_) => {}
+        Err(error) => return unavailable(&state, json, &error),
+    }
+    let outcome = accept(&state.acceptor, &state.writes, &token, None).await;
+    respond(&state, json, outcome).await
+}
+
+/// What an acceptance (with or without a sign-in) answers.
+async fn respond(
+    state: &AcceptState,
+    json: bool,
+    outcome: Result<Outcome, super::accept::AcceptError>,
+) -> Response {
+    match outcome {
         Ok(Outcome::Joined {
             organization,
             membership,
             invitation,
+            org,
+            user,
         }) => {
             state.metrics.accepted("joined");
             publish_accepted(&state.events, &invitation, &membership).await;
+            let namespaces = state.acceptor.cache.namespaces_of(&org.name_any());
+            let namespaces: Vec<&Namespace> = namespaces.iter().map(|n| n.as_ref()).collect();
+            let reach = reach(
+                &org,
+                &invitation,
+                &user,
+                &namespaces,
+                &state.acceptor.identity,
+            );
+            let kubeconfig = state.cluster.as_ref().map(|c| {
+                c.kubeconfig(
+                    &org.name_any(),
+                    reach.access.first().map(|a| a.namespace.as_str()),
+                )
+            });
             let message = format!("Welcome to {organization}: you are a member now.");
-            let details =
-                serde_json::json!({"organization": organization, "membership": membership});
+            if !json {
+                let body = welcome_page(&message, &org.name_any(), &reach, kubeconfig.as_deref());
+                return (
+                    StatusCode::OK,
+                    Html(html_page("Invitation accepted", &body)),
+                )
+                    .into_response();
+            }
+            let mut details = serde_json::json!({
+                "organization": organization,
+                "membership": membership,
+                "user": reach.user,
+                "roles": reach.roles,
+                "access": reach.access,
+            });
+            if let Some(kubeconfig) = kubeconfig {
+                details["kubeconfig"] = kubeconfig.into();
+            }
             answer(json, StatusCode::OK, "accepted", &message, Some(details))
+        }
+        Ok(Outcome::LoginRequired) => {
+            state.metrics.accepted("login-required");
+            answer(
+                json,
+                StatusCode::FORBIDDEN,
+                "login-required",
+                LOGIN_REQUIRED,
+                None,
+            )
+        }
+        Ok(Outcome::WrongPerson {
+            signed_in,
+            invited,
+            invitation,
+        }) => {
+            state.metrics.accepted("wrong-person");
+            let note = format!(
+                "someone signed in as {signed_in} to accept the invitation of {invited}; refused, nothing was created"
+            );
+            publish_refused(&state.events, &invitation, &note).await;
+            let message = format!(
+                "You signed in as {signed_in}, but this invitation is for {invited}. Nothing was created and the link still works: sign in as {invited} (sign out at the provider first, or use a private window), or ask the organization to invite {signed_in}."
+            );
+            answer(json, StatusCode::FORBIDDEN, "wrong-person", &message, None)
+        }
+        Ok(Outcome::Unverified {
+            signed_in,
+            invitation,
+        }) => {
+            state.metrics.accepted("unverified");
+            let note = format!(
+                "someone signed in as {signed_in}, an address the provider has not verified; refused, nothing was created"
+            );
+            publish_refused(&state.events, &invitation, &note).await;
+            let message = format!(
+                "You signed in as {signed_in}, but the sign-in provider has not verified that address. Nothing was created: verify the address with the provider, then open the invitation link again."
+            );
+            answer(
+                json,
+                StatusCode::FORBIDDEN,
+                "unverified-email",
+                &message,
+                None,
+            )
         }
         Ok(Outcome::Invalid) => {
             state.metrics.accepted("invalid");
@@ -208,19 +328,216 @@ async fn confirm(State(state): State<AcceptState>, headers: HeaderMap, body: Byt
             state.metrics.accepted("refused");
             answer(json, StatusCode::CONFLICT, "refused", &message, None)
         }
-        Err(error) => {
-            state.metrics.accepted("error");
-            tracing::warn!(%error, "accepting an invitation failed");
-            let message = "The invitation could not be accepted right now; try again in a minute.";
-            answer(
-                json,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                message,
-                None,
+        Err(error) => unavailable(state, json, &error),
+    }
+}
+
+fn unavailable(state: &AcceptState, json: bool, error: &dyn std::fmt::Display) -> Response {
+    state.metrics.accepted("error");
+    tracing::warn!(%error, "accepting an invitation failed");
+    let message = "The invitation could not be accepted right now; try again in a minute.";
+    answer(
+        json,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        message,
+        None,
+    )
+}
+
+const LOGIN_REQUIRED: &str = "This invitation asks you to sign in with your organization account: open the link from the email in a browser.";
+
+/// Sends the browser to the provider, the sign-in's secrets in a cookie.
+async fn start_login(state: &AcceptState, json: bool, token: &str) -> Response {
+    let Some(provider) = &state.login else {
+        state.metrics.accepted("login-unavailable");
+        let message = "This organization asks invitees to sign in, but kube-org is not connected to the cluster's sign-in provider (--oidc-issuer-url). Tell the organization's owners; your link keeps working until it expires.";
+        return answer(
+            json,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "login-unavailable",
+            message,
+            None,
+        );
+    };
+    if json {
+        state.metrics.accepted("login-required");
+        return answer(
+            json,
+            StatusCode::FORBIDDEN,
+            "login-required",
+            LOGIN_REQUIRED,
+            None,
+        );
+    }
+    let now = Timestamp::now().as_second();
+    let pending = match Pending::new(token, now) {
+        Ok(pending) => pending,
+        Err(error) => return unavailable(state, json, &error),
+    };
+    let url = match provider.authorization_url(&pending).await {
+        Ok(url) => url,
+        Err(error) => return unavailable(state, json, &error),
+    };
+    state.metrics.accepted("login-started");
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(url.as_str()) {
+        headers.insert(header::LOCATION, location);
+    }
+    if let Ok(cookie) = HeaderValue::from_str(&pending.set_cookie(secure(provider))) {
+        headers.insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn secure(provider: &Provider) -> bool {
+    provider.config.redirect_url.scheme() == "https"
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// The provider sends the browser back here: the state is checked against the cookie,
+/// the code exchanged, the ID token verified, and only then is the invitation accepted
+/// for the person it names.
+async fn callback(
+    State(state): State<AcceptState>,
+    headers: HeaderMap,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
+    let Some(provider) = state.login.clone() else {
+        return neutral_page();
+    };
+    let now = Timestamp::now().as_second();
+    let cookies = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let pending = Pending::from_cookies(cookies).filter(|p| {
+        query
+            .state
+            .as_deref()
+            .is_some_and(|answered| p.answers(answered, now))
+    });
+    let response = match pending {
+        None => {
+            state.metrics.accepted("login-invalid");
+            page_with(
+                StatusCode::BAD_REQUEST,
+                "This sign-in cannot be finished: it took too long, or it was started in another browser. Open the link from the invitation email again.",
             )
         }
+        Some(_) if query.error.is_some() => {
+            state.metrics.accepted("login-denied");
+            page_with(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "The sign-in provider did not sign you in ({}: {}). Nothing was created; open the link from the invitation email to try again.",
+                    query.error.as_deref().unwrap_or_default(),
+                    query.error_description.as_deref().unwrap_or_default()
+                ),
+            )
+        }
+        Some(pending) => match provider
+            .finish(&pending, query.code.as_deref().unwrap_or_default(), now)
+            .await
+        {
+            Ok(signed_in) => {
+                let outcome = accept(
+                    &state.acceptor,
+                    &state.writes,
+                    &pending.token,
+                    Some(&signed_in),
+                )
+                .await;
+                respond(&state, false, outcome).await
+            }
+            Err(error) => {
+                state.metrics.accepted("login-failed");
+                tracing::warn!(%error, "an invitee's sign-in failed");
+                page_with(
+                    StatusCode::BAD_GATEWAY,
+                    &format!(
+                        "The sign-in could not be completed: {error}. Nothing was created; open the link from the invitation email to try again."
+                    ),
+                )
+            }
+        },
+    };
+    let mut response = response;
+    if let Ok(cookie) = HeaderValue::from_str(&Pending::clear_cookie(secure(&provider))) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
+    response
+}
+
+fn page_with(code: StatusCode, message: &str) -> Response {
+    (
+        code,
+        Html(html_page(
+            "Invitation",
+            &format!("<p>{}</p>", escape(message)),
+        )),
+    )
+        .into_response()
+}
+
+/// The success page: who the cluster knows the person as, where they can go, and a
+/// kubeconfig when the operator knows the cluster.
+fn welcome_page(message: &str, org: &str, reach: &Reach, kubeconfig: Option<&str>) -> String {
+    let mut body = format!(
+        "<p>{}</p><p>The cluster knows you as <code>{}</code>.</p><h2>Where you can go</h2>",
+        escape(message),
+        escape(&reach.user)
+    );
+    if reach.access.is_empty() {
+        body.push_str(
+            "<p>Your roles give you no access inside the organization's resources yet \
+             (an organization-level role, or no resource of that type exists so far).</p>",
+        );
+    } else {
+        body.push_str("<ul id=\"access\">");
+        for entry in &reach.access {
+            body.push_str(&format!(
+                "<li><code>{}</code>: {}</li>",
+                escape(&entry.namespace),
+                escape(&entry.cluster_roles.join(", "))
+            ));
+        }
+        body.push_str("</ul>");
+    }
+    body.push_str("<h2>Your roles</h2><ul>");
+    for role in &reach.roles {
+        body.push_str(&format!(
+            "<li>{} on {}</li>",
+            escape(&role.role),
+            escape(&role.scope)
+        ));
+    }
+    body.push_str("</ul>");
+    if let Some(kubeconfig) = kubeconfig {
+        let namespace = reach
+            .access
+            .first()
+            .map(|a| a.namespace.as_str())
+            .unwrap_or("default");
+        body.push_str(&format!(
+            "<h2>Connect with kubectl</h2><p>Install kubelogin (<code>kubectl krew install oidc-login</code>), \
+             save this as <code>~/.kube/{org}.yaml</code>, then run \
+             <code>KUBECONFIG=~/.kube/{org}.yaml kubectl get pods -n {namespace}</code>: \
+             kubectl opens your browser to sign in.</p><pre id=\"kubeconfig\">{}</pre>",
+            escape(kubeconfig),
+            org = escape(org),
+            namespace = escape(namespace),
+        ));
+    }
+    body
 }
 
 fn answer(
@@ -249,6 +566,23 @@ fn answer(
         )
             .into_response()
     }
+}
+
+/// A Warning Event on the Invitation: a sign-in to accept it was refused.
+async fn publish_refused(
+    events: &crate::events::Events,
+    invitation: &crate::api::Invitation,
+    note: &str,
+) {
+    events
+        .publish(
+            &invitation.object_ref(&()),
+            EventType::Warning,
+            "SignInRefused",
+            note,
+            "Accept",
+        )
+        .await;
 }
 
 async fn publish_accepted(

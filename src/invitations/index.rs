@@ -13,6 +13,7 @@ use super::token;
 use crate::api::{Invitation, Membership};
 use crate::cache::Filled;
 use crate::watch_set::WatchSet;
+use k8s_openapi::api::core::v1::Namespace;
 
 /// How long a request waits for the caches' first complete list before giving up.
 const FILL_WAIT: Duration = Duration::from_secs(10);
@@ -56,6 +57,8 @@ pub struct AcceptCache {
     invitations: Store<Invitation>,
     index: Arc<Mutex<Index>>,
     memberships: Store<Membership>,
+    /// Labelled namespaces (what an accepted person can reach, for the answer).
+    namespaces: Store<Namespace>,
     filled: Vec<Filled>,
 }
 
@@ -81,6 +84,7 @@ impl AcceptCache {
             invitations,
             index,
             memberships: watches.memberships.store(),
+            namespaces: watches.namespaces.store(),
             filled: vec![watches.invitations.filled(), watches.memberships.filled()],
         }
     }
@@ -119,6 +123,17 @@ impl AcceptCache {
             }
             tokio::time::sleep(MISS_STEP).await;
         }
+    }
+
+    /// The cached namespaces labelled with `organization`.
+    pub fn namespaces_of(&self, organization: &str) -> Vec<Arc<Namespace>> {
+        self.namespaces.state_filter(|ns| {
+            ns.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::access::names::LABEL_ORGANIZATION))
+                .is_some_and(|o| o == organization)
+        })
     }
 
     /// The cached Memberships for `email` (lower case), in every namespace.

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::PostParams;
-use kube::{Api, Client, ResourceExt};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use super::lifecycle::joined_status;
@@ -17,7 +17,12 @@ use crate::access::names::{ANNOTATION_SOURCE, person_object_name};
 use crate::api::fields::normalize_email;
 use crate::api::{
     Invitation, Membership, MembershipSpec, RoleAssignment, RoleBinding, RoleBindingSpec,
+    SignedInSubject,
 };
+
+/// The field manager of `status.subject` (the controller's status writes, as `kube-org`,
+/// do not own it and so keep it).
+pub const SUBJECT_FIELD_MANAGER: &str = "kube-org-accept";
 
 /// Why creating the member's objects failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,9 +121,31 @@ pub async fn finish(
     writes: &crate::metrics::Metrics,
     invitation: &Invitation,
 ) -> Result<Invitation, JoinError> {
+    finish_as(client, writes, invitation, None).await
+}
+
+/// Who signed in to accept: recorded on the Membership.
+#[derive(Clone, Debug)]
+pub struct Person {
+    /// `spec.user` of the new Membership, when the cluster's name for the person is not
+    /// the default (the provider spells the email with capitals, which the apiserver
+    /// keeps).
+    pub user: Option<String>,
+    pub subject: SignedInSubject,
+}
+
+/// [`finish`], recording who signed in (`status.subject`, written by the accept
+/// endpoint's own field manager so that the controller's status writes keep it).
+pub async fn finish_as(
+    client: &Client,
+    writes: &crate::metrics::Metrics,
+    invitation: &Invitation,
+    person: Option<&Person>,
+) -> Result<Invitation, JoinError> {
     let namespace = invitation.namespace().unwrap_or_default();
     let memberships: Api<Membership> = Api::namespaced(client.clone(), &namespace);
-    let membership = membership_for(invitation);
+    let mut membership = membership_for(invitation);
+    membership.spec.user = person.and_then(|p| p.user.clone());
     let name = membership.name_any();
     writes.write("memberships", "create");
     if let Err(error) = memberships
@@ -143,6 +170,26 @@ pub async fn finish(
         if existing.spec.email.normalized() != membership.spec.email.normalized() {
             return Err(JoinError::NameTaken(name));
         }
+    }
+    if let Some(person) = person {
+        let body = serde_json::json!({
+            "apiVersion": crate::api::Membership::api_version(&()),
+            "kind": crate::api::Membership::kind(&()),
+            "status": {"subject": person.subject},
+        });
+        writes.write("memberships/status", "apply");
+        memberships
+            .patch_status(
+                &name,
+                &PatchParams::apply(SUBJECT_FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .map_err(|source| JoinError::Create {
+                kind: "Membership status",
+                name: name.clone(),
+                source,
+            })?;
     }
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &namespace);
     for binding in bindings_for(invitation) {

@@ -18,10 +18,13 @@ pub mod email;
 pub mod http;
 pub mod index;
 pub mod join;
+pub mod kubeconfig;
 pub mod lifecycle;
+pub mod login;
 pub mod metrics;
 pub mod ratelimit;
 pub mod token;
+pub mod welcome;
 
 #[cfg(test)]
 mod fixtures;
@@ -93,6 +96,7 @@ impl Invitations {
         claims_namespace: &str,
         registry: &mut Registry,
         writes: crate::metrics::Metrics,
+        identity: &crate::access::identity::IdentityDefaults,
     ) -> Result<Invitations, SetupError> {
         let smtp = args.smtp_url.as_deref().map(SmtpUrl::parse).transpose()?;
         let credentials = match &args.smtp_secret {
@@ -118,10 +122,17 @@ impl Invitations {
         let controller = InvitationController::new(client.clone(), watches, args.emails_in_flight);
         let metrics = Metrics::register(registry, Some(controller.invitations()));
         let events = crate::events::Events::new(client.clone(), writes.clone());
+        let login = login_provider(&client, args).await?;
+        let cluster = kubeconfig::ClusterAccess::from_flags(
+            &args.cluster,
+            args.login.oidc_issuer_url.as_deref(),
+            args.login.oidc_client_id.as_deref(),
+        )?;
         let acceptor = accept::Acceptor {
             cache: index::AcceptCache::start(watches),
             client,
             claims_namespace: claims_namespace.to_string(),
+            identity: identity.clone(),
         };
         let router = http::router(http::AcceptState {
             acceptor,
@@ -133,6 +144,8 @@ impl Invitations {
             )),
             trusted_proxies: Arc::new(args.trusted_proxies.clone()),
             events: events.clone(),
+            login: login.map(Arc::new),
+            cluster: cluster.map(Arc::new),
         });
         Ok(Invitations {
             controller,
@@ -168,6 +181,51 @@ impl Invitations {
             )
             .await
     }
+}
+
+/// The cluster's OpenID Connect provider from the flags (its client secret read from
+/// the Secret now), or None when sign-in is not configured.
+async fn login_provider(
+    client: &Client,
+    args: &InvitationArgs,
+) -> Result<Option<login::Provider>, SetupError> {
+    let Some((issuer, client_id, redirect_url)) =
+        args.login.validate(args.accept_base_url.as_deref())?
+    else {
+        return Ok(None);
+    };
+    let reference = args.login.oidc_secret.clone().unwrap_or_default();
+    let (namespace, name) = config::secret_ref(&reference)?;
+    let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
+        .get(&name)
+        .await
+        .map_err(|e| SetupError::Secret(reference.clone(), e))?;
+    let client_secret = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("client-secret"))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ConfigError::SecretKey(reference.clone(), "client-secret"))?;
+    let ca = match &args.login.oidc_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            ConfigError::Oidc(format!("reading --oidc-ca-file {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let tls = login::tls_config(ca.as_deref())
+        .map_err(|e| ConfigError::Oidc(format!("--oidc-ca-file: {e}")))?;
+    tracing::info!(%issuer, %client_id, redirect = %redirect_url, "invitees of organizations with requireLogin sign in at this OpenID Connect provider");
+    Ok(Some(login::Provider::new(
+        login::LoginConfig {
+            issuer,
+            client_id,
+            client_secret,
+            redirect_url,
+        },
+        tls,
+    )))
 }
 
 async fn smtp_credentials(client: &Client, reference: &str) -> Result<Credentials, SetupError> {

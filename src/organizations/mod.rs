@@ -40,6 +40,8 @@ pub struct Context {
     pub claims_namespace: String,
     /// Statuses decided by reconciles, written by the status workers.
     pub statuses: status_queue::StatusQueue,
+    /// The operator's `spec.identity` defaults (`--username-prefix`, `--groups-prefix`).
+    pub identity: crate::access::identity::IdentityDefaults,
 }
 
 /// ClusterRoles kube-org was allowed to bind, remembered for [`Bindable::TTL`]: a
@@ -143,6 +145,7 @@ fn org_of_label<K: Resource>(obj: &K) -> Option<ObjectRef<Organization>> {
 }
 
 /// Runs the access controller until `shutdown` resolves.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     watches: crate::watch_set::WatchSet,
@@ -150,6 +153,7 @@ pub async fn run(
     selector: Option<String>,
     concurrency: u16,
     claims_namespace: String,
+    identity: crate::access::identity::IdentityDefaults,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let managed = watcher::Config::default().labels(&format!(
@@ -216,6 +220,7 @@ pub async fn run(
         bindable: Bindable::default(),
         claims_namespace,
         statuses: status_queue::StatusQueue::default(),
+        identity,
         events: crate::events::Events::new(client.clone(), metrics.clone()),
         client,
         metrics,

@@ -67,6 +67,8 @@ pub struct PlanInput<'a> {
     pub leaving: &'a Leaving,
     pub unbindable: &'a BTreeSet<String>,
     pub exclusive_refusals: &'a BTreeMap<String, PolicyRefusal>,
+    /// The operator's `spec.identity` defaults.
+    pub identity: &'a crate::access::identity::IdentityDefaults,
 }
 
 /// What the reconcile applies.
@@ -90,6 +92,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         unbindable: input.unbindable,
         refused: input.exclusive_refusals,
         kept: &input.leaving.kept,
+        identity: input.identity,
     });
     let members = desired.members.len();
     let owners = desired
@@ -194,6 +197,7 @@ namespaces:
             leaving: &leaving,
             unbindable: &BTreeSet::new(),
             exclusive_refusals: &BTreeMap::new(),
+            identity: &Default::default(),
         });
         (leaving, plan)
     }

@@ -232,6 +232,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         leaving: &leaving,
         unbindable: &unbindable,
         exclusive_refusals: &exclusive_refusals,
+        identity: &ctx.identity,
     });
     let refusals = leaving.refusals;
 
@@ -289,6 +290,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         owners,
         pending: pending_invitations(org, ctx),
         resources: &desired.resources,
+        groups: &desired.groups,
     };
     let was_failing = org
         .status
@@ -447,7 +449,10 @@ async fn exclusive_membership(
     let live: Vec<&&Membership> = memberships
         .iter()
         .filter(|m| super::plan::is_staying(m, leaving))
-        .filter(|m| crate::access::policy::membership_refusal(org, m).is_none())
+        .filter(|m| {
+            let identity = ctx.identity.of(org);
+            crate::access::policy::membership_refusal(org, &identity, m).is_none()
+        })
         .collect();
     let now = k8s_openapi::jiff::Timestamp::now();
     let mut refused = BTreeMap::new();
@@ -615,6 +620,8 @@ struct Counts<'a> {
     owners: usize,
     pending: usize,
     resources: &'a BTreeMap<String, Vec<String>>,
+    /// `spec.membership.groups` entries (SSO auto-join).
+    groups: &'a [crate::api::organization::GroupStatus],
 }
 
 async fn write_org_status(
@@ -644,6 +651,7 @@ async fn write_org_status(
             .iter()
             .map(|(t, list)| (t.clone(), list.len() as i32))
             .collect();
+        status.groups = counts.groups.to_vec();
     }
     write_if_changed(
         &Api::all(ctx.client.clone()),
@@ -1272,6 +1280,10 @@ async fn write_membership_statuses(
                 observed_generation: m.metadata.generation,
                 joined_at: m.metadata.creation_timestamp.clone(),
                 source: Some(membership_source(m)),
+                // The name bound (none while the membership grants nothing); who signed
+                // in to accept is written once by the accept endpoint and kept.
+                user: desired.members.get(&name).map(|o| o.user.clone()),
+                subject: current.subject.clone(),
                 roles: outcome.roles,
                 access,
             };

@@ -145,6 +145,7 @@ mod tests {
             unbindable: &Default::default(),
             refused: &Default::default(),
             kept: &Default::default(),
+            identity: &Default::default(),
         });
         for i in 0..members {
             desired.members.insert(format!("m{i}"), Default::default());

@@ -10,7 +10,7 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 
-use crate::access::desired::member_user;
+use crate::access::identity::reported_user;
 use crate::access::leave::LeaveRefusal;
 use crate::api::Membership;
 use crate::api::condition::READY;
@@ -79,11 +79,12 @@ pub fn removal_state(membership: Option<&Membership>) -> Removal {
 }
 
 /// The Memberships of the person the cluster knows as `user`: those kube-org binds to
-/// that user name (`spec.user`, or the email in lower case when there is none).
+/// that user name (`status.user`; before kube-org reports it, `spec.user` or the email
+/// in lower case).
 pub fn memberships_of_user<'a>(memberships: &'a [Membership], user: &str) -> Vec<&'a Membership> {
     memberships
         .iter()
-        .filter(|m| member_user(m) == user)
+        .filter(|m| reported_user(m) == user)
         .collect()
 }
 

@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
-use crate::access::desired::member_user;
+use crate::access::identity::reported_user;
 use crate::api::Membership;
 use crate::api::membership::{MemberRole, NamespaceAccess};
 
@@ -19,7 +19,8 @@ use super::output::{Table, condition_status, joined, note, role_label, show};
 pub struct MemberView {
     pub name: String,
     pub email: String,
-    /// The RBAC user name (the email unless the Membership says otherwise).
+    /// The RBAC user name kube-org bound (`status.user`: the username prefix + the
+    /// email, or `spec.user`); before kube-org reports it, `spec.user` or the email.
     pub user: String,
     /// `Owner`, `Declared` or `Invitation/<name>`; `-` before kube-org has seen it.
     pub source: String,
@@ -29,20 +30,66 @@ pub struct MemberView {
     pub joined_at: Option<Time>,
     pub roles: Vec<MemberRole>,
     pub access: Vec<NamespaceAccess>,
+    /// For an SSO auto-join entry (`spec.membership.groups`): the identity-provider
+    /// group; `email` is then empty and `user` is the RBAC Group bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl MemberView {
+    /// The organization's auto-join group entries, with what kube-org reported of each.
+    pub fn groups(org: &crate::api::Organization) -> Vec<MemberView> {
+        let reported = org
+            .status
+            .as_ref()
+            .map(|s| s.groups.clone())
+            .unwrap_or_default();
+        org.spec
+            .membership
+            .groups
+            .iter()
+            .map(|entry| {
+                let status = reported.iter().find(|g| g.group == entry.group);
+                MemberView {
+                    name: format!("group:{}", entry.group),
+                    email: String::new(),
+                    user: status
+                        .and_then(|g| g.subject.clone())
+                        .unwrap_or_else(|| "-".to_string()),
+                    source: "Group".to_string(),
+                    ready: status
+                        .map(|g| g.ready.clone())
+                        .unwrap_or_else(|| "-".to_string()),
+                    joined_at: None,
+                    roles: entry
+                        .roles
+                        .iter()
+                        .map(|r| MemberRole {
+                            role: r.role.clone(),
+                            scope: r.scope.summary(),
+                            access: r.access,
+                            binding: String::new(),
+                        })
+                        .collect(),
+                    access: vec![],
+                    group: Some(entry.group.clone()),
+                }
+            })
+            .collect()
+    }
+
     pub fn new(membership: &Membership) -> Self {
         let status = membership.status.clone().unwrap_or_default();
         MemberView {
             name: membership.metadata.name.clone().unwrap_or_default(),
             email: membership.spec.email.normalized(),
-            user: member_user(membership),
+            user: reported_user(membership),
             source: status.source.unwrap_or_else(|| "-".to_string()),
             ready: condition_status(&status.conditions, "Ready"),
             joined_at: status.joined_at,
             roles: status.roles,
             access: status.access,
+            group: None,
         }
     }
 }
@@ -59,10 +106,14 @@ fn roles_cell(roles: &[MemberRole]) -> String {
 
 /// The members table.
 pub fn members_table(members: &[MemberView]) -> Table {
-    let mut table = Table::new(&["EMAIL", "SOURCE", "ROLES", "READY"]);
+    let mut table = Table::new(&["EMAIL", "USER", "SOURCE", "ROLES", "READY"]);
     for member in members {
         table.row(vec![
-            member.email.clone(),
+            match &member.group {
+                Some(group) => format!("group:{group}"),
+                None => member.email.clone(),
+            },
+            member.user.clone(),
             member.source.clone(),
             roles_cell(&member.roles),
             member.ready.clone(),
@@ -80,6 +131,7 @@ pub async fn members(ctx: &OrgContext, args: &ListArgs) -> Result<(), PluginErro
         .map(MemberView::new)
         .collect();
     views.sort_by(|a, b| a.email.cmp(&b.email));
+    views.extend(MemberView::groups(&ctx.organization));
     let empty = format!("No members in organization {}.", ctx.name);
     show(args.output.format, &views, &members_table(&views), &empty)
 }
@@ -89,6 +141,8 @@ pub async fn members(ctx: &OrgContext, args: &ListArgs) -> Result<(), PluginErro
 #[serde(rename_all = "camelCase")]
 pub struct AccessView {
     pub email: String,
+    /// The RBAC user name that holds this access.
+    pub user: String,
     pub organization: String,
     pub access: Vec<NamespaceAccess>,
 }
@@ -126,6 +180,7 @@ pub async fn access(ctx: &OrgContext, args: &AccessArgs) -> Result<(), PluginErr
     let table = access_table(&member.access);
     let view = AccessView {
         email: member.email,
+        user: member.user,
         organization: ctx.name.clone(),
         access: member.access,
     };
@@ -143,6 +198,7 @@ mod tests {
             "spec": {"email": "Bob@Example.com"},
             "status": {
                 "source": "Declared",
+                "user": "oidc:bob@example.com",
                 "observedGeneration": 1,
                 "conditions": [{"type": "Ready", "status": "True", "reason": "Bound", "message": "",
                                 "lastTransitionTime": "2023-11-14T22:13:20Z"}],
@@ -167,10 +223,32 @@ mod tests {
         assert_eq!(views[1].user, "carol");
         assert_eq!(
             members_table(&views).render(),
-            "EMAIL               SOURCE     ROLES                                                             READY\n\
-             bob@example.com     Declared   viewer on deployment/*, billing-admin on organization (console)   True\n\
-             carol@example.com   -          -                                                                 -\n"
+            "EMAIL               USER                   SOURCE     ROLES                                                             READY\n\
+             bob@example.com     oidc:bob@example.com   Declared   viewer on deployment/*, billing-admin on organization (console)   True\n\
+             carol@example.com   carol                  -          -                                                                 -\n"
         );
+    }
+
+    #[test]
+    fn auto_join_groups_are_listed_after_the_members() {
+        let org: crate::api::Organization = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "acme"},
+            "spec": {"owners": ["a@example.com"], "membership": {"groups": [
+                {"group": "developers", "roles": [{"role": "viewer", "scope": {"resourceType": "deployment", "all": true}}]},
+            ]}},
+            "status": {"groups": [{"group": "developers", "subject": "oidc:developers", "ready": "True",
+                                   "reason": "Bound", "message": "", "resources": ["prod"]}]},
+        }))
+        .expect("an organization");
+        let views = MemberView::groups(&org);
+        assert_eq!(
+            members_table(&views).render(),
+            "EMAIL              USER              SOURCE   ROLES                    READY\n\
+             group:developers   oidc:developers   Group    viewer on deployment/*   True\n"
+        );
+        let json = serde_json::to_value(&views[0]).expect("serializes");
+        assert_eq!(json["group"], "developers");
+        assert!(serde_json::to_value(MemberView::new(&bob())).unwrap()["group"].is_null());
     }
 
     #[test]
@@ -182,7 +260,7 @@ mod tests {
         );
         let json = serde_json::to_value(&view).expect("serializes");
         assert_eq!(json["email"], "bob@example.com");
-        assert_eq!(json["user"], "bob@example.com");
+        assert_eq!(json["user"], "oidc:bob@example.com");
         assert_eq!(json["roles"][0]["scope"], "deployment/*");
         assert_eq!(
             json["access"],

@@ -20,7 +20,8 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde::Serialize;
 
-use crate::access::desired::{AccessInput, desired_access, member_user};
+use crate::access::desired::{AccessInput, desired_access};
+use crate::access::identity::reported_user;
 use crate::access::names::{LABEL_MANAGED_BY, LABEL_ORGANIZATION, MANAGER};
 use crate::api::{Membership, Organization, RoleBinding};
 
@@ -99,6 +100,8 @@ pub fn intents(
             unbindable: &unbindable,
             refused: &refused,
             kept: &Default::default(),
+            // Only which bindings, not the subjects' names, matter here.
+            identity: &Default::default(),
         })
     };
     let visible = compute(vec![]).cluster_role_binding;
@@ -122,6 +125,8 @@ pub fn intents(
         let grants = compute(vec![binding])
             .role_bindings
             .into_iter()
+            // The organization's auto-join groups are not this member's binding.
+            .filter(|rb| !rb.users.is_empty())
             .map(|rb| Grant {
                 namespace: rb.metadata.namespace,
                 binding: rb.metadata.name.unwrap_or_default(),
@@ -568,7 +573,7 @@ async fn resource_namespace(
 /// `kubectl org why`.
 pub async fn why(ctx: &OrgContext, args: &WhyArgs) -> Result<(), PluginError> {
     let membership = ctx.find_membership(&args.email).await?;
-    let user = member_user(&membership);
+    let user = reported_user(&membership);
     let request = request(ctx, args).await?;
     let answer = review(ctx, &user, &request).await?;
 

@@ -420,3 +420,19 @@ fn cluster_wide_questions_ignore_namespaced_bindings() {
     let explanation = explain_for(&request, &role_bindings, &[], &[]);
     assert!(explanation.links.is_empty());
 }
+
+#[test]
+fn an_auto_join_group_is_not_the_members_binding() {
+    let mut org = acme();
+    org.spec.membership.groups = serde_json::from_value(serde_json::json!([{
+        "group": "developers",
+        "roles": [{"role": "editor", "scope": {"resourceType": "deployment", "all": true}}],
+    }]))
+    .expect("groups");
+    let intents = intents(&org, &bob(), &[bob_viewer()], &[prod()]);
+    assert_eq!(
+        grants_of(&intents, "rolebinding/bob-viewer"),
+        [grant(Some("acme-prod"), "kube-org:acme:view", "view")],
+        "the group's edit binding is not bob's"
+    );
+}

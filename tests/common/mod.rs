@@ -375,9 +375,27 @@ impl Operator {
         operator
     }
 
+    /// Starts `kube-org run` with extra flags made from its accept endpoint's base URL
+    /// (e.g. a redirect URL under it) and waits until `/readyz` answers.
+    pub async fn start_with(extra_args: impl FnOnce(&str) -> Vec<String>) -> Operator {
+        let port = free_port();
+        let base_url = format!("http://127.0.0.1:{port}");
+        let args = extra_args(&base_url);
+        let mut operator = Operator::spawn_at(
+            std::path::Path::new(env!("CARGO_BIN_EXE_kube-org")),
+            port,
+            &args,
+        );
+        operator.wait_ready().await;
+        operator
+    }
+
     /// Starts `binary run` with extra flags, without waiting for it.
     pub fn spawn_bin(binary: &std::path::Path, extra_args: &[String]) -> Operator {
-        let port = free_port();
+        Operator::spawn_at(binary, free_port(), extra_args)
+    }
+
+    fn spawn_at(binary: &std::path::Path, port: u16, extra_args: &[String]) -> Operator {
         let base_url = format!("http://127.0.0.1:{port}");
         let mut metrics_port = free_port();
         while metrics_port == port {

@@ -513,10 +513,8 @@ impl Provider {
 // --- the person's own credentials: only the ID token, no client certificate, no
 // impersonation
 
-/// A kubeconfig for the cluster under test whose only credential is `token`: the
-/// launcher's kubeconfig also holds an admin client certificate, which the apiserver
-/// would authenticate before looking at any token.
-pub fn token_kubeconfig(token: &str) -> std::path::PathBuf {
+/// The cluster the kubeconfig's current context names (its server and CA).
+pub fn current_cluster() -> kube::config::NamedCluster {
     let config = kube::config::Kubeconfig::read().expect("the cluster's kubeconfig");
     let context_name = config.current_context.clone().expect("a current context");
     let cluster_name = config
@@ -526,11 +524,19 @@ pub fn token_kubeconfig(token: &str) -> std::path::PathBuf {
         .and_then(|c| c.context.as_ref())
         .map(|c| c.cluster.clone())
         .expect("the current context names a cluster");
-    let cluster = config
+    config
         .clusters
-        .iter()
+        .into_iter()
         .find(|c| c.name == cluster_name)
-        .expect("the current context's cluster");
+        .expect("the current context's cluster")
+}
+
+/// A kubeconfig for the cluster under test whose only credential is `token`: the
+/// launcher's kubeconfig also holds an admin client certificate, which the apiserver
+/// would authenticate before looking at any token.
+pub fn token_kubeconfig(token: &str) -> std::path::PathBuf {
+    let cluster = current_cluster();
+    let cluster_name = cluster.name.clone();
     let yaml = serde_yaml::to_string(&json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -725,7 +731,8 @@ fn form_error(html: &str) -> String {
         .unwrap_or_else(|| html.to_string())
 }
 
-fn unescape_html(s: &str) -> String {
+/// HTML character references decoded (those the provider's and kube-org's pages use).
+pub fn unescape_html(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&#34;", "\"")

@@ -362,7 +362,12 @@ async fn apply_one<M: Managed>(
 /// Creates an object the cache does not have (a create costs the API server less than
 /// an apply: about 3x for a RoleBinding of 1,000 subjects); one that exists after all
 /// (the cache is behind, or a squatter made it) is applied instead.
-async fn create_or_apply<K>(api: &Api<K>, metrics: &Metrics, resource: &str, obj: &K) -> Result<(), Error>
+async fn create_or_apply<K>(
+    api: &Api<K>,
+    metrics: &Metrics,
+    resource: &str,
+    obj: &K,
+) -> Result<(), Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {

@@ -301,9 +301,8 @@ pub async fn run(
     let workers: Vec<_> = (0..status_queue::WORKERS)
         .map(|_| tokio::spawn(status_queue::work(context.clone(), stop.clone())))
         .collect();
-    let caches_filled = || {
-        all_filled(&context.stores.filled) && context.stores.invitations_filled.is_filled()
-    };
+    let caches_filled =
+        || all_filled(&context.stores.filled) && context.stores.invitations_filled.is_filled();
     run_until_stopped(
         "organization",
         controller,

@@ -298,16 +298,14 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
         .is_some_and(|c| c.reason == SYNC_FAILED && c.message == ready.message);
     write_org_status(org, ctx, std::slice::from_ref(&ready), Some(counts)).await?;
-    // The RoleBindings' and Memberships' statuses: written after, off this path, once
-    // every Membership has its finalizer (status writes meanwhile would make the
-    // finalizer patches, guarded by resourceVersion, fail and be sent again).
-    if !more_finalizers {
-        ctx.statuses.push(StatusPlan {
-            org: Arc::new(org.clone()),
-            desired,
-            refusals,
-        });
-    }
+    // The RoleBindings' and Memberships' statuses: written after, off this path (the
+    // Memberships' once every Membership has its finalizer).
+    ctx.statuses.push(StatusPlan {
+        org: Arc::new(org.clone()),
+        desired,
+        refusals,
+        memberships: !more_finalizers,
+    });
     if !synced.failures.is_empty() {
         if !was_failing {
             publish(ctx, org, EventType::Warning, SYNC_FAILED, &ready.message).await;
@@ -1044,8 +1042,18 @@ pub async fn write_statuses(plan: &StatusPlan, ctx: &Context) -> Result<(), Erro
         .into_iter()
         .filter(|m| in_home(m.namespace()))
         .collect();
-    write_binding_statuses(org, ctx, &bindings, &plan.desired).await?;
-    write_membership_statuses(org, ctx, &memberships, &plan.desired, &plan.refusals).await
+    let members = async {
+        if plan.memberships {
+            write_membership_statuses(org, ctx, &memberships, &plan.desired, &plan.refusals).await
+        } else {
+            Ok(())
+        }
+    };
+    futures::try_join!(
+        write_binding_statuses(org, ctx, &bindings, &plan.desired),
+        members
+    )
+    .map(|_| ())
 }
 
 async fn write_binding_statuses(

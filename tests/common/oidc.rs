@@ -634,7 +634,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn parse(raw: &[u8]) -> Answer {
+    /// Parses a raw HTTP/1.1 answer (status line, headers, body).
+    pub fn parse(raw: &[u8]) -> Answer {
         let text = String::from_utf8_lossy(raw).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
         let mut lines = head.lines();

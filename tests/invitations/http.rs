@@ -78,22 +78,11 @@ pub async fn request_with(
         .read_to_end(&mut raw)
         .await
         .expect("reading the answer");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let answer = crate::common::oidc::Answer::parse(&raw);
     Response {
-        status,
-        headers,
-        body: body.to_string(),
+        status: answer.status,
+        headers: answer.headers,
+        body: answer.body,
     }
 }
 

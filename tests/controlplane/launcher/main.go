@@ -451,21 +451,28 @@ func newHTTPClient(tlsConfig *tls.Config) *http.Client {
 // httpProbe is ready when GET url answers 200.
 func httpProbe(client *http.Client, url string) probeFunc {
 	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return fmt.Errorf("building request for %s: %w", url, err)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s %s", url, resp.Status, failedChecks(string(body)))
-		}
-		return nil
+		_, err := getOK(ctx, client, url, 16<<10)
+		return err
 	}
+}
+
+// getOK GETs url and returns up to limit bytes of the body when the answer is 200; any
+// other answer is an error naming the checks still failing.
+func getOK(ctx context.Context, client *http.Client, url string, limit int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("building request for %s: %w", url, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s %s", url, resp.Status, failedChecks(string(body)))
+	}
+	return body, nil
 }
 
 // failedChecks keeps only the "[-]" lines of a Kubernetes health report, which name

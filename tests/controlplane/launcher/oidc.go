@@ -53,7 +53,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -201,18 +200,9 @@ func (s *oidcSetup) env() []envVar {
 func discoveryProbe(client *http.Client, issuer string) probeFunc {
 	url := issuer + "/.well-known/openid-configuration"
 	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return fmt.Errorf("building request for %s: %w", url, err)
-		}
-		resp, err := client.Do(req)
+		body, err := getOK(ctx, client, url, 64<<10)
 		if err != nil {
 			return err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s %s", url, resp.Status, failedChecks(string(body)))
 		}
 		var discovery struct {
 			Issuer  string `json:"issuer"`

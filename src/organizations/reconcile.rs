@@ -79,7 +79,7 @@ pub async fn reconcile(org: &Arc<Organization>, ctx: &Context) -> Result<Action,
 }
 
 /// A reconcile never computes from a half-filled cache: that would revoke access. (The
-/// Invitation cache is waited for only before the Organization's status is written.)
+/// Invitation cache is not waited for: only the Organization's pending count reads it.)
 async fn wait_for_caches(ctx: &Context) {
     crate::cache::wait_all_filled(&ctx.stores.filled).await;
 }
@@ -284,11 +284,16 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     } else {
         sync_failed(&synced.failures)
     };
-    ctx.stores.invitations_filled.wait().await;
     let counts = Counts {
         members,
         owners,
-        pending: pending_invitations(org, ctx),
+        // Until the Invitation cache is filled the count stays as it was; filling it
+        // replays every Invitation, which wakes this organization again.
+        pending: ctx
+            .stores
+            .invitations_filled
+            .is_filled()
+            .then(|| pending_invitations(org, ctx)),
         resources: &desired.resources,
         groups: &desired.groups,
     };
@@ -616,7 +621,7 @@ async fn unbindable_cluster_roles(
 struct Counts<'a> {
     members: usize,
     owners: usize,
-    pending: usize,
+    pending: Option<usize>,
     resources: &'a BTreeMap<String, Vec<String>>,
     /// `spec.membership.groups` entries (SSO auto-join).
     groups: &'a [crate::api::organization::GroupStatus],
@@ -643,7 +648,9 @@ async fn write_org_status(
     if let Some(counts) = counts {
         status.members = counts.members as i32;
         status.owners = counts.owners as i32;
-        status.pending_invitations = counts.pending as i32;
+        if let Some(pending) = counts.pending {
+            status.pending_invitations = pending as i32;
+        }
         status.resources = counts
             .resources
             .iter()

@@ -384,6 +384,7 @@ impl Operator {
         let mut operator = Operator::spawn_at(
             std::path::Path::new(env!("CARGO_BIN_EXE_kube-org")),
             port,
+            OPERATOR_SERVICE_ACCOUNT,
             &args,
         );
         operator.wait_ready().await;
@@ -392,10 +393,26 @@ impl Operator {
 
     /// Starts `binary run` with extra flags, without waiting for it.
     pub fn spawn_bin(binary: &std::path::Path, extra_args: &[String]) -> Operator {
-        Operator::spawn_at(binary, free_port(), extra_args)
+        Operator::spawn_at(binary, free_port(), OPERATOR_SERVICE_ACCOUNT, extra_args)
     }
 
-    fn spawn_at(binary: &std::path::Path, port: u16, extra_args: &[String]) -> Operator {
+    /// Starts `kube-org run` acting as another ServiceAccount (`namespace/name`, with
+    /// whatever permissions the test gave it), without waiting for it.
+    pub fn spawn_as(service_account: &str, extra_args: &[String]) -> Operator {
+        Operator::spawn_at(
+            std::path::Path::new(env!("CARGO_BIN_EXE_kube-org")),
+            free_port(),
+            service_account,
+            extra_args,
+        )
+    }
+
+    fn spawn_at(
+        binary: &std::path::Path,
+        port: u16,
+        service_account: &str,
+        extra_args: &[String],
+    ) -> Operator {
         let base_url = format!("http://127.0.0.1:{port}");
         let mut metrics_port = free_port();
         while metrics_port == port {
@@ -415,7 +432,7 @@ impl Operator {
             .arg(format!("127.0.0.1:{metrics_port}"))
             .arg("--stop-on-stdin-close")
             .arg("--impersonate")
-            .arg(OPERATOR_SERVICE_ACCOUNT)
+            .arg(service_account)
             .args(extra_args)
             .env(
                 "RUST_LOG",

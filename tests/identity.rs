@@ -342,7 +342,8 @@ async fn an_invitee_signs_in_accepts_and_reaches_the_granted_namespace_with_thei
 
     // The offered kubeconfig: kubelogin at the issuer with the public client, and the
     // cluster's server and CA — which work, with her token in place of kubelogin.
-    let start = page.find("<pre id=\"kubeconfig\">").expect("a kubeconfig") + 21;
+    let tag = page.find("<pre id=\"kubeconfig\"").expect("a kubeconfig");
+    let start = tag + page[tag..].find('>').expect("the tag's end") + 1;
     let end = start + page[start..].find("</pre>").expect("its end");
     let offered: serde_json::Value =
         serde_yaml::from_str(&page[start..end]).expect("the kubeconfig is YAML");

@@ -531,7 +531,7 @@ fn welcome_page(message: &str, org: &str, reach: &Reach, kubeconfig: Option<&str
             "<h2>Connect with kubectl</h2><p>Install kubelogin (<code>kubectl krew install oidc-login</code>), \
              save this as <code>~/.kube/{org}.yaml</code>, then run \
              <code>KUBECONFIG=~/.kube/{org}.yaml kubectl get pods -n {namespace}</code>: \
-             kubectl opens your browser to sign in.</p><pre id=\"kubeconfig\">{}</pre>",
+             kubectl opens your browser to sign in.</p><pre id=\"kubeconfig\" style=\"white-space:pre-wrap;overflow-wrap:anywhere\">{}</pre>",
             escape(kubeconfig),
             org = escape(org),
             namespace = escape(namespace),

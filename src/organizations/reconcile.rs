@@ -163,6 +163,7 @@ fn now() -> Time {
 }
 
 async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
     let name = org.name_any();
     if let Some(refusal) = ensure_home_namespace(org, ctx).await? {
         let ready = DesiredCondition::new(READY, false, refusal.reason, refusal.message.clone());
@@ -275,7 +276,9 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     // handled by the orphaned-binding step; they stay on this path so that an
     // Organization's cleanup, serialised with it, always sees them), members leaving;
     // statuses go to the status workers.
-    let more_finalizers = ensure_membership_finalizers(ctx, org, &snapshot.memberships).await?;
+    let deadline = std::time::Instant::now() + FINALIZER_TIME.max(started.elapsed());
+    let more_finalizers =
+        ensure_membership_finalizers(ctx, org, &snapshot.memberships, deadline).await?;
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
     delete_orphaned_bindings(org, ctx, &snapshot, &memberships).await?;
 
@@ -843,33 +846,46 @@ where
 
 /// Puts kube-org's finalizer on every Membership so that deleting one first revokes
 /// access and checks the last-owner rule.
-/// How many Membership finalizers one reconcile adds: a cold start adds one per
-/// member, and a reconcile that patched all 1,000 at once kept the next one (a deleted
-/// binding to restore, a new namespace to bind) waiting for seconds.
-const FINALIZERS_PER_RECONCILE: usize = 4 * super::WRITE_CONCURRENCY;
+/// How long one reconcile spends adding Membership finalizers at least: a cold start
+/// adds one per member, and a reconcile that patched all 1,000 at once kept the next
+/// one (a deleted binding to restore, a new namespace to bind) waiting for seconds.
+/// A reconcile that took longer to get here may spend as long again (at 10,000
+/// members a pass takes seconds, and a fixed count made the finalizers take minutes).
+const FINALIZER_TIME: Duration = Duration::from_millis(500);
 
-/// Adds kube-org's finalizer to Memberships that lack it, at most
-/// [`FINALIZERS_PER_RECONCILE`]; returns whether some are left for the next reconcile.
+/// Adds kube-org's finalizer to Memberships that lack it, a batch at a time until
+/// `deadline`; returns whether some are left for the next reconcile.
 async fn ensure_membership_finalizers(
     ctx: &Context,
     org: &Organization,
     memberships: &[Arc<Membership>],
+    deadline: std::time::Instant,
 ) -> Result<bool, Error> {
-    let mut missing = memberships.iter().filter(|m| {
-        m.meta().deletion_timestamp.is_none()
-            && !m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
-    });
-    let mut writes = Vec::new();
-    for m in missing.by_ref().take(FINALIZERS_PER_RECONCILE) {
-        let mut finalizers = m.finalizers().to_vec();
-        finalizers.push(MEMBERSHIP_FINALIZER.to_string());
-        writes.push(async move { patch_finalizers(ctx, m, finalizers).await.map(|_| ()) });
+    let missing: Vec<&Arc<Membership>> = memberships
+        .iter()
+        .filter(|m| {
+            m.meta().deletion_timestamp.is_none()
+                && !m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
+        })
+        .collect();
+    let mut added = 0;
+    for batch in missing.chunks(2 * super::WRITE_CONCURRENCY) {
+        if added > 0 && std::time::Instant::now() >= deadline {
+            break;
+        }
+        let mut writes = Vec::new();
+        for m in batch {
+            let mut finalizers = m.finalizers().to_vec();
+            finalizers.push(MEMBERSHIP_FINALIZER.to_string());
+            writes.push(async move { patch_finalizers(ctx, m, finalizers).await.map(|_| ()) });
+        }
+        concurrently(writes).await?;
+        added += batch.len();
     }
-    if !writes.is_empty() {
-        tracing::debug!(organization = %org.name_any(), count = writes.len(), "adding Membership finalizers");
+    if added > 0 {
+        tracing::debug!(organization = %org.name_any(), count = added, "added Membership finalizers");
     }
-    concurrently(writes).await?;
-    Ok(missing.next().is_some())
+    Ok(added < missing.len())
 }
 
 /// Sets a Membership's finalizers to `finalizers`, guarded by a JSON Patch test.

@@ -74,14 +74,16 @@ func readObject(r io.Reader) (*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, err
 	}
-	var object map[string]interface{}
-	if err := yaml.Unmarshal(data, &object); err != nil {
+	// Through JSON, so that integers stay int64 as in the API machinery.
+	jsonData, err := yaml.YAMLToJSON(data)
+	if err != nil {
 		return nil, fmt.Errorf("reading the object: %w", err)
 	}
-	if object == nil {
-		return nil, errors.New("no object on standard input")
+	obj := &unstructured.Unstructured{}
+	if err := obj.UnmarshalJSON(jsonData); err != nil {
+		return nil, fmt.Errorf("reading the object: %w", err)
 	}
-	return &unstructured.Unstructured{Object: object}, nil
+	return obj, nil
 }
 
 // healthScript finds the Lua check for obj's kind in an argocd-cm ConfigMap, under the

@@ -12,12 +12,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::org::{TestOrg, all};
-use common::{client, create_namespace, unique};
+use common::{client, create_namespace, run_with_stdin, tool, unique};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
@@ -28,41 +27,12 @@ use serde_json::{Value, json};
 /// Long enough for an email to be sent and a status written on 2 busy cores.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A binary of `tests/controlplane/build.sh`'s directory: `KUBE_ORG_TOOLS_DIR`, else the
-/// directory of the Mailpit the launcher names.
-fn tool(name: &str) -> std::path::PathBuf {
-    let dir = std::env::var_os("KUBE_ORG_TOOLS_DIR")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("KUBE_ORG_MAILPIT_BIN")
-                .and_then(|m| std::path::Path::new(&m).parent().map(|p| p.to_path_buf()))
-        })
-        .expect("set KUBE_ORG_TOOLS_DIR to the directory tests/controlplane/build.sh prints");
-    dir.join(name)
-}
-
 /// `gitops-check ARGS < object`: the `(status, message)` it prints.
 fn gitops_check(args: &[&str], object: &Value) -> (String, String) {
-    let mut child = Command::new(tool("gitops-check"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("gitops-check runs (built by tests/controlplane/build.sh)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(object.to_string().as_bytes())
-        .expect("writing the object");
-    let output = child.wait_with_output().expect("gitops-check output");
-    assert!(
-        output.status.success(),
-        "gitops-check {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answer: Value = serde_json::from_slice(&output.stdout).expect("JSON answer");
+    let mut command = Command::new(tool("gitops-check"));
+    command.args(args);
+    let output = run_with_stdin(command, &object.to_string());
+    let answer: Value = serde_json::from_str(&output).expect("JSON answer");
     (
         answer["status"].as_str().unwrap_or_default().to_string(),
         answer["message"].as_str().unwrap_or_default().to_string(),

@@ -6,49 +6,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use common::{run_with_stdin, tool};
 use serde::Deserialize;
 
 fn root() -> &'static str {
     env!("CARGO_MANIFEST_DIR")
-}
-
-/// A binary of `tests/controlplane/build.sh`'s directory: `KUBE_ORG_TOOLS_DIR`, else the
-/// directory of the Mailpit the launcher names.
-fn tool(name: &str) -> std::path::PathBuf {
-    let dir = std::env::var_os("KUBE_ORG_TOOLS_DIR")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("KUBE_ORG_MAILPIT_BIN")
-                .and_then(|m| std::path::Path::new(&m).parent().map(|p| p.to_path_buf()))
-        })
-        .expect("set KUBE_ORG_TOOLS_DIR to the directory tests/controlplane/build.sh prints");
-    dir.join(name)
-}
-
-fn run(mut command: Command, stdin: Option<&str>) -> String {
-    let what = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .expect("stdin");
-    drop(input);
-    let output = child.wait_with_output().expect("output");
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8")
 }
 
 /// `helm template kube-org charts/kube-org --include-crds ARGS`.
@@ -61,7 +25,7 @@ fn render(args: &[&str]) -> String {
     ])
     .arg("--include-crds")
     .args(args);
-    run(helm, None)
+    run_with_stdin(helm, "")
 }
 
 /// The objects of a YAML stream, by `kind namespace/name`.
@@ -121,14 +85,14 @@ fn strip_documented_differences(value: &mut serde_yaml::Value) {
 fn the_chart_passes_helm_lint() {
     let mut helm = Command::new(tool("helm"));
     helm.args(["lint", "--strict", &format!("{}/charts/kube-org", root())]);
-    run(helm, None);
+    run_with_stdin(helm, "");
 }
 
 #[test]
 fn with_default_values_the_chart_renders_what_manifests_installs() {
     let mut kustomize = Command::new("kubectl");
     kustomize.args(["kustomize", &format!("{}/manifests", root())]);
-    let manifests = objects(&run(kustomize, None));
+    let manifests = objects(&run_with_stdin(kustomize, ""));
     let chart = objects(&render(&[]));
     let only_manifests: Vec<_> = manifests
         .keys()
@@ -176,7 +140,7 @@ async fn the_rendered_chart_passes_a_server_side_dry_run() {
             "-f",
             "-",
         ]);
-        let out = run(kubectl, Some(&rendered));
+        let out = run_with_stdin(kubectl, &rendered);
         for expected in [
             "customresourcedefinition.apiextensions.k8s.io/organizations.kube-org.io",
             "deployment.apps/kube-org",

@@ -4,13 +4,19 @@
 //! operator. Both verdicts come from `gitops-check`, built by `tests/controlplane/build.sh`.
 //!
 //! - reconciled objects of the four kinds are `Current` / `Healthy` (a delivered, pending
-//!   Invitation too: kube-org has done all it can, the rest is a person's click);
+//!   Invitation too: kube-org has done all it can, the rest is a person's click; and
+//!   once accepted, the Invitation and the Membership it made);
 //! - a refusal no retry resolves (an unknown role, an email outside the allowed domains,
 //!   an expired link, an unmarked home namespace) is `Failed` / `Degraded` (`Stalled=True`);
 //! - waiting for another object (a member who has no Membership yet) and a spec change not
 //!   yet observed are `InProgress` / `Progressing`.
 
 mod common;
+#[path = "invitations/http.rs"]
+mod http;
+#[allow(dead_code)] // this binary reads the shared Mailpit only
+#[path = "invitations/mailpit.rs"]
+mod mailpit;
 
 use std::process::Command;
 use std::time::Duration;
@@ -78,10 +84,10 @@ where
     })
 }
 
-/// The shared operator has no `--accept-base-url`: each organization names one (no
-/// one follows the links here).
-fn accept_url() -> Value {
-    json!({"invitations": {"acceptURL": "http://127.0.0.1:9"}})
+/// The shared operator has no `--accept-base-url`: each organization names its accept
+/// endpoint.
+async fn accept_url() -> Value {
+    json!({"invitations": {"acceptURL": common::operator().await.base_url}})
 }
 
 fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
@@ -106,7 +112,8 @@ fn invitation(name: &str, email: &str, spec: Value) -> Invitation {
 
 #[tokio::test]
 async fn reconciled_objects_of_every_kind_are_current_and_healthy() {
-    let org = TestOrg::with_spec(&["alice@example.com"], accept_url()).await;
+    let org = TestOrg::with_spec(&["alice@example.com"], accept_url().await).await;
+    let carol = format!("{}@example.com", unique("carol"));
     org.resource("deployment").await;
     org.member("bob@example.com").await;
     org.bind(
@@ -121,7 +128,7 @@ async fn reconciled_objects_of_every_kind_are_current_and_healthy() {
     invitations
         .create(
             &PostParams::default(),
-            &invitation("carol", "carol@example.com", json!({})),
+            &invitation("carol", &carol, json!({})),
         )
         .await
         .expect("creating an Invitation");
@@ -151,6 +158,19 @@ async fn reconciled_objects_of_every_kind_are_current_and_healthy() {
         );
         assert!(message.contains("generation"), "{message}");
     }
+
+    // carol accepts: the Invitation stays Current (Accepted), her Membership is Current.
+    let mailpit = mailpit::Mailpit::shared();
+    let mail = mailpit.wait_for(&carol, 1).await.pop().expect("the email");
+    let url = format!("{}/invitations/accept", common::operator().await.base_url);
+    let answer = http::post_json(&url, &mail.token()).await;
+    assert_eq!(answer.status, 200, "accepting: {:?}", answer.json());
+    let accepted = wait_for(&invitations, "carol", "Current", "Healthy").await;
+    assert_eq!(accepted["status"]["phase"], "Accepted");
+    let membership = accepted["status"]["membership"]
+        .as_str()
+        .expect("membership");
+    wait_for(&org.memberships(), membership, "Current", "Healthy").await;
     org.delete().await;
 }
 
@@ -160,7 +180,7 @@ async fn permanent_refusals_are_failed_and_degraded_until_fixed() {
         &["alice@example.com"],
         json!({
             "membership": {"allowedEmailDomains": ["example.com"]},
-            "invitations": accept_url()["invitations"],
+            "invitations": accept_url().await["invitations"],
         }),
     )
     .await;

@@ -8,8 +8,9 @@
 //!   once accepted, the Invitation and the Membership it made);
 //! - a refusal no retry resolves (an unknown role, an email outside the allowed domains,
 //!   an expired link, an unmarked home namespace) is `Failed` / `Degraded` (`Stalled=True`);
-//! - waiting for another object (a member who has no Membership yet) and a spec change not
-//!   yet observed are `InProgress` / `Progressing`.
+//! - waiting for another object (a member who has no Membership yet), an invitation the
+//!   operator cannot send yet, and a spec change not yet observed are `InProgress` /
+//!   `Progressing`.
 
 mod common;
 #[path = "invitations/http.rs"]
@@ -302,6 +303,32 @@ async fn waiting_for_another_object_is_in_progress_and_progressing() {
         "Healthy",
     )
     .await;
+
+    // An invitation the operator cannot send yet (this organization names no accept
+    // URL and the shared operator has none): it waits, and is sent once one is set.
+    let invitations: Api<Invitation> = Api::namespaced(org.client.clone(), &org.home);
+    let grace = format!("{}@example.com", unique("grace"));
+    invitations
+        .create(
+            &PostParams::default(),
+            &invitation("grace", &grace, json!({})),
+        )
+        .await
+        .expect("creating an Invitation");
+    let unsent = wait_for(&invitations, "grace", "InProgress", "Progressing").await;
+    assert_eq!(
+        condition(&unsent, "Ready").expect("Ready")["reason"],
+        "NotDelivered"
+    );
+    Api::<Organization>::all(org.client.clone())
+        .patch(
+            &org.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": accept_url().await})),
+        )
+        .await
+        .expect("naming the accept URL");
+    wait_for(&invitations, "grace", "Current", "Healthy").await;
     org.delete().await;
 }
 

@@ -14,9 +14,10 @@ test:
 bench-invitations:
 	scripts/bench-invitations.sh
 
-## crds: regenerate crds/ from the Rust types.
+## crds: regenerate crds/ from the Rust types (and the Helm chart's copy).
 crds:
 	cargo run --quiet -- crds --out-dir crds
+	cp crds/*.kube-org.io.yaml charts/kube-org/crds/
 
 ## lint: formatting and clippy, as CI checks them.
 lint:

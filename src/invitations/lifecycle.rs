@@ -118,7 +118,7 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
     let resend_raised =
         current.expires_at.is_none() || invitation.spec.resend > current.issued_for_resend;
     match current.phase {
-        Some(InvitationPhase::Accepted) => return accepted(&current),
+        Some(InvitationPhase::Accepted) => return accepted(invitation, &current),
         // Expired stays expired until spec.resend is raised.
         Some(InvitationPhase::Expired) if !resend_raised => {
             return settle(invitation, &current, current.clone(), None, None);
@@ -207,11 +207,11 @@ fn settle(
     wake_at: Option<Timestamp>,
     event: Option<Note>,
 ) -> Decision {
-    let changed = &status != current;
+    // observedGeneration follows every spec change, also one that changes nothing else
+    // (an edited Accepted or Expired invitation): GitOps tools wait for it (kstatus).
     let mut status = status;
-    if changed {
-        status.observed_generation = invitation.metadata.generation;
-    }
+    status.observed_generation = invitation.metadata.generation;
+    let changed = &status != current;
     Decision::Settle {
         status,
         wake_at,
@@ -219,7 +219,7 @@ fn settle(
     }
 }
 
-fn accepted(current: &InvitationStatus) -> Decision {
+fn accepted(invitation: &Invitation, current: &InvitationStatus) -> Decision {
     let joining = current
         .conditions
         .iter()
@@ -227,11 +227,7 @@ fn accepted(current: &InvitationStatus) -> Decision {
     if joining {
         return Decision::FinishAcceptance;
     }
-    Decision::Settle {
-        status: current.clone(),
-        wake_at: None,
-        event: None,
-    }
+    settle(invitation, current, current.clone(), None, None)
 }
 
 fn refuse(

@@ -441,6 +441,27 @@ fn acceptance_is_terminal_and_an_interrupted_one_is_finished() {
 }
 
 #[test]
+fn an_edited_accepted_or_expired_invitation_records_the_generation_once() {
+    let world = World::new();
+    let mut sent = delivered_at(&invitation("dave", "dave@example.com", 0), &world, at(0));
+    sent.metadata.generation = Some(1);
+    let mut expired = sent.clone();
+    expired.status = Some(settled(world.decide(&sent, at(99_999))).0);
+    let mut accepted = sent.clone();
+    accepted.status = Some(joined_status(&sent, at(5)));
+    for mut inv in [expired, accepted] {
+        // Edited (but resend not raised): only observedGeneration follows, for kstatus.
+        inv.metadata.generation = Some(2);
+        let (status, ..) = settled(world.decide(&inv, at(100_000)));
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(status.conditions, inv.status.as_ref().unwrap().conditions);
+        inv.status = Some(status.clone());
+        let (again, ..) = settled(world.decide(&inv, at(100_001)));
+        assert_eq!(again, status, "then quiet");
+    }
+}
+
+#[test]
 fn a_deleted_invitation_is_left_to_the_garbage_collector() {
     let world = World::new();
     let mut inv = invitation("dave", "dave@example.com", 0);

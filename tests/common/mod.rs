@@ -711,3 +711,41 @@ pub async fn eventually_can(
     })
     .await
 }
+
+/// A binary of the directory `tests/controlplane/build.sh` prints (helm, gitops-check):
+/// `KUBE_ORG_TOOLS_DIR`, else the directory of the Mailpit the launcher names.
+pub fn tool(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("KUBE_ORG_TOOLS_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("KUBE_ORG_MAILPIT_BIN")
+                .and_then(|m| std::path::Path::new(&m).parent().map(|p| p.to_path_buf()))
+        })
+        .expect("set KUBE_ORG_TOOLS_DIR to the directory tests/controlplane/build.sh prints");
+    dir.join(name)
+}
+
+/// Runs `command` with `stdin` as its standard input; its standard output, or a panic
+/// with both outputs when it fails.
+pub fn run_with_stdin(mut command: std::process::Command, stdin: &str) -> String {
+    use std::io::Write;
+    use std::process::Stdio;
+    let what = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("stdin");
+    drop(input);
+    let output = child.wait_with_output().expect("output");
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real control-plane binaries (etcd, kube-apiserver, kube-controller-manager),
-# Mailpit and the OpenID Connect provider (oidc/, on github.com/zitadel/oidc/v3) from
-# their official Go modules, pinned by the go.mod/go.sum files beside this script. Binaries are cached outside the repository, keyed by a hash of those pins
+# Mailpit, the OpenID Connect provider (oidc/, on github.com/zitadel/oidc/v3), Helm
+# (helm/, helm.sh/helm/v4's own cmd/helm) and gitops-check (gitops/: kstatus from
+# sigs.k8s.io/cli-utils and Argo CD's Lua health checks on github.com/yuin/gopher-lua)
+# from their official Go modules, pinned by the go.mod/go.sum files beside this script. Binaries are cached outside the repository, keyed by a hash of those pins
 # and the Go version, so a second run costs nothing.
 #
 # Prints the directory holding the binaries on stdout; progress goes to stderr.
@@ -22,7 +24,7 @@ module_key() { # module_key <module dir>
 }
 
 declare -A keys
-for module in etcd kube mailpit oidc launcher; do keys[$module]=$(module_key "$module"); done
+for module in etcd kube mailpit oidc helm gitops launcher; do keys[$module]=$(module_key "$module"); done
 cache=$root/bin-$(echo "${keys[*]}" | sha256sum | cut -c1-16)
 mkdir -p "$cache"
 
@@ -46,5 +48,7 @@ build mailpit mailpit .
 build oidc-provider oidc .
 build kube-apiserver kube ./cmd/kube-apiserver
 build kube-controller-manager kube ./cmd/kube-controller-manager
+build helm helm helm.sh/helm/v4/cmd/helm
+build gitops-check gitops .
 build launcher launcher .
 echo "$cache"

@@ -344,15 +344,8 @@ async fn overlapping_roles_combine_and_removing_one_leaves_no_gap() {
     let org = TestOrg::new(&["alice@example.com"]).await;
     let c = &org.client;
     let res = org.resource("deployment").await;
-    org.member("bob@example.com").await;
-    org.bind(
-        "bob-viewer",
-        "bob@example.com",
-        "viewer",
-        all("deployment"),
-        "full",
-    )
-    .await;
+    org.member_with_role("bob@example.com", "bob-viewer", "viewer", all("deployment"))
+        .await;
     org.bind(
         "bob-editor",
         "bob@example.com",

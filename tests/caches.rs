@@ -101,15 +101,8 @@ async fn access_is_granted_and_revoked_while_the_invitation_cache_cannot_fill() 
         home,
     };
     let prod = org.resource("deployment").await;
-    org.member("bob@example.com").await;
-    org.bind(
-        "bob-viewer",
-        "bob@example.com",
-        "viewer",
-        all("deployment"),
-        "full",
-    )
-    .await;
+    org.member_with_role("bob@example.com", "bob-viewer", "viewer", all("deployment"))
+        .await;
     let list_pods = Can::new("list", "pods", Some(&prod));
     eventually_can(&client, "bob@example.com", list_pods, true, REACT).await;
 

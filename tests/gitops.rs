@@ -116,15 +116,8 @@ async fn reconciled_objects_of_every_kind_are_current_and_healthy() {
     let org = TestOrg::with_spec(&["alice@example.com"], accept_url().await).await;
     let carol = format!("{}@example.com", unique("carol"));
     org.resource("deployment").await;
-    org.member("bob@example.com").await;
-    org.bind(
-        "bob-viewer",
-        "bob@example.com",
-        "viewer",
-        all("deployment"),
-        "full",
-    )
-    .await;
+    org.member_with_role("bob@example.com", "bob-viewer", "viewer", all("deployment"))
+        .await;
     let invitations: Api<Invitation> = Api::namespaced(org.client.clone(), &org.home);
     invitations
         .create(

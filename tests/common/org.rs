@@ -77,6 +77,18 @@ impl TestOrg {
             .expect("creating a membership");
     }
 
+    /// A member holding one role (full access) through one binding.
+    pub async fn member_with_role(
+        &self,
+        email: &str,
+        binding: &str,
+        role: &str,
+        scope: serde_json::Value,
+    ) {
+        self.member(email).await;
+        self.bind(binding, email, role, scope, "full").await;
+    }
+
     pub async fn bind(
         &self,
         name: &str,

@@ -69,6 +69,8 @@ pub struct PlanInput<'a> {
     pub exclusive_refusals: &'a BTreeMap<String, PolicyRefusal>,
     /// The operator's `spec.identity` defaults.
     pub identity: &'a crate::access::identity::IdentityDefaults,
+    /// The time the plan is for (bindings expire against it).
+    pub now: k8s_openapi::jiff::Timestamp,
 }
 
 /// What the reconcile applies.
@@ -93,6 +95,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         refused: input.exclusive_refusals,
         kept: &input.leaving.kept,
         identity: input.identity,
+        now: input.now,
     });
     let members = desired.members.len();
     let owners = desired
@@ -198,6 +201,7 @@ namespaces:
             unbindable: &BTreeSet::new(),
             exclusive_refusals: &BTreeMap::new(),
             identity: &Default::default(),
+            now: "2026-12-05T12:00:00Z".parse().unwrap(),
         });
         (leaving, plan)
     }

@@ -219,6 +219,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     let leaving = super::plan::leaving(org, &memberships, &bindings, &namespaces);
     let unbindable = unbindable_cluster_roles(org, ctx).await?;
     let exclusive_refusals = exclusive_membership(org, ctx, &memberships, &leaving).await?;
+    let now = k8s_openapi::jiff::Timestamp::now();
     let super::plan::Plan {
         mut desired,
         ready,
@@ -233,7 +234,9 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         unbindable: &unbindable,
         exclusive_refusals: &exclusive_refusals,
         identity: &ctx.identity,
+        now,
     });
+    let next_expiry = desired.next_expiry;
     let refusals = leaving.refusals;
 
     // Access first: every native object is attempted, whatever fails elsewhere.
@@ -315,16 +318,36 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         ctx.metrics.reconcile_failed(super::CONTROLLER, SYNC_FAILED);
         // Retried with the controller's pace; the watch also wakes it when a tenant
         // removes what blocked the write.
-        return Ok(Action::requeue(SYNC_RETRY));
+        return Ok(by_expiry(Some(SYNC_RETRY), next_expiry, now));
     }
-    if more_finalizers {
+    let again = if more_finalizers {
         // Right away, after whatever else is waiting for this organization.
-        Ok(Action::requeue(Duration::ZERO))
+        Some(Duration::ZERO)
     } else if unbindable.is_empty() {
-        Ok(Action::await_change())
+        None
     } else {
         // Nothing announces that a cluster admin granted `bind`: look again later.
-        Ok(Action::requeue(UNBINDABLE_RECHECK))
+        Some(UNBINDABLE_RECHECK)
+    };
+    Ok(by_expiry(again, next_expiry, now))
+}
+
+/// Requeues after `again`, or sooner for the organization's next binding expiry
+/// (scheduled for the deadline, a millisecond past it, never polled; an expired
+/// binding has no future expiry, so it schedules nothing).
+fn by_expiry(
+    again: Option<Duration>,
+    next_expiry: Option<k8s_openapi::jiff::Timestamp>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Action {
+    let until_expiry = next_expiry.map(|at| {
+        let wait = at.duration_since(now).as_millis().max(0) as u64 + 1;
+        Duration::from_millis(wait)
+    });
+    match (again, until_expiry) {
+        (Some(a), Some(b)) => Action::requeue(a.min(b)),
+        (Some(d), None) | (None, Some(d)) => Action::requeue(d),
+        (None, None) => Action::await_change(),
     }
 }
 
@@ -768,6 +791,7 @@ pub fn owner_objects(
                 role: ORGANIZATION_OWNER.to_string(),
                 scope: Scope::organization(),
                 access: Default::default(),
+                expires_at: None,
             },
             status: None,
         })
@@ -797,7 +821,13 @@ async fn ensure_owners(
             .bindings
             .iter()
             .find(|c| c.name_any() == b.name_any());
-        if cached.is_none_or(|c| c.spec != b.spec || c.owner_references() != b.owner_references()) {
+        // An expiresAt someone set on it is ignored, not fought over.
+        let spec = |c: &RoleBinding| RoleBindingSpec {
+            expires_at: None,
+            ..c.spec.clone()
+        };
+        if cached.is_none_or(|c| spec(c) != b.spec || c.owner_references() != b.owner_references())
+        {
             apply::apply(
                 &namespaced(ctx, b),
                 &ctx.metrics,
@@ -1167,6 +1197,7 @@ async fn write_binding_status(
         scope: Some(outcome.scope.clone()),
         resources: outcome.resources.clone(),
         problems: outcome.problems.clone(),
+        expired_at: outcome.expired_at.clone(),
     };
     let ready_before = current.conditions.iter().find(|c| c.type_ == READY);
     let changed_ready = ready_before.is_none_or(|c| {
@@ -1186,6 +1217,9 @@ async fn write_binding_status(
     }
     let (type_, reason) = if outcome.ready.status {
         (EventType::Normal, "Granted")
+    } else if outcome.ready.reason == crate::access::desired::EXPIRED {
+        // The end that was asked for, not a problem.
+        (EventType::Normal, crate::access::desired::EXPIRED)
     } else {
         (EventType::Warning, outcome.ready.reason.as_str())
     };

@@ -66,6 +66,7 @@ pub fn build_binding(email: &str, home: &str, wanted: &RoleAssignment) -> RoleBi
             role: wanted.role.clone(),
             scope: wanted.scope.clone(),
             access: wanted.access,
+            expires_at: None,
         },
     );
     binding.metadata.namespace = Some(home.to_string());
@@ -310,6 +311,7 @@ mod tests {
                 role: role.into(),
                 scope,
                 access,
+                expires_after: None,
             },
         );
         b.metadata.name = Some(name.to_string());
@@ -321,6 +323,7 @@ mod tests {
             role: role.into(),
             scope,
             access,
+            expires_after: None,
         }
     }
 

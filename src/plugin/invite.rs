@@ -138,6 +138,7 @@ mod tests {
             role: "viewer".into(),
             scope: Scope::all_of("deployment"),
             access: Access::Full,
+            expires_after: None,
         }];
         let ttl = GoDuration::from("24h");
         let invitation = build_invitation(" Bob@Example.com", "org-acme", &roles, Some(&ttl));
@@ -177,11 +178,13 @@ mod tests {
                 role: "viewer".into(),
                 scope: Scope::named("deployment", &["prod"]),
                 access: Access::Full,
+                expires_after: None,
             },
             RoleAssignment {
                 role: "billing-admin".into(),
                 scope: Scope::organization(),
                 access: Access::Console,
+                expires_after: None,
             },
         ];
         assert_eq!(

@@ -69,6 +69,7 @@ impl MemberView {
                             scope: r.scope.summary(),
                             access: r.access,
                             binding: String::new(),
+                            expires_at: None,
                         })
                         .collect(),
                     access: vec![],

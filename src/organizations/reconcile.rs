@@ -216,10 +216,10 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     let namespaces: Vec<&Namespace> = snapshot.namespaces.iter().map(|n| n.as_ref()).collect();
 
     // A member refused leave stays a member, with all their access.
-    let leaving = super::plan::leaving(org, &memberships, &bindings, &namespaces);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let leaving = super::plan::leaving(org, &memberships, &bindings, &namespaces, now);
     let unbindable = unbindable_cluster_roles(org, ctx).await?;
     let exclusive_refusals = exclusive_membership(org, ctx, &memberships, &leaving).await?;
-    let now = k8s_openapi::jiff::Timestamp::now();
     let super::plan::Plan {
         mut desired,
         ready,

@@ -36,13 +36,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// What one probe saw.
 struct Probe {
+    index: usize,
     /// Milliseconds from `expiresAt` to the first denial.
     late_ms: f64,
     /// Whether the member was denied already before `expiresAt`.
     early: bool,
 }
 
-async fn probe(client: kube::Client, user: String, namespace: String, at: Timestamp) -> Probe {
+async fn probe(
+    index: usize,
+    client: kube::Client,
+    user: String,
+    namespace: String,
+    at: Timestamp,
+) -> Probe {
     let start = at - PROBE_LEAD;
     let wait = start.duration_since(Timestamp::now());
     if wait.is_positive() {
@@ -58,6 +65,7 @@ async fn probe(client: kube::Client, user: String, namespace: String, at: Timest
                 early = true;
             }
             return Probe {
+                index,
                 late_ms: now.duration_since(at).as_secs_f64() * 1000.0,
                 early,
             };
@@ -166,10 +174,15 @@ async fn main() {
 
     let writes_before = operator.writes().await;
     let reconciles_before = operator.metric("kube_org_reconciles_total").await;
-    let probes: Vec<Probe> = futures::future::join_all(
-        (0..count)
-            .map(|i| tokio::spawn(probe(client.clone(), user(i), resource.clone(), expiry(i)))),
-    )
+    let probes: Vec<Probe> = futures::future::join_all((0..count).map(|i| {
+        tokio::spawn(probe(
+            i,
+            client.clone(),
+            user(i),
+            resource.clone(),
+            expiry(i),
+        ))
+    }))
     .await
     .into_iter()
     .map(|p| p.expect("a probe"))
@@ -187,6 +200,29 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let idle_writes = operator.writes().await - settled;
 
+    let mut worst: Vec<&Probe> = probes.iter().collect();
+    worst.sort_by(|a, b| b.late_ms.total_cmp(&a.late_ms));
+    for p in worst.iter().take(8) {
+        println!(
+            "late: binding {} (expiresAt {}) revoked {:.1} ms after",
+            p.index,
+            expiry(p.index),
+            p.late_ms
+        );
+    }
+    let (_, metrics) = common::http_get(&format!("{}/metrics", operator.metrics_url))
+        .await
+        .expect("/metrics answers");
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("kube_org_reconcile_duration_seconds") && l.contains("organization")
+    }) {
+        println!("  {line}");
+    }
+    // The operator's log goes with the control plane's work directory; keep a copy.
+    if let Some(keep) = std::env::var_os("BENCH_KEEP_LOG") {
+        std::fs::copy(&operator.log, &keep).expect("copying the operator's log");
+        println!("operator log: {}", std::path::Path::new(&keep).display());
+    }
     println!("== summary ==");
     println!("bindings: {count} count");
     println!("revocation_lateness_p50: {:.1} ms", percentile(&late, 50.0));

@@ -521,7 +521,9 @@ mod tests {
         }
         .text();
         assert!(
-            timed_text.contains("auditor on deployment resources prod, for 8h after you accept (console only)"),
+            timed_text.contains(
+                "auditor on deployment resources prod, for 8h after you accept (console only)"
+            ),
             "{timed_text}"
         );
 

@@ -32,7 +32,9 @@ pub fn live_at<'a>(
     bindings
         .iter()
         .copied()
-        .filter(|b| matches!(crate::access::desired::expiry(b), Ok(at) if at.is_none_or(|at| now < at)))
+        .filter(
+            |b| matches!(crate::access::desired::expiry(b), Ok(at) if at.is_none_or(|at| now < at)),
+        )
         .collect()
 }
 
@@ -118,9 +120,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .members
         .keys()
         .filter(|name| {
-            input.memberships.iter().any(|m| {
-                m.name_any() == **name && is_owner(&m.spec.email.normalized(), &live)
-            })
+            input
+                .memberships
+                .iter()
+                .any(|m| m.name_any() == **name && is_owner(&m.spec.email.normalized(), &live))
         })
         .count();
     let resource_count: usize = desired.resources.values().map(Vec::len).sum();

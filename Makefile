@@ -18,7 +18,7 @@ bench-invitations:
 ## plane (release build); prints the p50/p99 lateness of revocation as the cluster's
 ## authorizer answers (SubjectAccessReview) and the operator's writes meanwhile.
 bench-expiry:
-	scripts/bench-expiry.sh
+	scripts/bench-local.sh expiry
 
 ## crds: regenerate crds/ from the Rust types.
 crds:

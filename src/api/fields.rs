@@ -278,7 +278,7 @@ impl JsonSchema for Rfc3339 {
                 },
                 {
                     "rule": format!("!{well_formed} || timestamp(self) > timestamp('2000-01-01T00:00:00Z')"),
-                    "message": "must be a real date and time after the year 2000",
+                    "message": "must be a date and time that exists (not, say, 30 February) after 2000-01-01T00:00:00Z",
                 },
             ],
         })

@@ -490,5 +490,12 @@ async fn plugin_grant_for_and_until() {
     assert!(stdout.contains(" made permanent: "), "{stdout}");
     let permanent = org.bindings().get(&name).await.expect("binding");
     assert_eq!(permanent.spec.expires_at, None);
+    // An end decades away did not upset the operator's timers: it still reconciles.
+    eventually("the binding's status drops its end", REACT, || async {
+        let b = org.bindings().get(&name).await.ok()?;
+        let (status, _, message) = ready(&b)?;
+        (status == "True" && !message.contains(" until ")).then_some(())
+    })
+    .await;
     org.delete().await;
 }

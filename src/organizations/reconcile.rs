@@ -318,7 +318,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         ctx.metrics.reconcile_failed(super::CONTROLLER, SYNC_FAILED);
         // Retried with the controller's pace; the watch also wakes it when a tenant
         // removes what blocked the write.
-        return Ok(by_expiry(Some(SYNC_RETRY), next_expiry, now));
+        return Ok(by_expiry(Some(SYNC_RETRY), next_expiry));
     }
     let again = if more_finalizers {
         // Right away, after whatever else is waiting for this organization.
@@ -329,20 +329,18 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         // Nothing announces that a cluster admin granted `bind`: look again later.
         Some(UNBINDABLE_RECHECK)
     };
-    Ok(by_expiry(again, next_expiry, now))
+    Ok(by_expiry(again, next_expiry))
 }
 
 /// Requeues after `again`, or sooner for the organization's next binding expiry
 /// (scheduled for the deadline, a millisecond past it, never polled; an expired
-/// binding has no future expiry, so it schedules nothing).
-fn by_expiry(
-    again: Option<Duration>,
-    next_expiry: Option<k8s_openapi::jiff::Timestamp>,
-    now: k8s_openapi::jiff::Timestamp,
-) -> Action {
+/// binding has no future expiry, so it schedules nothing). Timed from the clock now,
+/// not from when the plan was computed.
+fn by_expiry(again: Option<Duration>, next_expiry: Option<k8s_openapi::jiff::Timestamp>) -> Action {
+    let now = k8s_openapi::jiff::Timestamp::now();
     let until_expiry = next_expiry.map(|at| {
         let wait = at.duration_since(now).as_millis().max(0) as u64 + 1;
-        Duration::from_millis(wait)
+        Duration::from_millis(wait).min(FAR_EXPIRY_STEP)
     });
     match (again, until_expiry) {
         (Some(a), Some(b)) => Action::requeue(a.min(b)),
@@ -350,6 +348,12 @@ fn by_expiry(
         (None, None) => Action::await_change(),
     }
 }
+
+/// The longest wait for an expiry: one further away (any `expiresAt` a user writes, say
+/// in 2099) is approached a day at a time. The controller's timer queue panics on a
+/// deadline more than about two years ahead, and a day also bounds the effect of a
+/// clock that jumped.
+const FAR_EXPIRY_STEP: Duration = Duration::from_secs(24 * 3600);
 
 /// The reason of an Organization (and of the targets concerned) when a managed object
 /// could not be written.
@@ -1455,6 +1459,39 @@ mod tests {
             reason: reason.to_string(),
             note: String::new(),
         }
+    }
+
+    #[test]
+    fn an_expiry_is_waited_for_to_the_millisecond_and_a_far_one_a_day_at_a_time() {
+        let in_ms = |ms: i64| {
+            Some(
+                k8s_openapi::jiff::Timestamp::now()
+                    + k8s_openapi::jiff::SignedDuration::from_millis(ms),
+            )
+        };
+        let wait = |action: Action| format!("{action:?}");
+        assert_eq!(wait(by_expiry(None, None)), wait(Action::await_change()));
+        assert_eq!(
+            wait(by_expiry(None, in_ms(-5_000))),
+            wait(Action::requeue(Duration::from_millis(1))),
+            "passed already: at once"
+        );
+        assert_eq!(
+            wait(by_expiry(Some(Duration::ZERO), in_ms(60_000))),
+            wait(Action::requeue(Duration::ZERO))
+        );
+        // 2099 is a day away as far as the timer queue is concerned.
+        assert_eq!(
+            wait(by_expiry(None, in_ms(80 * 365 * 24 * 3_600_000))),
+            wait(Action::requeue(FAR_EXPIRY_STEP))
+        );
+        assert_eq!(
+            wait(by_expiry(
+                Some(SYNC_RETRY),
+                in_ms(80 * 365 * 24 * 3_600_000)
+            )),
+            wait(Action::requeue(SYNC_RETRY))
+        );
     }
 
     #[test]

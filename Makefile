@@ -1,5 +1,5 @@
 # kube-org — the commands a developer needs. Each works on a fresh machine.
-.PHONY: run test crds lint build controlplane bench-access bench-access-large bench-compare bench-invitations static
+.PHONY: run test crds lint build controlplane bench-access bench-access-large bench-compare bench-invitations bench-expiry static
 
 ## run: local control plane + CRDs + the operator + examples (no cluster needed).
 run:
@@ -13,6 +13,12 @@ test:
 ## prints emails delivered per second and the p50/p99 lateness of expiry.
 bench-invitations:
 	scripts/bench-invitations.sh
+
+## bench-expiry: 200 time-bound RoleBindings expiring 300 ms apart on a local control
+## plane (release build); prints the p50/p99 lateness of revocation as the cluster's
+## authorizer answers (SubjectAccessReview) and the operator's writes meanwhile.
+bench-expiry:
+	scripts/bench-local.sh expiry
 
 ## crds: regenerate crds/ from the Rust types (and the Helm chart's copy).
 crds:

@@ -415,6 +415,7 @@ proptest! {
             refused: &refused,
             kept: &Default::default(),
             identity: &Default::default(),
+            now: Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::UNIX_EPOCH),
         };
         let first = desired_access(&input);
         // Deterministic: the same input gives the same output.

@@ -118,11 +118,13 @@ async fn invite_creates_one_invitation_per_email_with_the_roles_asked_for() {
                     role: "viewer".into(),
                     scope: Scope::all_of("deployment"),
                     access: Access::Full,
+                    expires_after: None,
                 },
                 RoleAssignment {
                     role: "developer".into(),
                     scope: Scope::named("elasticsearch", &["search-a", "search-b"]),
                     access: Access::Console,
+                    expires_after: None,
                 },
             ]
         );
@@ -738,6 +740,7 @@ fn viewer_of_all_deployments() -> RoleAssignment {
         role: "viewer".into(),
         scope: Scope::all_of("deployment"),
         access: Access::Full,
+        expires_after: None,
     }
 }
 

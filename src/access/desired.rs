@@ -10,13 +10,15 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use super::identity::{Identity, IdentityDefaults};
 use super::names::{
-    LABEL_RESOURCE_TYPE, OWNER_CLUSTER_ROLE, READER_CLUSTER_ROLE, ROLEBINDING_READER_CLUSTER_ROLE,
-    managed_labels, native_binding_name, organization_cluster_role_name,
+    LABEL_OWNER, LABEL_RESOURCE_TYPE, OWNER_CLUSTER_ROLE, READER_CLUSTER_ROLE,
+    ROLEBINDING_READER_CLUSTER_ROLE, managed_labels, native_binding_name,
+    organization_cluster_role_name,
 };
 use super::native::{DesiredRoleBinding, RBAC_GROUP, group_subject, user_subject};
 use super::policy::{PolicyRefusal, SYSTEM_PREFIX, membership_refusals};
@@ -50,6 +52,9 @@ pub struct AccessInput<'a> {
     pub kept: &'a BTreeSet<String>,
     /// The operator's `spec.identity` defaults (`--username-prefix`, `--groups-prefix`).
     pub identity: &'a IdentityDefaults,
+    /// The time the access is computed for: a binding whose `spec.expiresAt` is at or
+    /// before it grants nothing. Passed in, never read here.
+    pub now: Timestamp,
 }
 
 /// Everything the organization needs, plus the status of each object it came from.
@@ -73,6 +78,9 @@ pub struct DesiredAccess {
     pub home: String,
     /// Each `spec.membership.groups` entry (SSO auto-join), in the spec's order.
     pub groups: Vec<GroupStatus>,
+    /// The earliest `spec.expiresAt` after `now` among the bindings: when this access
+    /// next changes by itself (the reconcile is scheduled for it).
+    pub next_expiry: Option<Timestamp>,
 }
 
 impl DesiredAccess {
@@ -107,6 +115,8 @@ pub struct BindingOutcome {
     pub resources: Vec<String>,
     pub problems: Vec<TargetProblem>,
     pub ready: DesiredCondition,
+    /// When the binding expired (whole seconds, as `status.expiredAt` keeps it), if it has.
+    pub expired_at: Option<Time>,
 }
 
 /// The status of one Membership (its access: [`DesiredAccess::access_of`]).
@@ -164,11 +174,33 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     let mut grants: Grants = BTreeMap::new();
     let mut member_roles: BTreeMap<String, Vec<MemberRole>> = BTreeMap::new();
     let mut outcomes = BTreeMap::new();
+    let mut next_expiry: Option<Timestamp> = None;
     let mut bindings = input.bindings.clone();
     bindings.sort_by_key(|b| b.name_any());
     for binding in bindings {
         let email = normalize_email(&binding.spec.member.0);
         let scope = binding.spec.scope.summary();
+        // Time first: an expired binding grants nothing, whatever else holds.
+        let expires_at = match expiry(binding) {
+            Ok(Some(at)) if input.now >= at => {
+                outcomes.insert(binding.name_any(), expired(scope, binding, &email, at));
+                continue;
+            }
+            Ok(at) => at,
+            Err(error) => {
+                let message = format!(
+                    "spec.expiresAt: {error}; this binding grants nothing until it is fixed"
+                );
+                outcomes.insert(
+                    binding.name_any(),
+                    grants_nothing(scope, "InvalidExpiry", message),
+                );
+                continue;
+            }
+        };
+        if let Some(at) = expires_at {
+            next_expiry = Some(next_expiry.map_or(at, |next| next.min(at)));
+        }
         let Some((membership, user)) = members.get(&email) else {
             if let Some(refusal) = input.memberships.iter().find_map(|m| {
                 (m.spec.email.normalized() == email)
@@ -194,7 +226,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
             );
             continue;
         };
-        let outcome = bind(
+        let mut outcome = bind(
             &BindContext {
                 table: &table,
                 resources: &resources,
@@ -204,6 +236,9 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
             user,
             &mut grants,
         );
+        if let Some(at) = expires_at {
+            outcome.ready.message = format!("{}; until {at}", outcome.ready.message);
+        }
         if outcome.ready.status {
             member_roles
                 .entry(membership.clone())
@@ -213,6 +248,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
                     scope: scope.clone(),
                     access: binding.spec.access,
                     binding: binding.name_any(),
+                    expires_at: expires_at.map(|at| at.to_string()),
                 });
         }
         outcomes.insert(binding.name_any(), outcome);
@@ -250,8 +286,40 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         refused,
         home,
         groups,
+        next_expiry,
     }
 }
+
+/// When `binding` stops granting: its `spec.expiresAt`, or never. The bindings kube-org
+/// makes for `spec.owners` never expire (who owns is the Organization's to say).
+pub fn expiry(binding: &RoleBinding) -> Result<Option<Timestamp>, crate::api::fields::InvalidTime> {
+    if binding.labels().contains_key(LABEL_OWNER) {
+        return Ok(None);
+    }
+    binding
+        .spec
+        .expires_at
+        .as_ref()
+        .map(|at| at.parse())
+        .transpose()
+}
+
+/// The status of a binding whose time is up.
+fn expired(scope: String, binding: &RoleBinding, email: &str, at: Timestamp) -> BindingOutcome {
+    let message = format!(
+        "expired at {at}: {email} no longer holds {} on {scope}; move spec.expiresAt later to grant it again",
+        binding.spec.role
+    );
+    BindingOutcome {
+        expired_at: Some(Time(
+            Timestamp::from_second(at.as_second()).unwrap_or(Timestamp::UNIX_EPOCH),
+        )),
+        ..grants_nothing(scope, EXPIRED, message)
+    }
+}
+
+/// The Ready reason of a binding past its `spec.expiresAt`.
+pub const EXPIRED: &str = "Expired";
 
 /// Binds every `spec.membership.groups` entry (the same role and scope rules as a
 /// RoleBinding; a refused role grants nothing and the others still bind) and says what
@@ -296,6 +364,7 @@ fn bind_groups(
                         role: role.role.clone(),
                         scope: role.scope.clone(),
                         access: role.access,
+                        expires_at: None,
                     },
                 );
                 let outcome = bind(ctx, &binding, &name, grants);
@@ -385,6 +454,7 @@ fn grants_nothing(scope: String, reason: &str, message: String) -> BindingOutcom
         resources: vec![],
         problems: vec![],
         ready: DesiredCondition::new(READY, false, reason, message),
+        expired_at: None,
     }
 }
 
@@ -465,6 +535,7 @@ fn bind(
         resources: targets,
         problems,
         ready,
+        expired_at: None,
     }
 }
 
@@ -533,6 +604,7 @@ fn bind_organization_role(
         resources,
         problems: vec![],
         ready: DesiredCondition::new(READY, true, "Bound", message),
+        expired_at: None,
     }
 }
 

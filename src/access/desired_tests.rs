@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::jiff::Timestamp;
 
 use super::desired::{AccessInput, DesiredAccess, desired_access};
 use super::identity::IdentityDefaults;
@@ -54,6 +55,7 @@ struct World {
     unbindable: BTreeSet<String>,
     refused: BTreeMap<String, PolicyRefusal>,
     identity: IdentityDefaults,
+    now: Timestamp,
 }
 
 impl World {
@@ -73,7 +75,14 @@ impl World {
             unbindable: BTreeSet::new(),
             refused: BTreeMap::new(),
             identity: IdentityDefaults::default(),
+            now: at("2026-12-05T12:00:00Z"),
         }
+    }
+
+    /// The same world at another time.
+    fn at(mut self, now: &str) -> Self {
+        self.now = at(now);
+        self
     }
 
     /// kube-org may not bind `cluster_role`.
@@ -97,6 +106,7 @@ impl World {
             refused: &self.refused,
             kept: &Default::default(),
             identity: &self.identity,
+            now: self.now,
         })
     }
 }
@@ -602,4 +612,142 @@ fn a_groups_prefix_that_makes_a_system_group_grants_nothing() {
     let access = world.compute();
     assert_eq!(access.groups[0].reason, "SystemGroupNotAllowed");
     assert!(access.role_bindings.iter().all(|rb| rb.groups.is_empty()));
+}
+
+fn at(time: &str) -> Timestamp {
+    time.parse().expect("a time")
+}
+
+/// bob: viewer of every deployment until 12:00:03; carol: editor of prod until 12:00:10,
+/// admin of staging with no end.
+fn timed_world() -> World {
+    World::new()
+        .bind(
+            "bob-viewer",
+            "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, all: true}, expiresAt: '2026-12-05T12:00:03Z'}",
+        )
+        .bind(
+            "carol-editor",
+            "{member: carol@example.com, role: editor, scope: {resourceType: deployment, resources: [prod]}, expiresAt: '2026-12-05T13:00:10+01:00'}",
+        )
+        .bind(
+            "carol-admin",
+            "{member: carol@example.com, role: admin, scope: {resourceType: deployment, resources: [staging]}}",
+        )
+}
+
+#[test]
+fn a_binding_grants_until_its_expiry_and_nothing_from_that_second_on() {
+    let before = timed_world().at("2026-12-05T12:00:02.999Z").compute();
+    assert_eq!(
+        held(&before, "bob@example.com"),
+        pairs(&[("prod", "view"), ("staging", "view")])
+    );
+    let outcome = &before.bindings["bob-viewer"];
+    assert!(outcome.ready.status);
+    assert!(
+        outcome
+            .ready
+            .message
+            .ends_with("; until 2026-12-05T12:00:03Z"),
+        "{}",
+        outcome.ready.message
+    );
+    assert_eq!(outcome.expired_at, None);
+    let bob_roles = &before.members["bob"].roles;
+    assert_eq!(
+        bob_roles[0].expires_at.as_deref(),
+        Some("2026-12-05T12:00:03Z")
+    );
+
+    let after = timed_world().at("2026-12-05T12:00:03Z").compute();
+    assert_eq!(
+        held(&after, "bob@example.com"),
+        vec![],
+        "expired on the second"
+    );
+    let outcome = &after.bindings["bob-viewer"];
+    assert!(!outcome.ready.status);
+    assert_eq!(outcome.ready.reason, "Expired");
+    assert!(
+        outcome
+            .ready
+            .message
+            .starts_with("expired at 2026-12-05T12:00:03Z: bob@example.com no longer holds viewer on deployment/*"),
+        "{}",
+        outcome.ready.message
+    );
+    assert_eq!(
+        outcome.expired_at.as_ref().map(|t| t.0),
+        Some(at("2026-12-05T12:00:03Z"))
+    );
+    assert!(outcome.resources.is_empty());
+    assert!(after.members["bob"].roles.is_empty());
+    // Still a member: the organization stays visible, nothing inside resources.
+    assert!(visible(&after).contains(&("User", "bob@example.com")));
+    // Others are untouched.
+    assert_eq!(
+        held(&after, "carol@example.com"),
+        pairs(&[("prod", "edit"), ("staging", "admin")])
+    );
+}
+
+#[test]
+fn the_next_expiry_is_the_earliest_one_still_ahead() {
+    let world = || timed_world();
+    assert_eq!(
+        world().at("2026-12-05T11:00:00Z").compute().next_expiry,
+        Some(at("2026-12-05T12:00:03Z"))
+    );
+    assert_eq!(
+        world().at("2026-12-05T12:00:03Z").compute().next_expiry,
+        Some(at("2026-12-05T12:00:10Z")),
+        "an expired binding never schedules again (no hot loop)"
+    );
+    let late = world().at("2026-12-05T12:00:10Z").compute();
+    assert_eq!(late.next_expiry, None);
+    assert_eq!(
+        held(&late, "carol@example.com"),
+        pairs(&[("staging", "admin")])
+    );
+    assert_eq!(World::new().compute().next_expiry, None);
+}
+
+#[test]
+fn moving_the_expiry_later_grants_again() {
+    let mut world = timed_world().at("2026-12-05T12:00:05Z");
+    assert_eq!(held(&world.compute(), "bob@example.com"), vec![]);
+    world.bindings[0].spec.expires_at = Some("2026-12-05T12:30:00Z".into());
+    let access = world.compute();
+    assert_eq!(
+        held(&access, "bob@example.com"),
+        pairs(&[("prod", "view"), ("staging", "view")])
+    );
+    assert_eq!(access.bindings["bob-viewer"].expired_at, None);
+    assert_eq!(access.next_expiry, Some(at("2026-12-05T12:00:10Z")));
+    world.bindings[0].spec.expires_at = None;
+    assert!(world.compute().bindings["bob-viewer"].ready.status);
+}
+
+#[test]
+fn an_unreadable_expiry_grants_nothing_and_owner_bindings_never_expire() {
+    let mut world = World::new()
+        .bind(
+            "bob-viewer",
+            "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, all: true}, expiresAt: '2026-02-30T00:00:00Z'}",
+        )
+        .bind(
+            "owner-carol",
+            "{member: carol@example.com, role: organization-owner, scope: {organization: {}}, expiresAt: '2026-01-01T00:00:00Z'}",
+        );
+    world.bindings[1]
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("kube-org.io/owner".into(), "true".into());
+    let access = world.compute();
+    assert_eq!(held(&access, "bob@example.com"), vec![]);
+    assert_eq!(access.bindings["bob-viewer"].ready.reason, "InvalidExpiry");
+    assert!(access.bindings["owner-carol"].ready.status);
+    assert_eq!(access.next_expiry, None);
 }

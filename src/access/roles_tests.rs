@@ -284,6 +284,7 @@ fn entries_and_resolve_agree() {
                     role: entry.name.clone(),
                     scope,
                     access: Default::default(),
+                    expires_after: None,
                 })
                 .unwrap_or_else(|p| panic!("{} in {place}: {p}", entry.name));
             assert_eq!(resolved.cluster_role, entry.cluster_role, "{}", entry.name);

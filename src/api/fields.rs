@@ -158,6 +158,133 @@ impl JsonSchema for GoDuration {
     }
 }
 
+/// The shape of an RFC 3339 time kube-org accepts in a spec: date, `T`, time with
+/// optional fraction, and `Z` or a numeric offset (`2026-12-31T00:00:00Z`,
+/// `2026-12-31T09:00:00+09:00`). Stricter than the API server's `date-time` format,
+/// which also takes forms (no offset, a space) that would not mean one instant.
+pub const RFC3339_PATTERN: &str = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$";
+
+/// An instant in RFC 3339 (`2026-12-31T00:00:00Z`), kept as written. A string rather
+/// than `metav1.Time`: a value the schema let through but that does not parse (an
+/// older CRD, a 30th of February) is then reported on its object instead of breaking
+/// the watch of every object of the kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Rfc3339(pub String);
+
+/// A time string that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not an RFC 3339 time such as 2026-12-31T00:00:00Z")]
+pub struct InvalidTime(pub String);
+
+impl Rfc3339 {
+    /// The instant, if the string is a well-formed RFC 3339 time.
+    pub fn parse(&self) -> Result<k8s_openapi::jiff::Timestamp, InvalidTime> {
+        let invalid = || InvalidTime(self.0.clone());
+        if !matches_rfc3339(&self.0) {
+            return Err(invalid());
+        }
+        k8s_openapi::jiff::Timestamp::from_str(&self.0).map_err(|_| invalid())
+    }
+
+    /// The instant in the canonical form kube-org writes (UTC, whole seconds when the
+    /// instant has no fraction).
+    pub fn at(at: k8s_openapi::jiff::Timestamp) -> Self {
+        Rfc3339(at.to_string())
+    }
+}
+
+/// [`RFC3339_PATTERN`] without a regex engine.
+fn matches_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let number = |r: std::ops::Range<usize>| s.get(r).and_then(|d| d.parse::<u32>().ok());
+    if b.len() < 20
+        || !digits(0..4)
+        || b[4] != b'-'
+        || !digits(5..7)
+        || b[7] != b'-'
+        || !digits(8..10)
+        || b[10] != b'T'
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
+    {
+        return false;
+    }
+    let in_range = |r: std::ops::Range<usize>, lo: u32, hi: u32| {
+        number(r).is_some_and(|n| (lo..=hi).contains(&n))
+    };
+    if !(in_range(5..7, 1, 12)
+        && in_range(8..10, 1, 31)
+        && in_range(11..13, 0, 23)
+        && in_range(14..16, 0, 59)
+        && in_range(17..19, 0, 59))
+    {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let n = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if !(1..=9).contains(&n) {
+            return false;
+        }
+        rest = &fraction[n..];
+    }
+    match rest.as_bytes() {
+        [b'Z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
+            [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit())
+                && rest[1..3].parse::<u32>().is_ok_and(|h| h <= 23)
+                && rest[4..6].parse::<u32>().is_ok_and(|m| m <= 59)
+        }
+        _ => false,
+    }
+}
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Rfc3339 {
+    fn from(value: &str) -> Self {
+        Rfc3339(value.to_string())
+    }
+}
+
+impl JsonSchema for Rfc3339 {
+    fn schema_name() -> Cow<'static, str> {
+        "Rfc3339".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let well_formed = format!("self.matches('{}')", RFC3339_PATTERN.replace('\\', "\\\\"));
+        json_schema!({
+            "type": "string",
+            "maxLength": 40,
+            "x-kubernetes-validations": [
+                {
+                    "rule": well_formed,
+                    "message": "must be an RFC 3339 time such as 2026-12-31T00:00:00Z or 2026-12-31T09:00:00+09:00",
+                },
+                {
+                    "rule": format!("!{well_formed} || timestamp(self) > timestamp('2000-01-01T00:00:00Z')"),
+                    "message": "must be a date and time that exists (not, say, 30 February) after 2000-01-01T00:00:00Z",
+                },
+            ],
+        })
+    }
+}
+
 /// Whether `s` is a lower-case DNS label (RFC 1123): what [`dns_label_schema`] admits.
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
@@ -211,5 +338,39 @@ mod tests {
         assert_eq!(GoDuration::from("1h30m").to_std().unwrap().as_secs(), 5400);
         assert!(GoDuration::from("-1h").to_std().is_err());
         assert!(GoDuration::from("three days").to_std().is_err());
+    }
+
+    #[test]
+    fn times_parse_only_in_rfc3339() {
+        let at = |s: &str| Rfc3339::from(s).parse().map(|t| t.as_second());
+        assert_eq!(at("2026-12-31T00:00:00Z"), Ok(1_798_675_200));
+        assert_eq!(at("2026-12-31T09:00:00+09:00"), Ok(1_798_675_200));
+        assert_eq!(
+            Rfc3339::from("2026-12-31T00:00:00.5Z")
+                .parse()
+                .unwrap()
+                .as_millisecond(),
+            1_798_675_200_500
+        );
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-12-31",
+            "2026-12-31T00:00:00",
+            "2026-12-31 00:00:00Z",
+            "2026-12-31T00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-12-31T24:00:00Z",
+            "2026-12-31T00:00:00+0900",
+            "2026-12-31T00:00:00.Z",
+            "2026-12-31T00:00:00Zjunk",
+            "２026-12-31T00:00:00Z",
+        ] {
+            assert!(Rfc3339::from(bad).parse().is_err(), "{bad:?}");
+        }
+        let written =
+            Rfc3339::at(k8s_openapi::jiff::Timestamp::from_second(1_798_675_200).unwrap());
+        assert_eq!(written.0, "2026-12-31T00:00:00Z");
     }
 }

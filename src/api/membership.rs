@@ -187,6 +187,9 @@ pub struct MemberRole {
     pub access: Access,
     /// The kube-org RoleBinding that grants it.
     pub binding: String,
+    /// When it ends (the binding's `spec.expiresAt`), for a time-bound role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// The ClusterRoles a member holds in one resource namespace.

@@ -287,6 +287,7 @@ pub struct GroupMembership {
 
     /// The roles (at least one), with the same catalog and scope rules as a RoleBinding.
     #[schemars(length(min = 1, max = 8))]
+    #[x_kube(validation = Rule::new("self.all(r, !has(r.expiresAfter))").message("expiresAfter belongs to an Invitation's roles (it counts from acceptance); a group's roles last while the person is in the group"))]
     pub roles: Vec<RoleAssignment>,
 }
 

@@ -2,11 +2,12 @@
 //! Not to be confused with `k8s_openapi::api::rbac::v1::RoleBinding`, which kube-org
 //! creates from these.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
-use super::fields::{Email, dns_label_schema};
+use super::fields::{Email, Rfc3339, dns_label_schema};
 use super::scope::{Access, Scope};
 
 /// Grants a member one role in one scope of the organization.
@@ -34,6 +35,8 @@ use super::scope::{Access, Scope};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
+    // A string, not a date: kubectl shows a date as an age, and a future one as `<invalid>`.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".spec.expiresAt"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -58,6 +61,13 @@ pub struct RoleBindingSpec {
     /// organization and its resources, holds no role inside them.
     #[serde(default)]
     pub access: Access,
+
+    /// When the role ends, in RFC 3339 (`2026-12-31T00:00:00Z`): from that second on the
+    /// binding grants nothing and says `Ready=False, Expired`. Move it later to grant
+    /// again; leave it out for a role that does not end. Ignored on the bindings
+    /// kube-org makes for the Organization's `spec.owners`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Rfc3339>,
 }
 
 /// What kube-org observed of a role binding.
@@ -85,6 +95,10 @@ pub struct RoleBindingStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["resource".into()]))]
     pub problems: Vec<TargetProblem>,
+
+    /// When the binding expired (its `spec.expiresAt`), while it is expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<Time>,
 }
 
 /// A resource in scope that could not be bound.

@@ -4,7 +4,7 @@
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use super::fields::dns_label_schema;
+use super::fields::{GoDuration, dns_label_schema};
 
 /// Where a role applies. Exactly one shape:
 /// `organization: {}`; `{resourceType, all: true}` (every resource of the type, now and
@@ -163,6 +163,12 @@ pub struct RoleAssignment {
     /// organization and its resources, holds no role inside them.
     #[serde(default)]
     pub access: Access,
+
+    /// In an Invitation: how long the role lasts once accepted, e.g. `8h` or `720h`
+    /// (at most a year). The RoleBinding created on acceptance gets `spec.expiresAt` =
+    /// `acceptedAt` + this. Not allowed in `spec.membership.groups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_after: Option<GoDuration>,
 }
 
 #[cfg(test)]

@@ -110,13 +110,19 @@ pub fn offered_roles(org: &Organization, invitation: &Invitation) -> Vec<Offered
         .iter()
         .map(|offered| OfferedRole {
             role: offered.role.clone(),
-            scope: match offered.scope.target() {
-                Some(ScopeTarget::Organization) => "the whole organization".to_string(),
-                Some(ScopeTarget::AllOfType(kind)) => format!("every {kind} resource"),
-                Some(ScopeTarget::Named(kind, names)) => {
-                    format!("{kind} resources {}", names.join(", "))
+            scope: {
+                let scope = match offered.scope.target() {
+                    Some(ScopeTarget::Organization) => "the whole organization".to_string(),
+                    Some(ScopeTarget::AllOfType(kind)) => format!("every {kind} resource"),
+                    Some(ScopeTarget::Named(kind, names)) => {
+                        format!("{kind} resources {}", names.join(", "))
+                    }
+                    None => offered.scope.summary(),
+                };
+                match &offered.expires_after {
+                    Some(after) => format!("{scope}, for {after} after you accept"),
+                    None => scope,
                 }
-                None => offered.scope.summary(),
             },
             console_only: offered.access == Access::Console,
             // Only invitations whose roles resolve are sent (check_roles).
@@ -502,6 +508,23 @@ mod tests {
         assert_eq!(
             invite.subject(),
             "You are invited to join Acme <Platform> Team"
+        );
+
+        let mut timed = invitation.clone();
+        timed.spec.roles[1].expires_after = Some("8h".into());
+        let timed_text = Invite {
+            organization: &org,
+            invitation: &timed,
+            from: "noreply@example.com",
+            link: &link,
+            expires_at: Timestamp::from_second(1_767_225_600).unwrap(),
+        }
+        .text();
+        assert!(
+            timed_text.contains(
+                "auditor on deployment resources prod, for 8h after you accept (console only)"
+            ),
+            "{timed_text}"
         );
 
         let message = String::from_utf8(invite.message().unwrap().formatted()).unwrap();

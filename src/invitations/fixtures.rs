@@ -10,6 +10,7 @@ pub fn role(role: &str, scope: Scope, access: Access) -> RoleAssignment {
         role: role.into(),
         scope,
         access,
+        expires_after: None,
     }
 }
 

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::lifecycle::joined_status;
 use super::write_status;
 use crate::access::names::{ANNOTATION_SOURCE, person_object_name};
+use crate::api::fields::Rfc3339;
 use crate::api::fields::normalize_email;
 use crate::api::{
     Invitation, Membership, MembershipSpec, RoleAssignment, RoleBinding, RoleBindingSpec,
@@ -89,8 +90,34 @@ pub fn membership_for(invitation: &Invitation) -> Membership {
     }
 }
 
-/// The RoleBindings an invitation creates, one per offered role.
-pub fn bindings_for(invitation: &Invitation) -> Vec<RoleBinding> {
+/// When the invitation was accepted (`status.acceptedAt`, written before anything is
+/// created), or `now` when the status does not say.
+pub fn accepted_at(invitation: &Invitation, now: Timestamp) -> Timestamp {
+    invitation
+        .status
+        .as_ref()
+        .and_then(|s| s.accepted_at.as_ref())
+        .map_or(now, |t| t.0)
+}
+
+/// When the role offered ends if accepted at `accepted_at`: `expiresAfter` later, or
+/// never. A duration that does not parse (admission refuses it) ends it at once.
+pub fn offered_expiry(offered: &RoleAssignment, accepted_at: Timestamp) -> Option<Rfc3339> {
+    let after = offered.expires_after.as_ref()?;
+    let at = after
+        .to_std()
+        .ok()
+        .and_then(|d| k8s_openapi::jiff::SignedDuration::try_from(d).ok())
+        .and_then(|d| accepted_at.checked_add(d).ok())
+        .unwrap_or(accepted_at);
+    Some(Rfc3339::at(
+        Timestamp::from_second(at.as_second()).unwrap_or(at),
+    ))
+}
+
+/// The RoleBindings an invitation accepted at `accepted_at` creates, one per offered
+/// role (a time-bound one with `spec.expiresAt` = `accepted_at` + `expiresAfter`).
+pub fn bindings_for(invitation: &Invitation, accepted_at: Timestamp) -> Vec<RoleBinding> {
     let email = invitation.spec.email.normalized();
     invitation
         .spec
@@ -103,6 +130,7 @@ pub fn bindings_for(invitation: &Invitation) -> Vec<RoleBinding> {
                 role: offered.role.clone(),
                 scope: offered.scope.clone(),
                 access: offered.access,
+                expires_at: offered_expiry(offered, accepted_at),
             },
             status: None,
         })
@@ -192,7 +220,7 @@ pub async fn finish_as(
             })?;
     }
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &namespace);
-    for binding in bindings_for(invitation) {
+    for binding in bindings_for(invitation, accepted_at(invitation, Timestamp::now())) {
         writes.write("rolebindings", "create");
         match bindings.create(&PostParams::default(), &binding).await {
             Ok(_) => {}
@@ -256,7 +284,7 @@ mod tests {
         );
         assert!(membership.metadata.owner_references.is_none());
 
-        let bindings = bindings_for(&invitation);
+        let bindings = bindings_for(&invitation, Timestamp::UNIX_EPOCH);
         assert_eq!(bindings.len(), 2);
         assert_ne!(bindings[0].name_any(), bindings[1].name_any());
         assert!(
@@ -265,14 +293,49 @@ mod tests {
                 .starts_with("viewer-dave-example-com-")
         );
         assert_eq!(
-            bindings_for(&invitation)[1].name_any(),
+            bindings_for(&invitation, Timestamp::UNIX_EPOCH)[1].name_any(),
             bindings[1].name_any()
         );
+        assert!(bindings.iter().all(|b| b.spec.expires_at.is_none()));
         assert_eq!(bindings[1].namespace().as_deref(), Some("org-acme"));
         assert!(
             bindings
                 .iter()
                 .all(|b| b.metadata.owner_references.is_none())
+        );
+    }
+
+    #[test]
+    fn a_time_bound_offer_expires_that_long_after_acceptance() {
+        let mut timed = role("viewer", Scope::all_of("deployment"), Access::Full);
+        timed.expires_after = Some("8h".into());
+        let mut invitation = fixtures::invitation(
+            "dave",
+            "dave@example.com",
+            vec![timed, role("editor", Scope::organization(), Access::Full)],
+        );
+        let accepted: Timestamp = "2026-12-05T10:00:00.75Z".parse().unwrap();
+        invitation.status = Some(crate::api::InvitationStatus {
+            accepted_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                accepted,
+            )),
+            ..Default::default()
+        });
+        let now: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(accepted_at(&invitation, now), accepted);
+        let bindings = bindings_for(&invitation, accepted_at(&invitation, now));
+        assert_eq!(
+            bindings[0].spec.expires_at,
+            Some("2026-12-05T18:00:00Z".into()),
+            "acceptedAt + 8h, in whole seconds"
+        );
+        assert_eq!(bindings[1].spec.expires_at, None);
+        // A duration admission would refuse ends the role at once rather than never.
+        let mut broken = role("viewer", Scope::all_of("deployment"), Access::Full);
+        broken.expires_after = Some("forever".into());
+        assert_eq!(
+            offered_expiry(&broken, accepted),
+            Some("2026-12-05T10:00:00Z".into())
         );
     }
 }

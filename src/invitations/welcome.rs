@@ -44,7 +44,9 @@ pub fn reach(
 ) -> Reach {
     let mut membership = membership_for(invitation);
     membership.spec.user = Some(user.to_string());
-    let bindings = bindings_for(invitation);
+    // Where the roles reach at acceptance (a time-bound one still holds then).
+    let accepted = super::join::accepted_at(invitation, k8s_openapi::jiff::Timestamp::now());
+    let bindings = bindings_for(invitation, accepted);
     let none = BTreeSet::new();
     let refused = BTreeMap::new();
     let desired = desired_access(&AccessInput {
@@ -56,6 +58,7 @@ pub fn reach(
         refused: &refused,
         kept: &none,
         identity,
+        now: accepted,
     });
     Reach {
         user: user.to_string(),

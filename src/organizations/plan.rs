@@ -24,13 +24,30 @@ pub struct Leaving {
     pub kept: BTreeSet<String>,
 }
 
-/// Which Memberships being deleted may not leave (last owner, resources remain...).
+/// The bindings that still grant at `now` (an expired role makes nobody an owner).
+pub fn live_at<'a>(
+    bindings: &[&'a RoleBinding],
+    now: k8s_openapi::jiff::Timestamp,
+) -> Vec<&'a RoleBinding> {
+    bindings
+        .iter()
+        .copied()
+        .filter(
+            |b| matches!(crate::access::desired::expiry(b), Ok(at) if at.is_none_or(|at| now < at)),
+        )
+        .collect()
+}
+
+/// Which Memberships being deleted may not leave (last owner, resources remain...),
+/// counting the bindings that still grant at `now`.
 pub fn leaving(
     org: &Organization,
     memberships: &[&Membership],
     bindings: &[&RoleBinding],
     namespaces: &[&Namespace],
+    now: k8s_openapi::jiff::Timestamp,
 ) -> Leaving {
+    let bindings = &live_at(bindings, now)[..];
     let resources: usize = resources_by_type(org, &org.home_namespace(), namespaces)
         .values()
         .map(Vec::len)
@@ -69,6 +86,8 @@ pub struct PlanInput<'a> {
     pub exclusive_refusals: &'a BTreeMap<String, PolicyRefusal>,
     /// The operator's `spec.identity` defaults.
     pub identity: &'a crate::access::identity::IdentityDefaults,
+    /// The time the plan is for (bindings expire against it).
+    pub now: k8s_openapi::jiff::Timestamp,
 }
 
 /// What the reconcile applies.
@@ -93,15 +112,18 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         refused: input.exclusive_refusals,
         kept: &input.leaving.kept,
         identity: input.identity,
+        now: input.now,
     });
     let members = desired.members.len();
+    let live = live_at(&input.bindings, input.now);
     let owners = desired
         .members
         .keys()
         .filter(|name| {
-            input.memberships.iter().any(|m| {
-                m.name_any() == **name && is_owner(&m.spec.email.normalized(), &input.bindings)
-            })
+            input
+                .memberships
+                .iter()
+                .any(|m| m.name_any() == **name && is_owner(&m.spec.email.normalized(), &live))
         })
         .count();
     let resource_count: usize = desired.resources.values().map(Vec::len).sum();
@@ -188,7 +210,8 @@ namespaces:
         let memberships: Vec<&Membership> = world.memberships.iter().collect();
         let bindings: Vec<&RoleBinding> = world.bindings.iter().collect();
         let namespaces: Vec<&Namespace> = world.namespaces.iter().collect();
-        let leaving = leaving(&world.org, &memberships, &bindings, &namespaces);
+        let now = "2026-12-05T12:00:00Z".parse().unwrap();
+        let leaving = leaving(&world.org, &memberships, &bindings, &namespaces, now);
         let plan = plan(&PlanInput {
             org: &world.org,
             memberships,
@@ -198,6 +221,7 @@ namespaces:
             unbindable: &BTreeSet::new(),
             exclusive_refusals: &BTreeMap::new(),
             identity: &Default::default(),
+            now,
         });
         (leaving, plan)
     }
@@ -267,5 +291,23 @@ namespaces:
         let (leaving_again, plan_again) = decide(&reversed);
         assert_eq!(leaving, leaving_again);
         assert_eq!(plan.desired, plan_again.desired);
+    }
+
+    #[test]
+    fn an_expired_owner_role_makes_nobody_an_owner() {
+        let mut world = world();
+        // carol is an owner only until 11:00; alice (the last owner) stays held.
+        world.bindings[2].spec.role = "organization-owner".into();
+        world.bindings[2].spec.scope = serde_yaml::from_str("{organization: {}}").unwrap();
+        world.bindings[2].spec.expires_at = Some("2026-12-05T11:00:00Z".into());
+        let (leaving, plan) = decide(&world);
+        assert_eq!(leaving.refusals.keys().collect::<Vec<_>>(), ["alice"]);
+        assert_eq!((plan.members, plan.owners), (2, 1));
+        assert!(!holds(
+            &plan,
+            "carol@example.com",
+            "org-acme",
+            "kube-org:owner"
+        ));
     }
 }

@@ -217,7 +217,8 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     let namespaces: Vec<&Namespace> = snapshot.namespaces.iter().map(|n| n.as_ref()).collect();
 
     // A member refused leave stays a member, with all their access.
-    let leaving = super::plan::leaving(org, &memberships, &bindings, &namespaces);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let leaving = super::plan::leaving(org, &memberships, &bindings, &namespaces, now);
     let unbindable = unbindable_cluster_roles(org, ctx).await?;
     let exclusive_refusals = exclusive_membership(org, ctx, &memberships, &leaving).await?;
     let super::plan::Plan {
@@ -234,7 +235,9 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         unbindable: &unbindable,
         exclusive_refusals: &exclusive_refusals,
         identity: &ctx.identity,
+        now,
     });
+    let next_expiry = desired.next_expiry;
     let refusals = leaving.refusals;
 
     // Access first: every native object is attempted, whatever fails elsewhere.
@@ -321,18 +324,42 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         ctx.metrics.reconcile_failed(super::CONTROLLER, SYNC_FAILED);
         // Retried with the controller's pace; the watch also wakes it when a tenant
         // removes what blocked the write.
-        return Ok(Action::requeue(SYNC_RETRY));
+        return Ok(by_expiry(Some(SYNC_RETRY), next_expiry));
     }
-    if more_finalizers {
+    let again = if more_finalizers {
         // Right away, after whatever else is waiting for this organization.
-        Ok(Action::requeue(Duration::ZERO))
+        Some(Duration::ZERO)
     } else if unbindable.is_empty() {
-        Ok(Action::await_change())
+        None
     } else {
         // Nothing announces that a cluster admin granted `bind`: look again later.
-        Ok(Action::requeue(UNBINDABLE_RECHECK))
+        Some(UNBINDABLE_RECHECK)
+    };
+    Ok(by_expiry(again, next_expiry))
+}
+
+/// Requeues after `again`, or sooner for the organization's next binding expiry
+/// (scheduled for the deadline, a millisecond past it, never polled; an expired
+/// binding has no future expiry, so it schedules nothing). Timed from the clock now,
+/// not from when the plan was computed.
+fn by_expiry(again: Option<Duration>, next_expiry: Option<k8s_openapi::jiff::Timestamp>) -> Action {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let until_expiry = next_expiry.map(|at| {
+        let wait = at.duration_since(now).as_millis().max(0) as u64 + 1;
+        Duration::from_millis(wait).min(FAR_EXPIRY_STEP)
+    });
+    match (again, until_expiry) {
+        (Some(a), Some(b)) => Action::requeue(a.min(b)),
+        (Some(d), None) | (None, Some(d)) => Action::requeue(d),
+        (None, None) => Action::await_change(),
     }
 }
+
+/// The longest wait for an expiry: one further away (any `expiresAt` a user writes, say
+/// in 2099) is approached a day at a time. The controller's timer queue panics on a
+/// deadline more than about two years ahead, and a day also bounds the effect of a
+/// clock that jumped.
+const FAR_EXPIRY_STEP: Duration = Duration::from_secs(24 * 3600);
 
 /// The reason of an Organization (and of the targets concerned) when a managed object
 /// could not be written.
@@ -776,6 +803,7 @@ pub fn owner_objects(
                 role: ORGANIZATION_OWNER.to_string(),
                 scope: Scope::organization(),
                 access: Default::default(),
+                expires_at: None,
             },
             status: None,
         })
@@ -805,7 +833,13 @@ async fn ensure_owners(
             .bindings
             .iter()
             .find(|c| c.name_any() == b.name_any());
-        if cached.is_none_or(|c| c.spec != b.spec || c.owner_references() != b.owner_references()) {
+        // An expiresAt someone set on it is ignored, not fought over.
+        let spec = |c: &RoleBinding| RoleBindingSpec {
+            expires_at: None,
+            ..c.spec.clone()
+        };
+        if cached.is_none_or(|c| spec(c) != b.spec || c.owner_references() != b.owner_references())
+        {
             apply::apply(
                 &namespaced(ctx, b),
                 &ctx.metrics,
@@ -1198,6 +1232,7 @@ async fn write_binding_status(
         scope: Some(outcome.scope.clone()),
         resources: outcome.resources.clone(),
         problems: outcome.problems.clone(),
+        expired_at: outcome.expired_at.clone(),
     };
     let ready_before = current.conditions.iter().find(|c| c.type_ == READY);
     let changed_ready = ready_before.is_none_or(|c| {
@@ -1217,6 +1252,9 @@ async fn write_binding_status(
     }
     let (type_, reason) = if outcome.ready.status {
         (EventType::Normal, "Granted")
+    } else if outcome.ready.reason == crate::access::desired::EXPIRED {
+        // The end that was asked for, not a problem.
+        (EventType::Normal, crate::access::desired::EXPIRED)
     } else {
         (EventType::Warning, outcome.ready.reason.as_str())
     };
@@ -1452,6 +1490,39 @@ mod tests {
             reason: reason.to_string(),
             note: String::new(),
         }
+    }
+
+    #[test]
+    fn an_expiry_is_waited_for_to_the_millisecond_and_a_far_one_a_day_at_a_time() {
+        let in_ms = |ms: i64| {
+            Some(
+                k8s_openapi::jiff::Timestamp::now()
+                    + k8s_openapi::jiff::SignedDuration::from_millis(ms),
+            )
+        };
+        let wait = |action: Action| format!("{action:?}");
+        assert_eq!(wait(by_expiry(None, None)), wait(Action::await_change()));
+        assert_eq!(
+            wait(by_expiry(None, in_ms(-5_000))),
+            wait(Action::requeue(Duration::from_millis(1))),
+            "passed already: at once"
+        );
+        assert_eq!(
+            wait(by_expiry(Some(Duration::ZERO), in_ms(60_000))),
+            wait(Action::requeue(Duration::ZERO))
+        );
+        // 2099 is a day away as far as the timer queue is concerned.
+        assert_eq!(
+            wait(by_expiry(None, in_ms(80 * 365 * 24 * 3_600_000))),
+            wait(Action::requeue(FAR_EXPIRY_STEP))
+        );
+        assert_eq!(
+            wait(by_expiry(
+                Some(SYNC_RETRY),
+                in_ms(80 * 365 * 24 * 3_600_000)
+            )),
+            wait(Action::requeue(SYNC_RETRY))
+        );
     }
 
     #[test]

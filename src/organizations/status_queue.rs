@@ -150,6 +150,7 @@ mod tests {
             refused: &Default::default(),
             kept: &Default::default(),
             identity: &Default::default(),
+            now: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         });
         for i in 0..members {
             desired.members.insert(format!("m{i}"), Default::default());

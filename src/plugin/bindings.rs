@@ -3,13 +3,14 @@
 //! invitation names it ([`binding_name`]), so the same role in the same scope is one
 //! object whichever way it came.
 
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde::Serialize;
 
 use crate::access::names::LABEL_OWNER;
 use crate::access::roles::RoleTable;
-use crate::api::fields::normalize_email;
+use crate::api::fields::{Rfc3339, normalize_email};
 use crate::api::{Access, RoleAssignment, RoleBinding, RoleBindingSpec, Scope};
 use crate::invitations::join::binding_name;
 
@@ -28,6 +29,9 @@ pub struct BindingView {
     pub role: String,
     pub scope: String,
     pub access: Access,
+    /// When the role ends (`spec.expiresAt`), for a time-bound one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 impl BindingView {
@@ -38,6 +42,7 @@ impl BindingView {
             role: binding.spec.role.clone(),
             scope: binding.spec.scope.summary(),
             access: binding.spec.access,
+            expires_at: binding.spec.expires_at.as_ref().map(|t| t.0.clone()),
         }
     }
 
@@ -45,15 +50,79 @@ impl BindingView {
     pub fn label(&self) -> String {
         role_label(&self.role, &self.scope, self.access)
     }
+
+    /// [`BindingView::label`] with ` until TIME` for a time-bound role.
+    pub fn label_with_end(&self) -> String {
+        match &self.expires_at {
+            Some(at) => format!("{} until {at}", self.label()),
+            None => self.label(),
+        }
+    }
 }
 
-/// What `grant -o yaml|json` prints: the binding, and whether this run created it.
+/// What `grant -o yaml|json` prints: the binding, whether this run created it, and
+/// whether it moved the end of one that existed.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GrantView {
     #[serde(flatten)]
     pub binding: BindingView,
     pub created: bool,
+    pub extended: bool,
+}
+
+/// When a grant asked for with `--for`/`--until` ends, in whole seconds; refused when
+/// that is not after `now`.
+pub fn requested_end(
+    for_: Option<&crate::api::GoDuration>,
+    until: Option<&Rfc3339>,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, PluginError> {
+    let end = match (for_, until) {
+        (Some(duration), _) => {
+            let std = duration
+                .to_std()
+                .map_err(|e| PluginError::Usage(format!("--for: {e}")))?;
+            let signed = k8s_openapi::jiff::SignedDuration::try_from(std)
+                .ok()
+                .and_then(|d| now.checked_add(d).ok())
+                .ok_or_else(|| PluginError::Usage(format!("--for {duration}: too long")))?;
+            Timestamp::from_second(signed.as_second()).unwrap_or(signed)
+        }
+        (None, Some(until)) => until
+            .parse()
+            .map_err(|e| PluginError::Usage(format!("--until: {e}")))?,
+        (None, None) => return Ok(None),
+    };
+    if end <= now {
+        let flag = if for_.is_some() { "--for" } else { "--until" };
+        return Err(PluginError::Usage(format!(
+            "{flag}: {end} is not in the future (now: {}); give a later time, or --for DURATION",
+            Timestamp::from_second(now.as_second()).unwrap_or(now)
+        )));
+    }
+    Ok(Some(end))
+}
+
+/// What granting a role the member holds already does to its end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndChange {
+    /// Nothing: it lasts at least as long as asked.
+    Keep,
+    /// Its `spec.expiresAt` becomes this (`None`: the role stops expiring).
+    Set(Option<Timestamp>),
+}
+
+/// Grant never shortens a role: a role without end stays so, one ending earlier than
+/// asked (or expired, or with an end that does not parse) is moved to the end asked.
+pub fn end_change(existing: Option<&Rfc3339>, wanted: Option<Timestamp>) -> EndChange {
+    let Some(existing) = existing else {
+        return EndChange::Keep;
+    };
+    match (existing.parse(), wanted) {
+        (Ok(held), Some(wanted)) if held >= wanted => EndChange::Keep,
+        _ => EndChange::Set(wanted),
+    }
 }
 
 /// The RoleBinding that gives `email` the role `wanted`, in namespace `home`.
@@ -66,6 +135,7 @@ pub fn build_binding(email: &str, home: &str, wanted: &RoleAssignment) -> RoleBi
             role: wanted.role.clone(),
             scope: wanted.scope.clone(),
             access: wanted.access,
+            expires_at: None,
         },
     );
     binding.metadata.namespace = Some(home.to_string());
@@ -144,9 +214,13 @@ pub async fn grant(ctx: &OrgContext, args: &GrantArgs) -> Result<(), PluginError
             role_flags: role_flags(&wanted),
         });
     }
+    let end = requested_end(args.for_.as_ref(), args.until.as_ref(), Timestamp::now())?;
     let bindings = ctx.list_bindings().await?;
-    let (binding, created) = match held(&bindings, &email, &wanted) {
-        Held::Same(existing) => (existing.clone(), false),
+    let (binding, created, extended) = match held(&bindings, &email, &wanted) {
+        Held::Same(existing) => match end_change(existing.spec.expires_at.as_ref(), end) {
+            EndChange::Keep => (existing.clone(), false, false),
+            EndChange::Set(end) => (set_end(ctx, existing, end).await?, false, true),
+        },
         Held::OtherAccess(existing) => {
             let view = BindingView::new(existing);
             return Err(PluginError::GrantConflict {
@@ -159,28 +233,56 @@ pub async fn grant(ctx: &OrgContext, args: &GrantArgs) -> Result<(), PluginError
                 email,
             });
         }
-        Held::Nothing => (
-            create(ctx, build_binding(&email, &ctx.home, &wanted)).await?,
-            true,
-        ),
+        Held::Nothing => {
+            let mut binding = build_binding(&email, &ctx.home, &wanted);
+            binding.spec.expires_at = end.map(Rfc3339::at);
+            (create(ctx, binding).await?, true, false)
+        }
     };
     let view = GrantView {
         binding: BindingView::new(&binding),
         created,
+        extended,
     };
+    let name = &view.binding.name;
     match member.output.format {
         Some(format) => emit(&serialize(format, &view)?),
         None if created => emit(&format!(
-            "rolebinding.kube-org.io/{} created: {} for {email}\n",
-            view.binding.name,
-            view.binding.label()
+            "rolebinding.kube-org.io/{name} created: {} for {email}\n",
+            view.binding.label_with_end()
+        )),
+        None if extended => emit(&format!(
+            "rolebinding.kube-org.io/{name} {}: {email} holds {}\n",
+            if view.binding.expires_at.is_some() {
+                "extended"
+            } else {
+                "made permanent"
+            },
+            view.binding.label_with_end()
         )),
         None => emit(&format!(
-            "rolebinding.kube-org.io/{} unchanged: {email} holds {} already\n",
-            view.binding.name,
-            view.binding.label()
+            "rolebinding.kube-org.io/{name} unchanged: {email} holds {} already\n",
+            view.binding.label_with_end()
         )),
     }
+}
+
+/// Moves a binding's end (`None`: no end).
+async fn set_end(
+    ctx: &OrgContext,
+    binding: &RoleBinding,
+    end: Option<Timestamp>,
+) -> Result<RoleBinding, PluginError> {
+    let name = binding.name_any();
+    let patch = serde_json::json!({"spec": {"expiresAt": end.map(|t| Rfc3339::at(t).0)}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    ctx.bindings()
+        .patch(&name, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|error| ctx.error(&format!("updating rolebinding {name}"), error))
 }
 
 /// Creates the binding; one created meanwhile with the same name is the same grant.
@@ -310,6 +412,7 @@ mod tests {
                 role: role.into(),
                 scope,
                 access,
+                expires_after: None,
             },
         );
         b.metadata.name = Some(name.to_string());
@@ -321,6 +424,7 @@ mod tests {
             role: role.into(),
             scope,
             access,
+            expires_after: None,
         }
     }
 
@@ -489,6 +593,70 @@ mod tests {
                 Access::Full
             )),
             "--role billing-admin --scope 'organization'"
+        );
+    }
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_grant_ends_for_a_while_or_at_a_time_never_in_the_past() {
+        let now = t("2026-12-05T12:00:00.4Z");
+        let eight_hours = crate::api::GoDuration::from("8h");
+        assert_eq!(
+            requested_end(Some(&eight_hours), None, now).unwrap(),
+            Some(t("2026-12-05T20:00:00Z"))
+        );
+        let until = Rfc3339::from("2026-12-31T09:00:00+09:00");
+        assert_eq!(
+            requested_end(None, Some(&until), now).unwrap(),
+            Some(t("2026-12-31T00:00:00Z"))
+        );
+        assert_eq!(requested_end(None, None, now).unwrap(), None);
+        let past = Rfc3339::from("2026-12-05T11:59:59Z");
+        let error = requested_end(None, Some(&past), now).expect_err("past");
+        assert_eq!(error.exit_code(), 2);
+        assert!(
+            error.to_string().contains("is not in the future"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn granting_again_never_shortens_a_role() {
+        let end = |s: &str| Some(Rfc3339::from(s));
+        // No end stays no end, whatever is asked.
+        assert_eq!(
+            end_change(None, Some(t("2026-12-06T00:00:00Z"))),
+            EndChange::Keep
+        );
+        assert_eq!(end_change(None, None), EndChange::Keep);
+        // An earlier (or passed) end moves to the one asked; a later one stays.
+        let held = end("2026-12-05T20:00:00Z");
+        assert_eq!(
+            end_change(held.as_ref(), Some(t("2026-12-06T00:00:00Z"))),
+            EndChange::Set(Some(t("2026-12-06T00:00:00Z")))
+        );
+        assert_eq!(
+            end_change(held.as_ref(), Some(t("2026-12-05T18:00:00Z"))),
+            EndChange::Keep
+        );
+        // Asked without an end: the role stops expiring.
+        assert_eq!(end_change(held.as_ref(), None), EndChange::Set(None));
+        let b = BindingView {
+            expires_at: Some("2026-12-05T20:00:00Z".into()),
+            ..BindingView::new(&binding(
+                "b",
+                "bob@example.com",
+                "viewer",
+                Scope::all_of("deployment"),
+                Access::Full,
+            ))
+        };
+        assert_eq!(
+            b.label_with_end(),
+            "viewer on deployment/* until 2026-12-05T20:00:00Z"
         );
     }
 }

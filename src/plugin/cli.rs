@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::output::Format;
 use super::scope::parse_scope;
+use crate::api::fields::Rfc3339;
 use crate::api::{Access, GoDuration, Scope};
 
 /// What `--help` says about exit codes; the README repeats it.
@@ -88,10 +89,17 @@ Scopes as for invite: `organization`, `TYPE/*` or `TYPE/name1,name2`; without --
 organization-level role applies to the organization. The person must be a member
 already (invite them otherwise). Granting what the member holds already changes nothing.
 
+A time-bound role: --for DURATION (from now, e.g. 8h) or --until TIME (RFC 3339); from
+then on the binding grants nothing (Ready=False, Expired). Granting a role the member
+holds until an earlier time (or held and expired) moves its end to the new one; without
+--for/--until the role stops expiring. Grant never shortens a role: revoke it instead.
+
 Examples:
   kubectl org grant bob@example.com --org acme --role viewer --scope 'deployment/*'
   kubectl org grant bob@example.com --org acme --role admin --scope deployment/prod,staging
-  kubectl org grant bob@example.com --org acme --role billing-admin --access console";
+  kubectl org grant bob@example.com --org acme --role billing-admin --access console
+  kubectl org grant bob@example.com --org acme --role admin --scope deployment/prod --for 8h
+  kubectl org grant bob@example.com --org acme --role viewer --scope 'deployment/*' --until 2026-12-31T00:00:00Z";
 
 const REVOKE_HELP: &str = "\
 Without --scope, every binding of the role is deleted; with it, only the binding of that
@@ -253,6 +261,15 @@ pub struct GrantArgs {
     /// and its resources only.
     #[arg(long, value_name = "ACCESS", value_enum)]
     pub access: Option<AccessArg>,
+
+    /// The role ends this long from now, e.g. 8h, 30m or 1h30m.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration, conflicts_with = "until")]
+    pub for_: Option<GoDuration>,
+
+    /// The role ends at this time, in RFC 3339, e.g. 2026-12-31T00:00:00Z or
+    /// 2026-12-31T09:00:00+09:00 (must be in the future).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<Rfc3339>,
 }
 
 /// How long `remove` and `leave` wait for kube-org to let the member go.
@@ -341,6 +358,12 @@ pub struct AcceptArgs {
 }
 
 /// `--ttl` and `--timeout`: a Go duration, not negative.
+fn parse_time(value: &str) -> Result<Rfc3339, String> {
+    let time = Rfc3339::from(value);
+    time.parse().map_err(|e| e.to_string())?;
+    Ok(time)
+}
+
 fn parse_duration(value: &str) -> Result<GoDuration, String> {
     let ttl = GoDuration::from(value);
     ttl.to_std().map_err(|e| e.to_string())?;
@@ -403,6 +426,36 @@ mod tests {
         assert_eq!(args.member.email, "bob@example.com");
         assert_eq!(args.member.scope, Some(Scope::all_of("deployment")));
         assert_eq!(args.access, Some(AccessArg::Console));
+        assert_eq!((args.for_.clone(), args.until.clone()), (None, None));
+        let Command::Grant(timed) =
+            parse("grant bob@example.com --org acme --role viewer --for 8h")
+                .expect("parses")
+                .command
+        else {
+            panic!("not grant")
+        };
+        assert_eq!(timed.for_, Some(GoDuration::from("8h")));
+        let Command::Grant(until) =
+            parse("grant bob@example.com --org acme --role viewer --until 2026-12-31T00:00:00Z")
+                .expect("parses")
+                .command
+        else {
+            panic!("not grant")
+        };
+        assert_eq!(until.until, Some(Rfc3339::from("2026-12-31T00:00:00Z")));
+        let both = parse(
+            "grant bob@example.com --org acme --role viewer --for 8h --until 2026-12-31T00:00:00Z",
+        )
+        .expect_err("one end at most");
+        assert_eq!(both.kind(), ErrorKind::ArgumentConflict);
+        assert_eq!(both.exit_code(), 2);
+        for bad in ["--until tomorrow", "--until 2026-12-31", "--for forever"] {
+            let error = parse(&format!(
+                "grant bob@example.com --org acme --role viewer {bad}"
+            ))
+            .expect_err(bad);
+            assert_eq!(error.kind(), ErrorKind::ValueValidation, "{bad}");
+        }
         let cli = parse("revoke bob@example.com --org acme --role viewer -o json").expect("parses");
         let Command::Revoke(args) = cli.command else {
             panic!("not revoke")

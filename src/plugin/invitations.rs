@@ -44,6 +44,9 @@ pub struct RoleView {
     pub role: String,
     pub scope: String,
     pub access: crate::api::Access,
+    /// How long the role lasts once accepted, for a time-bound one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_after: Option<crate::api::GoDuration>,
 }
 
 impl InvitationView {
@@ -70,6 +73,7 @@ impl RoleView {
             role: role.role.clone(),
             scope: role.scope.summary(),
             access: role.access,
+            expires_after: role.expires_after.clone(),
         }
     }
 }

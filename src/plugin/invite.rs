@@ -54,9 +54,13 @@ pub fn distinct_emails(emails: &[String]) -> Vec<String> {
 /// organization`.
 pub fn describe_roles(roles: &[RoleAssignment]) -> String {
     super::output::joined(
-        roles
-            .iter()
-            .map(|r| role_label(&r.role, &r.scope.summary(), r.access)),
+        roles.iter().map(|r| match &r.expires_after {
+            Some(after) => format!(
+                "{} for {after}",
+                role_label(&r.role, &r.scope.summary(), r.access)
+            ),
+            None => role_label(&r.role, &r.scope.summary(), r.access),
+        }),
         ", ",
     )
 }
@@ -138,6 +142,7 @@ mod tests {
             role: "viewer".into(),
             scope: Scope::all_of("deployment"),
             access: Access::Full,
+            expires_after: None,
         }];
         let ttl = GoDuration::from("24h");
         let invitation = build_invitation(" Bob@Example.com", "org-acme", &roles, Some(&ttl));
@@ -177,16 +182,18 @@ mod tests {
                 role: "viewer".into(),
                 scope: Scope::named("deployment", &["prod"]),
                 access: Access::Full,
+                expires_after: None,
             },
             RoleAssignment {
                 role: "billing-admin".into(),
                 scope: Scope::organization(),
                 access: Access::Console,
+                expires_after: Some("8h".into()),
             },
         ];
         assert_eq!(
             describe_roles(&roles),
-            "viewer on deployment/prod, billing-admin on organization (console)"
+            "viewer on deployment/prod, billing-admin on organization (console) for 8h"
         );
     }
 }

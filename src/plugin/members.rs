@@ -69,6 +69,7 @@ impl MemberView {
                             scope: r.scope.summary(),
                             access: r.access,
                             binding: String::new(),
+                            expires_at: None,
                         })
                         .collect(),
                     access: vec![],
@@ -94,14 +95,18 @@ impl MemberView {
     }
 }
 
+/// One role, with its end for a time-bound one.
+fn role_cell(r: &MemberRole) -> String {
+    let label = role_label(&r.role, &r.scope, r.access);
+    match &r.expires_at {
+        Some(at) => format!("{label} until {at}"),
+        None => label,
+    }
+}
+
 /// The roles of a member in one cell.
 fn roles_cell(roles: &[MemberRole]) -> String {
-    joined(
-        roles
-            .iter()
-            .map(|r| role_label(&r.role, &r.scope, r.access)),
-        ", ",
-    )
+    joined(roles.iter().map(role_cell), ", ")
 }
 
 /// The members table.
@@ -178,6 +183,15 @@ pub async fn access(ctx: &OrgContext, args: &AccessArgs) -> Result<(), PluginErr
         member.email, ctx.name
     );
     let table = access_table(&member.access);
+    let ending: Vec<String> = member
+        .roles
+        .iter()
+        .filter(|r| r.expires_at.is_some())
+        .map(role_cell)
+        .collect();
+    if args.output.format.is_none() && !ending.is_empty() {
+        note(&format!("note: time-bound: {}", ending.join(", ")));
+    }
     let view = AccessView {
         email: member.email,
         user: member.user,
@@ -203,7 +217,8 @@ mod tests {
                 "conditions": [{"type": "Ready", "status": "True", "reason": "Bound", "message": "",
                                 "lastTransitionTime": "2023-11-14T22:13:20Z"}],
                 "roles": [
-                    {"role": "viewer", "scope": "deployment/*", "access": "full", "binding": "bob-viewer"},
+                    {"role": "viewer", "scope": "deployment/*", "access": "full", "binding": "bob-viewer",
+                     "expiresAt": "2026-12-31T00:00:00Z"},
                     {"role": "billing-admin", "scope": "organization", "access": "console", "binding": "bob-billing"},
                 ],
                 "access": [{"namespace": "acme-prod", "clusterRoles": ["edit", "view"]}],
@@ -223,9 +238,9 @@ mod tests {
         assert_eq!(views[1].user, "carol");
         assert_eq!(
             members_table(&views).render(),
-            "EMAIL               USER                   SOURCE     ROLES                                                             READY\n\
-             bob@example.com     oidc:bob@example.com   Declared   viewer on deployment/*, billing-admin on organization (console)   True\n\
-             carol@example.com   carol                  -          -                                                                 -\n"
+            "EMAIL               USER                   SOURCE     ROLES                                                                                        READY\n\
+             bob@example.com     oidc:bob@example.com   Declared   viewer on deployment/* until 2026-12-31T00:00:00Z, billing-admin on organization (console)   True\n\
+             carol@example.com   carol                  -          -                                                                                            -\n"
         );
     }
 

@@ -83,6 +83,7 @@ pub fn assignments(
                 role: role.clone(),
                 scope: scope.unwrap_or_else(Scope::organization),
                 access: access.unwrap_or_default(),
+                expires_after: None,
             };
             match table.resolve(&assignment) {
                 Ok(_) => Ok(assignment),

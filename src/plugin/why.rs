@@ -89,6 +89,23 @@ pub fn intents(
     bindings: &[RoleBinding],
     namespaces: &[Namespace],
 ) -> Vec<Intent> {
+    intents_at(
+        org,
+        membership,
+        bindings,
+        namespaces,
+        k8s_openapi::jiff::Timestamp::now(),
+    )
+}
+
+/// [`intents`] at `now` (an expired binding intends nothing).
+pub fn intents_at(
+    org: &Organization,
+    membership: &Membership,
+    bindings: &[RoleBinding],
+    namespaces: &[Namespace],
+    now: k8s_openapi::jiff::Timestamp,
+) -> Vec<Intent> {
     let email = membership.spec.email.normalized();
     let (unbindable, refused) = (BTreeSet::new(), BTreeMap::new());
     let compute = |bindings: Vec<&RoleBinding>| {
@@ -102,6 +119,7 @@ pub fn intents(
             kept: &Default::default(),
             // Only which bindings, not the subjects' names, matter here.
             identity: &Default::default(),
+            now,
         })
     };
     let visible = compute(vec![]).cluster_role_binding;

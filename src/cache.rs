@@ -93,12 +93,20 @@ pub trait Compact {
 
 impl Compact for crate::api::Organization {}
 impl Compact for crate::api::Invitation {}
-impl Compact for crate::api::RoleBinding {}
 impl Compact for crate::access::native::CachedRoleBinding {}
 impl Compact for k8s_openapi::api::core::v1::Namespace {}
 impl Compact for k8s_openapi::api::rbac::v1::ClusterRole {}
 impl Compact for k8s_openapi::api::rbac::v1::ClusterRoleBinding {}
 impl Compact for k8s_openapi::api::coordination::v1::Lease {}
+
+impl Compact for crate::api::RoleBinding {
+    /// `status.resources` (every namespace bound: 1,000 entries for an all-resources
+    /// binding in an organization of 1,000 resources) is only compared with the next
+    /// status.
+    fn compact(&mut self) {
+        self.compact_status();
+    }
+}
 
 impl Compact for crate::api::Membership {
     /// `status.access` (every namespace and ClusterRole of the member: 100 entries in

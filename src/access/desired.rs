@@ -20,7 +20,7 @@ use super::names::{
     ROLEBINDING_READER_CLUSTER_ROLE, managed_labels, native_binding_name,
     organization_cluster_role_name,
 };
-use super::native::{DesiredRoleBinding, RBAC_GROUP, group_subject, user_subject};
+use super::native::{DesiredRoleBinding, NameSets, Names, RBAC_GROUP, group_subject, user_subject};
 use super::policy::{PolicyRefusal, SYSTEM_PREFIX, membership_refusals};
 use super::roles::{ResolvedRole, RoleProblem, RoleTable};
 use crate::api::condition::{DesiredCondition, READY};
@@ -112,7 +112,9 @@ impl DesiredAccess {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BindingOutcome {
     pub scope: String,
-    pub resources: Vec<String>,
+    /// The namespaces bound; for a binding to all resources of a type, the one list of
+    /// the type shared by every such binding.
+    pub resources: Arc<[String]>,
     pub problems: Vec<TargetProblem>,
     pub ready: DesiredCondition,
     /// When the binding expired (whole seconds, as `status.expiredAt` keeps it), if it has.
@@ -132,8 +134,48 @@ pub fn member_user(membership: &Membership, identity: &Identity<'_>) -> String {
     identity.member_user(membership)
 }
 
-/// namespace -> ClusterRole -> users (each user name allocated once, shared).
-type Grants = BTreeMap<String, BTreeMap<String, BTreeSet<Arc<str>>>>;
+/// Who holds which ClusterRole where (each name allocated once, shared). A grant to all
+/// resources of a type is kept once for the type, not once per namespace of it: at
+/// 10,000 members and 1,000 namespaces that is the difference between thousands of
+/// entries and millions.
+#[derive(Default)]
+struct Grants {
+    /// (resource type, ClusterRole) -> names holding it in every namespace of the type.
+    by_type: BTreeMap<(String, String), BTreeSet<Arc<str>>>,
+    /// namespace -> ClusterRole -> names holding it there.
+    by_namespace: BTreeMap<String, BTreeMap<String, BTreeSet<Arc<str>>>>,
+}
+
+impl Grants {
+    fn in_namespace(&mut self, namespace: &str, cluster_role: &str, name: &Arc<str>) {
+        let roles = match self.by_namespace.get_mut(namespace) {
+            Some(roles) => roles,
+            None => self.by_namespace.entry(namespace.to_string()).or_default(),
+        };
+        let names = match roles.get_mut(cluster_role) {
+            Some(names) => names,
+            None => roles.entry(cluster_role.to_string()).or_default(),
+        };
+        names.insert(name.clone());
+    }
+
+    fn in_type(&mut self, kind: &str, cluster_role: &str, name: &Arc<str>) {
+        self.by_type
+            .entry((kind.to_string(), cluster_role.to_string()))
+            .or_default()
+            .insert(name.clone());
+    }
+
+    /// Every name granted anything.
+    fn names(&self) -> BTreeSet<Arc<str>> {
+        let by_type = self.by_type.values().flatten();
+        let by_namespace = self
+            .by_namespace
+            .values()
+            .flat_map(|r| r.values().flatten());
+        by_type.chain(by_namespace).cloned().collect()
+    }
+}
 
 /// Computes the organization's whole desired RBAC.
 pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
@@ -142,6 +184,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     let home = org.home_namespace();
     let table = RoleTable::new(org).refusing(input.unbindable);
     let resources = resources_by_type(org, &home, &input.namespaces);
+    let shared_resources = SharedResources::new(&resources);
     let identity = input.identity.of(org);
 
     // Memberships the policy refuses grant nothing (checked on every path, not only
@@ -171,7 +214,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
             .or_insert_with(|| (m.name_any(), Arc::from(member_user(m, &identity))));
     }
 
-    let mut grants: Grants = BTreeMap::new();
+    let mut grants = Grants::default();
     let mut member_roles: BTreeMap<String, Vec<MemberRole>> = BTreeMap::new();
     let mut outcomes = BTreeMap::new();
     let mut next_expiry: Option<Timestamp> = None;
@@ -229,7 +272,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         let mut outcome = bind(
             &BindContext {
                 table: &table,
-                resources: &resources,
+                resources: &shared_resources,
                 home: &home,
             },
             binding,
@@ -255,11 +298,11 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     }
 
     // SSO auto-join: each group entry's roles, bound to the prefixed RBAC Group.
-    let mut group_grants: Grants = BTreeMap::new();
+    let mut group_grants = Grants::default();
     let groups = bind_groups(
         &BindContext {
             table: &table,
-            resources: &resources,
+            resources: &shared_resources,
             home: &home,
         },
         org,
@@ -267,13 +310,11 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
         &mut group_grants,
     );
 
-    let role_bindings = native_role_bindings(org, &org_name, &grants, &group_grants);
+    let role_bindings =
+        native_role_bindings(org, &org_name, &shared_resources, &grants, &group_grants);
     let member_outcomes = member_outcomes(&memberships, &members, member_roles);
     let users: BTreeSet<Arc<str>> = members.values().map(|(_, user)| user.clone()).collect();
-    let group_subjects: BTreeSet<Arc<str>> = group_grants
-        .values()
-        .flat_map(|roles| roles.values().flatten().cloned())
-        .collect();
+    let group_subjects = group_grants.names();
     let (cluster_role, cluster_role_binding) =
         organization_visibility(org, &org_name, &home, &resources, (&users, &group_subjects));
     DesiredAccess {
@@ -368,7 +409,7 @@ fn bind_groups(
                     },
                 );
                 let outcome = bind(ctx, &binding, &name, grants);
-                resources.extend(outcome.resources);
+                resources.extend(outcome.resources.iter().cloned());
                 if outcome.ready.status {
                     bound.push(outcome.ready.message);
                 } else {
@@ -429,29 +470,48 @@ pub fn resources_by_type(
     by_type
 }
 
-struct BindContext<'a> {
-    table: &'a RoleTable<'a>,
-    resources: &'a BTreeMap<String, Vec<String>>,
-    home: &'a str,
+/// The resource namespaces per type, each list shared by the statuses of every binding
+/// to all resources of the type (rather than copied into each).
+struct SharedResources {
+    by_type: BTreeMap<String, Arc<[String]>>,
+    /// Every resource namespace, sorted.
+    every: Arc<[String]>,
 }
 
-fn grant(grants: &mut Grants, namespace: &str, cluster_role: &str, user: &Arc<str>) {
-    let roles = match grants.get_mut(namespace) {
-        Some(roles) => roles,
-        None => grants.entry(namespace.to_string()).or_default(),
-    };
-    let users = match roles.get_mut(cluster_role) {
-        Some(users) => users,
-        None => roles.entry(cluster_role.to_string()).or_default(),
-    };
-    users.insert(user.clone());
+impl SharedResources {
+    fn new(resources: &BTreeMap<String, Vec<String>>) -> Self {
+        let mut every: Vec<String> = resources.values().flatten().cloned().collect();
+        every.sort();
+        every.dedup();
+        SharedResources {
+            by_type: resources
+                .iter()
+                .map(|(kind, list)| (kind.clone(), Arc::from(list.as_slice())))
+                .collect(),
+            every: every.into(),
+        }
+    }
+
+    /// The namespaces of `kind`, sorted.
+    fn of_type(&self, kind: &str) -> Arc<[String]> {
+        self.by_type
+            .get(kind)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([]))
+    }
+}
+
+struct BindContext<'a> {
+    table: &'a RoleTable<'a>,
+    resources: &'a SharedResources,
+    home: &'a str,
 }
 
 /// The status of a binding that grants nothing.
 fn grants_nothing(scope: String, reason: &str, message: String) -> BindingOutcome {
     BindingOutcome {
         scope,
-        resources: vec![],
+        resources: Arc::from([]),
         problems: vec![],
         ready: DesiredCondition::new(READY, false, reason, message),
         expired_at: None,
@@ -479,34 +539,38 @@ fn bind(
         Ok(role) => role,
         Err(problem) => return refused(scope, problem),
     };
+    let full = spec.access == Access::Full;
     let (targets, problems) = match &role.target {
         ScopeTarget::Organization => {
             return bind_organization_role(ctx, &role, spec.access, scope, user, grants);
         }
         ScopeTarget::AllOfType(kind) => {
-            (ctx.resources.get(kind).cloned().unwrap_or_default(), vec![])
+            if full && let Some(cluster_role) = &role.cluster_role {
+                grants.in_type(kind, cluster_role, user);
+                if cluster_role == "admin" {
+                    grants.in_namespace(ctx.home, ROLEBINDING_READER_CLUSTER_ROLE, user);
+                }
+            }
+            (ctx.resources.of_type(kind), vec![])
         }
         ScopeTarget::Named(kind, names) => {
-            let available = ctx.resources.get(kind).cloned().unwrap_or_default();
-            let (found, missing): (Vec<String>, Vec<String>) =
-                names.iter().cloned().partition(|n| available.contains(n));
+            let available = ctx.resources.of_type(kind);
+            let (found, missing): (Vec<String>, Vec<String>) = names
+                .iter()
+                .cloned()
+                .partition(|n| available.binary_search(n).is_ok());
+            if full && let Some(cluster_role) = &role.cluster_role {
+                for ns in &found {
+                    grants.in_namespace(ns, cluster_role, user);
+                }
+            }
             let problems = missing
                 .into_iter()
                 .map(|name| missing_resource(ctx, kind, name))
                 .collect();
-            (found, problems)
+            (found.into(), problems)
         }
     };
-    if spec.access == Access::Full
-        && let Some(cluster_role) = &role.cluster_role
-    {
-        for ns in &targets {
-            grant(grants, ns, cluster_role, user);
-        }
-        if cluster_role == "admin" && matches!(role.target, ScopeTarget::AllOfType(_)) {
-            grant(grants, ctx.home, ROLEBINDING_READER_CLUSTER_ROLE, user);
-        }
-    }
     let ready = if problems.is_empty() {
         DesiredCondition::new(
             READY,
@@ -551,6 +615,7 @@ fn bound_message(role: &ResolvedRole, access: Access, count: usize) -> String {
 fn missing_resource(ctx: &BindContext<'_>, kind: &str, name: String) -> TargetProblem {
     let other_type = ctx
         .resources
+        .by_type
         .iter()
         .find(|(_, list)| list.contains(&name))
         .map(|(t, _)| t.clone());
@@ -580,22 +645,21 @@ fn bind_organization_role(
     user: &Arc<str>,
     grants: &mut Grants,
 ) -> BindingOutcome {
-    let mut resources = Vec::new();
+    let mut resources = Arc::from([]);
     if role.name == ORGANIZATION_OWNER && !role.is_custom() {
-        grant(grants, ctx.home, OWNER_CLUSTER_ROLE, user);
+        grants.in_namespace(ctx.home, OWNER_CLUSTER_ROLE, user);
         if access == Access::Full
             && let Some(cluster_role) = &role.cluster_role
         {
-            for ns in ctx.resources.values().flatten() {
-                grant(grants, ns, cluster_role, user);
-                resources.push(ns.clone());
+            for kind in ctx.resources.by_type.keys() {
+                grants.in_type(kind, cluster_role, user);
             }
+            resources = ctx.resources.every.clone();
         }
-        resources.sort();
     } else {
-        grant(grants, ctx.home, READER_CLUSTER_ROLE, user);
+        grants.in_namespace(ctx.home, READER_CLUSTER_ROLE, user);
         if let Some(cluster_role) = &role.cluster_role {
-            grant(grants, ctx.home, cluster_role, user);
+            grants.in_namespace(ctx.home, cluster_role, user);
         }
     }
     let message = format!("{} on the organization", role.name);
@@ -626,24 +690,40 @@ fn managed_meta(
 fn native_role_bindings(
     org: &Organization,
     org_name: &str,
+    resources: &SharedResources,
     grants: &Grants,
     group_grants: &Grants,
 ) -> Vec<DesiredRoleBinding> {
-    type Subjects<'a> = (
-        Option<&'a BTreeSet<Arc<str>>>,
-        Option<&'a BTreeSet<Arc<str>>>,
-    );
-    let mut all: BTreeMap<(&str, &str), Subjects<'_>> = BTreeMap::new();
-    for (namespace, roles) in grants {
-        for (cluster_role, users) in roles {
-            all.entry((namespace, cluster_role)).or_default().0 = Some(users);
+    /// The sets of names of one binding: (users, groups).
+    type Parts = (Vec<Names>, Vec<Names>);
+    fn add<'a>(
+        all: &mut BTreeMap<(&'a str, &'a str), Parts>,
+        grants: &'a Grants,
+        resources: &'a SharedResources,
+        pick: fn(&mut Parts) -> &mut Vec<Names>,
+    ) {
+        for ((kind, cluster_role), names) in &grants.by_type {
+            // One set for every namespace of the type.
+            let shared: Names = names.iter().cloned().collect();
+            for namespace in resources
+                .by_type
+                .get(kind)
+                .into_iter()
+                .flat_map(|l| l.iter())
+            {
+                pick(all.entry((namespace, cluster_role)).or_default()).push(shared.clone());
+            }
+        }
+        for (namespace, roles) in &grants.by_namespace {
+            for (cluster_role, names) in roles {
+                pick(all.entry((namespace, cluster_role)).or_default())
+                    .push(names.iter().cloned().collect());
+            }
         }
     }
-    for (namespace, roles) in group_grants {
-        for (cluster_role, groups) in roles {
-            all.entry((namespace, cluster_role)).or_default().1 = Some(groups);
-        }
-    }
+    let mut all: BTreeMap<(&str, &str), Parts> = BTreeMap::new();
+    add(&mut all, grants, resources, |parts| &mut parts.0);
+    add(&mut all, group_grants, resources, |parts| &mut parts.1);
     all.into_iter()
         .map(
             |((namespace, cluster_role), (users, groups))| DesiredRoleBinding {
@@ -654,8 +734,8 @@ fn native_role_bindings(
                     Some(namespace.to_string()),
                 ),
                 cluster_role: cluster_role.to_string(),
-                users: users.into_iter().flatten().cloned().collect(),
-                groups: groups.into_iter().flatten().cloned().collect(),
+                users: NameSets::new(users),
+                groups: NameSets::new(groups),
             },
         )
         .collect()

@@ -156,6 +156,56 @@ impl k8s_openapi::Metadata for CachedRoleBinding {
     }
 }
 
+/// Sorted names without duplicates, shared by every binding that holds exactly them.
+pub type Names = Arc<[Arc<str>]>;
+
+/// The names of one kind of subject of a desired binding, as one or more sorted sets
+/// that may overlap (a user holding a role in all resources of a type and, by name, in
+/// one of them). The sets are kept apart rather than merged: a grant to all resources
+/// of a type is one set shared by every namespace of the type, where merging would
+/// copy it into each (3,000,000 entries at 10,000 members and 1,000 namespaces).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NameSets(Vec<Names>);
+
+impl NameSets {
+    /// The union of `parts` (empty parts are dropped).
+    pub fn new(parts: Vec<Names>) -> Self {
+        NameSets(parts.into_iter().filter(|p| !p.is_empty()).collect())
+    }
+
+    /// One set of `names` (sorted and deduplicated here).
+    pub fn of<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Self {
+        let mut names: Vec<Arc<str>> = names.into_iter().map(|n| Arc::from(n.as_ref())).collect();
+        names.sort_unstable();
+        names.dedup();
+        Self::new(vec![names.into()])
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0
+            .iter()
+            .any(|part| part.binary_search_by(|n| (**n).cmp(name)).is_ok())
+    }
+
+    /// Every name once, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        match self.0.as_slice() {
+            [one] => one.iter().map(|n| &**n).collect(),
+            parts => {
+                let mut all: Vec<&str> =
+                    parts.iter().flat_map(|p| p.iter()).map(|n| &**n).collect();
+                all.sort_unstable();
+                all.dedup();
+                all
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// One aggregated native RoleBinding kube-org wants: every user (and auto-join group)
 /// holding `cluster_role` in `namespace`. `metadata` is shared by all bindings of an
 /// organization.
@@ -163,10 +213,9 @@ impl k8s_openapi::Metadata for CachedRoleBinding {
 pub struct DesiredRoleBinding {
     pub metadata: ObjectMeta,
     pub cluster_role: String,
-    /// Sorted, without duplicates.
-    pub users: Vec<Arc<str>>,
-    /// RBAC Groups (`spec.membership.groups`, prefixed); sorted, without duplicates.
-    pub groups: Vec<Arc<str>>,
+    pub users: NameSets,
+    /// RBAC Groups (`spec.membership.groups`, prefixed).
+    pub groups: NameSets,
 }
 
 impl DesiredRoleBinding {
@@ -181,9 +230,10 @@ impl DesiredRoleBinding {
     pub fn digests(&self) -> SubjectDigests {
         SubjectDigests::new(
             self.users
-                .iter()
-                .map(|u| user_digest(u))
-                .chain(self.groups.iter().map(|g| group_digest(g)))
+                .names()
+                .into_iter()
+                .map(user_digest)
+                .chain(self.groups.names().into_iter().map(group_digest))
                 .collect(),
         )
     }
@@ -205,9 +255,10 @@ impl DesiredRoleBinding {
             role_ref: self.role_ref(),
             subjects: Some(
                 self.users
-                    .iter()
-                    .map(|u| user_subject(u))
-                    .chain(self.groups.iter().map(|g| group_subject(g)))
+                    .names()
+                    .into_iter()
+                    .map(user_subject)
+                    .chain(self.groups.names().into_iter().map(group_subject))
                     .collect(),
             ),
         }
@@ -215,12 +266,12 @@ impl DesiredRoleBinding {
 
     /// Whether `user` is a subject.
     pub fn grants(&self, user: &str) -> bool {
-        self.users.binary_search_by(|u| (**u).cmp(user)).is_ok()
+        self.users.contains(user)
     }
 
     /// Whether the RBAC Group `group` is a subject.
     pub fn grants_group(&self, group: &str) -> bool {
-        self.groups.binary_search_by(|g| (**g).cmp(group)).is_ok()
+        self.groups.contains(group)
     }
 }
 
@@ -256,15 +307,15 @@ mod tests {
         DesiredRoleBinding {
             metadata: ObjectMeta::default(),
             cluster_role: "view".into(),
-            users: users.iter().map(|u| Arc::from(*u)).collect(),
-            groups: vec![],
+            users: NameSets::of(users),
+            groups: NameSets::default(),
         }
     }
 
     #[test]
     fn groups_are_group_subjects_and_count_in_the_content() {
         let mut want = desired(&["ann@x.io"]);
-        want.groups = vec![Arc::from("oidc:devs")];
+        want.groups = NameSets::of(["oidc:devs"]);
         let object = want.object();
         let kinds: Vec<(&str, &str)> = object
             .subjects
@@ -347,6 +398,34 @@ mod tests {
         let mut actual = binding(serde_json::json!([user("ann@x.io")]));
         actual.role_ref.name = "edit".into();
         assert!(!desired(&["ann@x.io"]).same_content(&actual));
+    }
+
+    fn part(names: &[&str]) -> Names {
+        names.iter().map(|n| Arc::from(*n)).collect()
+    }
+
+    #[test]
+    fn overlapping_sets_grant_and_list_each_name_once() {
+        let shared = part(&["ann@x.io", "bob@x.io"]);
+        let want = DesiredRoleBinding {
+            users: NameSets::new(vec![
+                shared.clone(),
+                part(&["bob@x.io", "cid@x.io"]),
+                part(&[]),
+            ]),
+            ..desired(&[])
+        };
+        assert_eq!(want.users.names(), ["ann@x.io", "bob@x.io", "cid@x.io"]);
+        assert!(want.grants("cid@x.io") && want.grants("ann@x.io") && !want.grants("dan@x.io"));
+        let actual = binding(serde_json::json!([
+            user("cid@x.io"),
+            user("bob@x.io"),
+            user("ann@x.io")
+        ]));
+        assert!(want.same_content(&actual), "bob is one subject, not two");
+        assert_eq!(want.object().subjects.map(|s| s.len()), Some(3));
+        // The shared set is not copied.
+        assert!(Arc::ptr_eq(&want.users.0[0], &shared));
     }
 
     #[test]

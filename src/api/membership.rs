@@ -101,28 +101,14 @@ pub struct MembershipStatus {
 }
 
 /// On a Membership in kube-org's cache only (never written): a digest of
-/// `status.access`, which the cache drops — it is the bulk of a member's status (an
-/// entry per resource namespace) and is only compared with the next status.
+/// `status.access`, which the cache drops ([`super::cached_list`]).
 const CACHED_ACCESS_DIGEST: &str = "kube-org.io/cached-access-digest";
-
-fn access_digest(access: &[NamespaceAccess]) -> u64 {
-    crate::access::native::keyed_digest(access)
-}
 
 impl Membership {
     /// Replaces `status.access` by its digest (what kube-org's cache keeps).
     pub fn compact_status(&mut self) {
-        let annotations = self.metadata.annotations.get_or_insert_default();
-        // Whatever a tenant wrote under this key is not ours.
-        annotations.remove(CACHED_ACCESS_DIGEST);
-        if let Some(status) = self.status.as_mut() {
-            let digest = access_digest(&status.access);
-            status.access = Vec::new();
-            annotations.insert(CACHED_ACCESS_DIGEST.to_string(), digest.to_string());
-        }
-        if annotations.is_empty() {
-            self.metadata.annotations = None;
-        }
+        let access = self.status.as_mut().map(|s| &mut s.access);
+        super::cached_list::compact(&mut self.metadata, CACHED_ACCESS_DIGEST, access);
     }
 
     /// Whether the Membership's status already is `desired` (whether it came from the
@@ -131,13 +117,6 @@ impl Membership {
         let Some(current) = self.status.as_ref() else {
             return false;
         };
-        let current_access = self
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(CACHED_ACCESS_DIGEST))
-            .and_then(|d| d.parse().ok())
-            .unwrap_or_else(|| access_digest(&current.access));
         // Destructured so that a new field cannot be forgotten here.
         let MembershipStatus {
             conditions,
@@ -156,7 +135,12 @@ impl Membership {
             && *user == current.user
             && *subject == current.subject
             && *roles == current.roles
-            && access_digest(access) == current_access
+            && super::cached_list::same(
+                &self.metadata,
+                CACHED_ACCESS_DIGEST,
+                &current.access,
+                access,
+            )
     }
 }
 

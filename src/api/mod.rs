@@ -8,6 +8,7 @@
 // duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod cached_list;
 pub mod condition;
 pub mod fields;
 pub mod invitation;

@@ -112,3 +112,96 @@ pub struct TargetProblem {
     /// What is wrong and what to do, for a person.
     pub message: String,
 }
+
+/// On a RoleBinding in kube-org's cache only (never written): a digest of
+/// `status.resources`, which the cache drops ([`super::cached_list`]).
+const CACHED_RESOURCES_DIGEST: &str = "kube-org.io/cached-resources-digest";
+
+impl RoleBinding {
+    /// Replaces `status.resources` by its digest (what kube-org's cache keeps).
+    pub fn compact_status(&mut self) {
+        let resources = self.status.as_mut().map(|s| &mut s.resources);
+        super::cached_list::compact(&mut self.metadata, CACHED_RESOURCES_DIGEST, resources);
+    }
+
+    /// Whether the status already is `desired` with `resources` as its
+    /// `status.resources` (`desired.resources` is not read: a status pass compares
+    /// without copying every list), whether the object came from the cache or not.
+    pub fn has_status(&self, desired: &RoleBindingStatus, resources: &[String]) -> bool {
+        let Some(current) = self.status.as_ref() else {
+            return false;
+        };
+        // Destructured so that a new field cannot be forgotten here.
+        let RoleBindingStatus {
+            conditions,
+            observed_generation,
+            scope,
+            resources: _,
+            problems,
+            expired_at,
+        } = desired;
+        *conditions == current.conditions
+            && *observed_generation == current.observed_generation
+            && *scope == current.scope
+            && *problems == current.problems
+            && *expired_at == current.expired_at
+            && super::cached_list::same(
+                &self.metadata,
+                CACHED_RESOURCES_DIGEST,
+                &current.resources,
+                resources,
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::scope::Scope;
+
+    fn binding(resources: &[&str]) -> RoleBinding {
+        let mut rb = RoleBinding::new(
+            "bob-viewer",
+            RoleBindingSpec {
+                member: Email("bob@example.com".into()),
+                role: "viewer".into(),
+                scope: serde_json::from_value::<Scope>(
+                    serde_json::json!({"resourceType": "deployment", "all": true}),
+                )
+                .expect("a scope"),
+                access: Access::Full,
+                expires_at: None,
+            },
+        );
+        rb.status = Some(RoleBindingStatus {
+            scope: Some("deployment/*".into()),
+            resources: resources.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        });
+        rb
+    }
+
+    #[test]
+    fn the_cache_keeps_a_digest_of_resources_that_still_tells_changes_apart() {
+        let full = binding(&["dev", "prod"]);
+        let mut cached = full.clone();
+        cached.compact_status();
+        assert!(cached.status.as_ref().unwrap().resources.is_empty());
+        let same = full.status.clone().unwrap();
+        let resources = same.resources.clone();
+        assert!(full.has_status(&same, &resources));
+        assert!(
+            cached.has_status(&same, &resources),
+            "compacting loses no equality"
+        );
+        assert!(!cached.has_status(&same, &resources[..1]));
+        let mut other_scope = same.clone();
+        other_scope.scope = Some("deployment/prod".into());
+        assert!(!cached.has_status(&other_scope, &resources));
+        let mut none = full.clone();
+        none.status = None;
+        none.compact_status();
+        assert!(none.metadata.annotations.is_none());
+        assert!(!none.has_status(&same, &resources));
+    }
+}

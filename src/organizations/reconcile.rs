@@ -1221,7 +1221,7 @@ async fn write_binding_status(
     outcome: &BindingOutcome,
 ) -> Result<Option<Transition>, Error> {
     let current = binding.status.clone().unwrap_or_default();
-    let status = RoleBindingStatus {
+    let mut status = RoleBindingStatus {
         conditions: merge_conditions(
             &current.conditions,
             std::slice::from_ref(&outcome.ready),
@@ -1230,10 +1230,15 @@ async fn write_binding_status(
         ),
         observed_generation: binding.metadata.generation,
         scope: Some(outcome.scope.clone()),
-        resources: outcome.resources.clone(),
+        // Copied below only if the status is written.
+        resources: Vec::new(),
         problems: outcome.problems.clone(),
         expired_at: outcome.expired_at.clone(),
     };
+    let unchanged = binding.has_status(&status, &outcome.resources);
+    if !unchanged {
+        status.resources = outcome.resources.to_vec();
+    }
     let ready_before = current.conditions.iter().find(|c| c.type_ == READY);
     let changed_ready = ready_before.is_none_or(|c| {
         (c.status == "True") != outcome.ready.status || c.reason != outcome.ready.reason
@@ -1243,7 +1248,7 @@ async fn write_binding_status(
         &ctx.metrics,
         "rolebindings.kube-org.io",
         binding,
-        binding.status.as_ref() == Some(&status),
+        unchanged,
         &status,
     )
     .await?;

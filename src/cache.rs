@@ -12,6 +12,14 @@ use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+/// The page sizes of the first list of kinds whose objects can be large: kube's default
+/// of 500 objects per page would hold one response of 150 MB in memory at once for
+/// native RoleBindings of 3,000 subjects (~300 kB of JSON each), and 30 MB for
+/// Memberships whose status lists 1,000 namespaces. The cache keeps little of each
+/// object; the page is the peak. Smaller pages cost a round trip each.
+pub const NATIVE_BINDINGS_PAGE: u32 = 50;
+pub const MEMBERSHIPS_PAGE: u32 = 250;
+
 /// Whether a cache has been filled by its first complete list (it stays filled).
 #[derive(Clone, Debug)]
 pub struct Filled(watch::Receiver<bool>);

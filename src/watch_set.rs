@@ -48,7 +48,9 @@ impl WatchSet {
             organizations: Watched::start(Api::all(client.clone()), watcher::Config::default()),
             memberships: Watched::start(
                 Api::all(client.clone()),
-                watcher::Config::default().any_semantic(),
+                watcher::Config::default()
+                    .any_semantic()
+                    .page_size(crate::cache::MEMBERSHIPS_PAGE),
             ),
             invitations: Watched::start(Api::all(client.clone()), invitations),
             namespaces: Watched::start(

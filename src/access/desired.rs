@@ -20,7 +20,9 @@ use super::names::{
     ROLEBINDING_READER_CLUSTER_ROLE, managed_labels, native_binding_name,
     organization_cluster_role_name,
 };
-use super::native::{DesiredRoleBinding, NameSets, Names, RBAC_GROUP, group_subject, user_subject};
+use super::native::{
+    DesiredRoleBinding, NameSets, Names, RBAC_GROUP, SeenSets, group_subject, user_subject,
+};
 use super::policy::{PolicyRefusal, SYSTEM_PREFIX, membership_refusals};
 use super::roles::{ResolvedRole, RoleProblem, RoleTable};
 use crate::api::condition::{DesiredCondition, READY};
@@ -89,9 +91,10 @@ impl DesiredAccess {
     /// entry per member and namespace is most of a large organization's plan).
     pub fn access_of(&self, user: &str) -> Vec<NamespaceAccess> {
         let mut access: Vec<NamespaceAccess> = Vec::new();
+        let mut seen = SeenSets::default();
         for rb in &self.role_bindings {
             let namespace = rb.metadata.namespace.as_deref().unwrap_or_default();
-            if namespace == self.home || !rb.grants(user) {
+            if namespace == self.home || !rb.users.contains_remembering(user, &mut seen) {
                 continue;
             }
             match access.last_mut() {

@@ -187,6 +187,18 @@ impl NameSets {
             .any(|part| part.binary_search_by(|n| (**n).cmp(name)).is_ok())
     }
 
+    /// [`NameSets::contains`] for a caller asking about one name in many bindings:
+    /// `seen` remembers the answer per shared set, so a set shared by every namespace
+    /// of a type is searched once rather than once per namespace.
+    pub fn contains_remembering(&self, name: &str, seen: &mut SeenSets) -> bool {
+        self.0.iter().any(|part| {
+            *seen
+                .0
+                .entry(Arc::as_ptr(part) as *const () as usize)
+                .or_insert_with(|| part.binary_search_by(|n| (**n).cmp(name)).is_ok())
+        })
+    }
+
     /// Every name once, sorted.
     pub fn names(&self) -> Vec<&str> {
         match self.0.as_slice() {
@@ -205,6 +217,11 @@ impl NameSets {
         self.0.is_empty()
     }
 }
+
+/// Answers of [`NameSets::contains_remembering`] for one name, by set (its address:
+/// valid while the sets asked about are alive, which is while the caller holds them).
+#[derive(Default)]
+pub struct SeenSets(std::collections::HashMap<usize, bool>);
 
 /// One aggregated native RoleBinding kube-org wants: every user (and auto-join group)
 /// holding `cluster_role` in `namespace`. `metadata` is shared by all bindings of an

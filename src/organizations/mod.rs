@@ -176,8 +176,12 @@ pub async fn run(
         Api::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
-    let native_bindings =
-        Watched::<CachedRoleBinding>::start(Api::all(client.clone()), managed.clone());
+    let native_bindings = Watched::<CachedRoleBinding>::start(
+        Api::all(client.clone()),
+        managed
+            .clone()
+            .page_size(crate::cache::NATIVE_BINDINGS_PAGE),
+    );
     let cluster_roles = Watched::<ClusterRole>::start(Api::all(client.clone()), managed.clone());
     let cluster_role_bindings =
         Watched::<ClusterRoleBinding>::start(Api::all(client.clone()), managed);

@@ -3,8 +3,10 @@
 //! An organization of 1,000 members and 100 namespaces has about 300 native
 //! RoleBindings of up to 1,000 subjects each: held as API objects (four `String`s per
 //! subject) they were most of the operator's memory, once in the cache and once more in
-//! every computed plan. Here the desired side keeps each user name once (shared `Arc`s),
-//! the cache keeps a digest per subject, and the API object is built only to be written.
+//! every computed plan. Here the desired side keeps each user name once (shared `Arc`s)
+//! and a grant to all resources of a type as one name set shared by every namespace of
+//! the type ([`NameSets`]), the cache keeps a digest per subject, and the API object is
+//! built only to be written.
 //!
 //! Digests are keyed with process-random keys, so a tenant cannot craft a subject whose
 //! digest collides with another's (an extra subject would then look like a wanted one).

@@ -279,7 +279,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     // handled by the orphaned-binding step; they stay on this path so that an
     // Organization's cleanup, serialised with it, always sees them), members leaving;
     // statuses go to the status workers.
-    let deadline = std::time::Instant::now() + FINALIZER_TIME.max(started.elapsed());
+    let deadline = std::time::Instant::now() + FINALIZER_TIME.max(started.elapsed() / 2);
     let more_finalizers =
         ensure_membership_finalizers(ctx, org, &snapshot.memberships, deadline).await?;
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
@@ -883,9 +883,9 @@ where
 /// How long one reconcile spends adding Membership finalizers at least: a cold start
 /// adds one per member, and a reconcile that patched all 1,000 at once kept the next
 /// one (a deleted binding to restore, a new namespace to bind) waiting for seconds.
-/// A reconcile that took longer to get here may spend as long again (at 10,000
+/// A reconcile that took longer to get here may spend half as long again (at 10,000
 /// members a pass takes seconds, and a fixed count made the finalizers take minutes).
-const FINALIZER_TIME: Duration = Duration::from_millis(500);
+const FINALIZER_TIME: Duration = Duration::from_millis(250);
 
 /// Adds kube-org's finalizer to Memberships that lack it, a batch at a time until
 /// `deadline`; returns whether some are left for the next reconcile.

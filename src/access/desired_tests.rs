@@ -160,6 +160,51 @@ fn all_scope_binds_every_resource_of_the_type_including_later_ones() {
 }
 
 #[test]
+fn grants_to_all_resources_of_a_type_are_one_shared_set_merged_with_named_ones() {
+    let access = World::new()
+        .bind(
+            "b-all",
+            "{member: bob@example.com, role: editor, scope: {resourceType: deployment, all: true}}",
+        )
+        .bind(
+            "c-all",
+            "{member: carol@example.com, role: viewer, scope: {resourceType: deployment, all: true}}",
+        )
+        .bind(
+            "c-prod",
+            "{member: carol@example.com, role: editor, scope: {resourceType: deployment, resources: [prod]}}",
+        )
+        .bind(
+            "b-prod",
+            "{member: bob@example.com, role: editor, scope: {resourceType: deployment, resources: [prod]}}",
+        )
+        .compute();
+    let subjects = |ns: &str, role: &str| -> Vec<String> {
+        let rb = access
+            .role_bindings
+            .iter()
+            .find(|rb| rb.metadata.namespace.as_deref() == Some(ns) && rb.cluster_role == role)
+            .expect("a binding");
+        rb.object()
+            .subjects
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    };
+    // bob holds edit in prod twice over (all deployments, and prod by name): one subject.
+    assert_eq!(
+        subjects("prod", "edit"),
+        ["bob@example.com", "carol@example.com"]
+    );
+    assert_eq!(subjects("staging", "edit"), ["bob@example.com"]);
+    // The statuses of both all-deployment bindings share one list of namespaces.
+    let (b, c) = (&access.bindings["b-all"], &access.bindings["c-all"]);
+    assert_eq!(*b.resources, ["prod", "staging"]);
+    assert!(std::sync::Arc::ptr_eq(&b.resources, &c.resources));
+}
+
+#[test]
 fn roles_combine_as_a_union_in_one_binding_per_namespace_and_cluster_role() {
     let access = World::new()
         .bind("a", "{member: bob@example.com, role: viewer, scope: {resourceType: deployment, all: true}}")

@@ -95,8 +95,10 @@ pub struct MembershipStatus {
     pub roles: Vec<MemberRole>,
 
     /// Where the member can go: each resource namespace and the ClusterRoles held there.
+    // Atomic: only kube-org writes it, and as a keyed list server-side apply recorded
+    // every namespace in managedFields (a second copy of the list in the API server).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["namespace".into()]))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub access: Vec<NamespaceAccess>,
 }
 

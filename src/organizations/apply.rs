@@ -230,11 +230,11 @@ impl SyncReport {
 /// deleted and created again, and a managed object held in deletion by someone else's
 /// finalizer is released. Whatever still fails is reported per object, and every other
 /// write and removal happens anyway.
-pub async fn sync<M, C>(
-    client: &Client,
-    metrics: &Metrics,
-    desired: &[M],
-    actual: &[C],
+pub async fn sync<'a, M, C>(
+    client: &'a Client,
+    metrics: &'a Metrics,
+    desired: &'a [M],
+    actual: &'a [C],
 ) -> SyncReport
 where
     M: Managed,
@@ -272,27 +272,31 @@ where
     // Phases in order; writes within a phase are independent, and a failed write
     // stops nothing. Objects are built only when their write starts.
     for phase in [gaining, losing] {
-        let mut writes = Vec::new();
-        for obj in phase {
-            let current = actual_by_key.get(&meta_key(obj.meta())).copied();
-            writes.push(async move {
+        let actual_by_key = &actual_by_key;
+        // By index: a closure taking a reference is taken to accept any lifetime, and
+        // rustc then cannot prove the futures it makes Send (the controller's tasks
+        // must be).
+        let writes = (0..phase.len()).map(|i| {
+            let obj: &'a M = phase[i];
+            async move {
+                let current = actual_by_key.get(&meta_key(obj.meta())).copied();
                 apply_one(client, metrics, obj, current)
                     .await
                     .err()
                     .map(|e| failure_at(obj.meta(), e))
-            });
-        }
+            }
+        });
         report.failures.extend(all_settled(writes).await);
     }
-    let mut deletes = Vec::new();
-    for obj in stale {
-        deletes.push(async move {
+    let deletes = (0..stale.len()).map(|i| {
+        let obj: &'a M::Cached = stale[i];
+        async move {
             delete_one::<M>(client, metrics, obj)
                 .await
                 .err()
                 .map(|e| failure_at(obj.meta(), e))
-        });
-    }
+        }
+    });
     report.failures.extend(all_settled(deletes).await);
     report
 }
@@ -305,8 +309,9 @@ fn failure_at(meta: &ObjectMeta, error: Error) -> SyncFailure {
     }
 }
 
-/// Runs independent writes with bounded concurrency and keeps every failure.
-async fn all_settled<F>(writes: Vec<F>) -> Vec<SyncFailure>
+/// Runs independent writes with bounded concurrency and keeps every failure. `writes`
+/// is consumed lazily: a write's future exists only while it runs.
+async fn all_settled<F>(writes: impl IntoIterator<Item = F>) -> Vec<SyncFailure>
 where
     F: std::future::Future<Output = Option<SyncFailure>>,
 {

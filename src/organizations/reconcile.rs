@@ -1113,26 +1113,27 @@ pub async fn write_statuses(plan: &StatusPlan, ctx: &Context) -> Result<(), Erro
     .map(|_| ())
 }
 
-async fn write_binding_statuses(
+async fn write_binding_statuses<'a>(
     org: &Organization,
-    ctx: &Context,
-    cached: &[Arc<RoleBinding>],
-    desired: &DesiredAccess,
+    ctx: &'a Context,
+    cached: &'a [Arc<RoleBinding>],
+    desired: &'a DesiredAccess,
 ) -> Result<(), Error> {
-    let mut writes = Vec::new();
-    for binding in cached {
-        if let Some(outcome) = desired.bindings.get(&binding.name_any()) {
-            writes.push(write_binding_status(ctx, binding, outcome));
-        }
-    }
+    // By index (see `apply::sync`).
+    let writes = (0..cached.len()).filter_map(move |i| {
+        let binding = &cached[i];
+        let outcome = desired.bindings.get(&binding.name_any())?;
+        Some(write_binding_status(ctx, binding, outcome))
+    });
     let transitions: Vec<Transition> = all_ok(writes).await?.into_iter().flatten().collect();
     publish_transitions(ctx, org, "RoleBinding", transitions).await;
     Ok(())
 }
 
 /// Runs independent writes with bounded concurrency and keeps what each returned;
-/// fails on the first error.
-async fn all_ok<T, F>(writes: Vec<F>) -> Result<Vec<T>, Error>
+/// fails on the first error. `writes` is consumed lazily: a write's future exists only
+/// while it runs (a few KB each, times 10,000 Memberships when collected up front).
+async fn all_ok<T, F>(writes: impl IntoIterator<Item = F>) -> Result<Vec<T>, Error>
 where
     F: std::future::Future<Output = Result<T, Error>>,
 {
@@ -1282,21 +1283,22 @@ fn membership_source(m: &Membership) -> String {
     }
 }
 
-async fn write_membership_statuses(
-    org: &Organization,
-    ctx: &Context,
-    cached: &[Arc<Membership>],
-    desired: &DesiredAccess,
-    refusals: &BTreeMap<String, LeaveRefusal>,
+async fn write_membership_statuses<'a>(
+    org: &'a Organization,
+    ctx: &'a Context,
+    cached: &'a [Arc<Membership>],
+    desired: &'a DesiredAccess,
+    refusals: &'a BTreeMap<String, LeaveRefusal>,
 ) -> Result<(), Error> {
-    let mut writes = Vec::new();
-    for m in cached {
+    // By index (see `apply::sync`).
+    let writes = (0..cached.len()).filter_map(move |i| {
+        let m = &cached[i];
         let name = m.name_any();
         let listed = refusals.contains_key(&name)
             || desired.refused.contains_key(&name)
             || desired.members.contains_key(&name);
         if !listed && m.meta().deletion_timestamp.is_some() {
-            continue;
+            return None;
         }
         // Built when its write starts (a few at a time): a member's access list has an
         // entry per resource namespace.
@@ -1363,7 +1365,7 @@ async fn write_membership_statuses(
             };
             (status, refusal)
         };
-        writes.push(async move {
+        Some(async move {
             let (status, refusal) = status_of();
             let api = namespaced(ctx, m.as_ref());
             write_if_changed(
@@ -1382,8 +1384,8 @@ async fn write_membership_statuses(
                 reason: refusal.reason.to_string(),
                 note: refusal.message.clone(),
             }))
-        });
-    }
+        })
+    });
     let transitions: Vec<Transition> = all_ok(writes).await?.into_iter().flatten().collect();
     publish_transitions(ctx, org, "Membership", transitions).await;
     Ok(())

@@ -220,6 +220,16 @@ impl NameSets {
     }
 }
 
+/// What replacing a cached object by a desired one does: nothing, only add (a write
+/// that can go first), or take something away from someone (a write that goes after
+/// every gain, so moving a grant never opens a gap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Same,
+    Gains,
+    Loses,
+}
+
 /// Answers of [`NameSets::contains_remembering`] for one name, by set (its address:
 /// valid while the sets asked about are alive, which is while the caller holds them).
 #[derive(Default)]
@@ -257,14 +267,21 @@ impl DesiredRoleBinding {
         )
     }
 
-    /// Whether `cached` grants exactly what this binding grants.
-    pub fn same_content(&self, cached: &CachedRoleBinding) -> bool {
-        cached.role_ref == self.role_ref() && cached.subjects == self.digests()
-    }
-
-    /// Whether replacing `cached` by this binding removes nothing anyone holds.
-    pub fn only_gains_over(&self, cached: &CachedRoleBinding) -> bool {
-        cached.subjects.within(&self.digests())
+    /// What replacing `cached` by this binding does (the subjects' digests computed
+    /// once: a binding of a type's every namespace has thousands).
+    pub fn compare(&self, cached: &CachedRoleBinding) -> Change {
+        let digests = self.digests();
+        let role = &cached.role_ref;
+        let same_role = role.name == self.cluster_role
+            && role.kind == "ClusterRole"
+            && role.api_group == RBAC_GROUP;
+        if same_role && cached.subjects == digests {
+            Change::Same
+        } else if cached.subjects.within(&digests) {
+            Change::Gains
+        } else {
+            Change::Loses
+        }
     }
 
     /// The API object, built to be written.
@@ -346,16 +363,22 @@ mod tests {
         let group =
             serde_json::json!({"apiGroup": RBAC_GROUP, "kind": "Group", "name": "oidc:devs"});
         let actual = binding(serde_json::json!([group.clone(), user("ann@x.io")]));
-        assert!(want.same_content(&actual));
+        assert_eq!(want.compare(&actual), Change::Same);
         assert!(want.grants_group("oidc:devs") && !want.grants("oidc:devs"));
         // Without the group: a difference, and dropping it loses a grant.
         let without = desired(&["ann@x.io"]);
-        assert!(!without.same_content(&actual));
-        assert!(!without.only_gains_over(&actual));
-        assert!(want.only_gains_over(&binding(serde_json::json!([user("ann@x.io")]))));
+        assert_eq!(
+            without.compare(&actual),
+            Change::Loses,
+            "dropping the group loses a grant"
+        );
+        assert_eq!(
+            want.compare(&binding(serde_json::json!([user("ann@x.io")]))),
+            Change::Gains
+        );
         // A User named like the group is not the group.
         let as_user = binding(serde_json::json!([user("ann@x.io"), user("oidc:devs")]));
-        assert!(!want.same_content(&as_user));
+        assert_eq!(want.compare(&as_user), Change::Loses);
     }
 
     fn binding(subjects: serde_json::Value) -> CachedRoleBinding {
@@ -373,7 +396,10 @@ mod tests {
     #[test]
     fn a_cached_binding_matches_the_desired_one_whatever_the_order() {
         let actual = binding(serde_json::json!([user("bob@x.io"), user("ann@x.io")]));
-        assert!(desired(&["ann@x.io", "bob@x.io"]).same_content(&actual));
+        assert_eq!(
+            desired(&["ann@x.io", "bob@x.io"]).compare(&actual),
+            Change::Same
+        );
         assert_eq!(actual.metadata.name.as_deref(), Some("kube-org:acme:view"));
     }
 
@@ -381,23 +407,33 @@ mod tests {
     fn an_extra_or_changed_subject_is_a_difference() {
         let want = desired(&["ann@x.io"]);
         let extra = binding(serde_json::json!([user("ann@x.io"), user("eve@x.io")]));
-        assert!(!want.same_content(&extra));
-        assert!(!want.only_gains_over(&extra), "eve would lose her grant");
+        assert_eq!(
+            want.compare(&extra),
+            Change::Loses,
+            "eve would lose her grant"
+        );
         let group = binding(serde_json::json!([
             {"apiGroup": RBAC_GROUP, "kind": "Group", "name": "ann@x.io"}
         ]));
-        assert!(!want.same_content(&group), "a Group is not the User");
+        assert_eq!(
+            want.compare(&group),
+            Change::Loses,
+            "a Group is not the User"
+        );
         let sa = binding(serde_json::json!([
             {"kind": "ServiceAccount", "name": "ann@x.io", "namespace": "prod"}
         ]));
-        assert!(!want.same_content(&sa));
+        assert_eq!(want.compare(&sa), Change::Loses);
     }
 
     #[test]
     fn adding_a_user_only_gains() {
         let actual = binding(serde_json::json!([user("ann@x.io")]));
-        assert!(desired(&["ann@x.io", "bob@x.io"]).only_gains_over(&actual));
-        assert!(!desired(&["bob@x.io"]).only_gains_over(&actual));
+        assert_eq!(
+            desired(&["ann@x.io", "bob@x.io"]).compare(&actual),
+            Change::Gains
+        );
+        assert_eq!(desired(&["bob@x.io"]).compare(&actual), Change::Loses);
     }
 
     #[test]
@@ -409,14 +445,18 @@ mod tests {
         assert!(none.subjects.is_empty());
         let null = binding(serde_json::Value::Null);
         assert!(null.subjects.is_empty());
-        assert!(desired(&[]).same_content(&null));
+        assert_eq!(desired(&[]).compare(&null), Change::Same);
     }
 
     #[test]
     fn a_different_role_is_a_difference() {
         let mut actual = binding(serde_json::json!([user("ann@x.io")]));
         actual.role_ref.name = "edit".into();
-        assert!(!desired(&["ann@x.io"]).same_content(&actual));
+        assert_eq!(
+            desired(&["ann@x.io"]).compare(&actual),
+            Change::Gains,
+            "a new roleRef, nobody loses"
+        );
     }
 
     fn part(names: &[&str]) -> Names {
@@ -441,7 +481,11 @@ mod tests {
             user("bob@x.io"),
             user("ann@x.io")
         ]));
-        assert!(want.same_content(&actual), "bob is one subject, not two");
+        assert_eq!(
+            want.compare(&actual),
+            Change::Same,
+            "bob is one subject, not two"
+        );
         assert_eq!(want.object().subjects.map(|s| s.len()), Some(3));
         // The shared set is not copied.
         assert!(Arc::ptr_eq(&want.users.0[0], &shared));

@@ -7,7 +7,7 @@ use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, RoleBinding as NativeRoleBinding, Subject,
 };
 
-use crate::access::native::{CachedRoleBinding, DesiredRoleBinding};
+use crate::access::native::{CachedRoleBinding, Change, DesiredRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -21,7 +21,8 @@ use crate::metrics::Metrics;
 /// A kind of native object kube-org manages: the desired form (`Self`), what is written
 /// (`Object`) and what the cache keeps (`Cached`). For native RoleBindings the three
 /// differ (compact desired form, digests in the cache); for the one ClusterRole and
-/// ClusterRoleBinding per organization they are the API object itself.
+/// ClusterRoleBinding per organization they are the API object itself
+/// ([`WholeObject`]).
 pub trait Managed {
     type Object: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug;
     type Cached: Resource<DynamicType = ()>;
@@ -30,10 +31,8 @@ pub trait Managed {
     /// The API for objects of this kind in `namespace` (ignored when cluster-scoped).
     fn api(client: &Client, namespace: Option<&str>) -> Api<Self::Object>;
     fn meta(&self) -> &ObjectMeta;
-    /// Content equality (ignoring metadata).
-    fn same_content(&self, cached: &Self::Cached) -> bool;
-    /// Whether replacing `cached` by `self` removes nothing anyone holds.
-    fn only_gains_over(&self, cached: &Self::Cached) -> bool;
+    /// What replacing `cached` by `self` does to its content (metadata aside).
+    fn compare(&self, cached: &Self::Cached) -> Change;
     /// The object to write.
     fn object(&self) -> Self::Object;
 }
@@ -48,63 +47,75 @@ impl Managed for DesiredRoleBinding {
     fn meta(&self) -> &ObjectMeta {
         &self.metadata
     }
-    fn same_content(&self, cached: &CachedRoleBinding) -> bool {
-        DesiredRoleBinding::same_content(self, cached)
-    }
-    fn only_gains_over(&self, cached: &CachedRoleBinding) -> bool {
-        DesiredRoleBinding::only_gains_over(self, cached)
+    fn compare(&self, cached: &CachedRoleBinding) -> Change {
+        DesiredRoleBinding::compare(self, cached)
     }
     fn object(&self) -> NativeRoleBinding {
         DesiredRoleBinding::object(self)
     }
 }
 
-impl Managed for ClusterRole {
-    type Object = ClusterRole;
-    type Cached = ClusterRole;
+/// A cluster-scoped kind kube-org writes, caches and compares as the API object itself.
+pub trait WholeObject:
+    Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+    const RESOURCE: &'static str;
+    /// The content's elements (rules, subjects): what is granted.
+    type Element: PartialEq;
+    fn elements(&self) -> &[Self::Element];
+    /// Content beside the elements that must be equal too (a binding's roleRef).
+    fn same_rest(&self, other: &Self) -> bool;
+}
+
+impl WholeObject for ClusterRole {
     const RESOURCE: &'static str = "clusterroles";
-    fn api(client: &Client, _: Option<&str>) -> Api<Self> {
-        Api::all(client.clone())
+    type Element = k8s_openapi::api::rbac::v1::PolicyRule;
+    fn elements(&self) -> &[Self::Element] {
+        self.rules.as_deref().unwrap_or_default()
     }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn same_content(&self, other: &Self) -> bool {
-        self.rules == other.rules
-    }
-    fn only_gains_over(&self, current: &Self) -> bool {
-        let new = self.rules.as_deref().unwrap_or_default();
-        current.rules.iter().flatten().all(|r| new.contains(r))
-    }
-    fn object(&self) -> Self {
-        self.clone()
+    fn same_rest(&self, _: &Self) -> bool {
+        true
     }
 }
 
-impl Managed for ClusterRoleBinding {
-    type Object = ClusterRoleBinding;
-    type Cached = ClusterRoleBinding;
+impl WholeObject for ClusterRoleBinding {
     const RESOURCE: &'static str = "clusterrolebindings";
-    fn api(client: &Client, _: Option<&str>) -> Api<Self> {
-        Api::all(client.clone())
+    type Element = Subject;
+    fn elements(&self) -> &[Subject] {
+        self.subjects.as_deref().unwrap_or_default()
     }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn same_content(&self, other: &Self) -> bool {
-        self.role_ref == other.role_ref && subjects(self) == subjects(other)
-    }
-    fn only_gains_over(&self, current: &Self) -> bool {
-        let new = subjects(self);
-        subjects(current).iter().all(|s| new.contains(s))
-    }
-    fn object(&self) -> Self {
-        self.clone()
+    fn same_rest(&self, other: &Self) -> bool {
+        self.role_ref == other.role_ref
     }
 }
 
-fn subjects(crb: &ClusterRoleBinding) -> &[Subject] {
-    crb.subjects.as_deref().unwrap_or_default()
+impl<K: WholeObject> Managed for K {
+    type Object = K;
+    type Cached = K;
+    const RESOURCE: &'static str = <K as WholeObject>::RESOURCE;
+    fn api(client: &Client, _: Option<&str>) -> Api<K> {
+        Api::all(client.clone())
+    }
+    fn meta(&self) -> &ObjectMeta {
+        Resource::meta(self)
+    }
+    fn compare(&self, current: &K) -> Change {
+        let (new, old) = (self.elements(), current.elements());
+        if self.same_rest(current) && new == old {
+            Change::Same
+        } else if old.iter().all(|e| new.contains(e)) {
+            Change::Gains
+        } else {
+            Change::Loses
+        }
+    }
+    fn object(&self) -> K {
+        self.clone()
+    }
 }
 
 fn same_metadata(desired: &ObjectMeta, actual: &ObjectMeta) -> bool {
@@ -115,13 +126,6 @@ fn same_metadata(desired: &ObjectMeta, actual: &ObjectMeta) -> bool {
         .flatten()
         .all(|(k, v)| labels.get(k) == Some(v));
     labels_kept && desired.owner_references == actual.owner_references
-}
-
-/// Whether `cached` already is what `desired` asks for.
-pub fn up_to_date<M: Managed>(desired: &M, cached: Option<&M::Cached>) -> bool {
-    cached.is_some_and(|cached| {
-        same_metadata(desired.meta(), cached.meta()) && desired.same_content(cached)
-    })
 }
 
 fn meta_key(meta: &ObjectMeta) -> (String, String) {
@@ -246,13 +250,15 @@ where
     let mut losing = Vec::new();
     for obj in desired {
         let current = actual_by_key.get(&meta_key(obj.meta())).copied();
-        let held = current.is_some_and(held_in_deletion);
-        if up_to_date(obj, current) && !held {
+        let Some(current) = current else {
+            gaining.push(obj);
             continue;
-        }
-        match current {
-            Some(current) if !obj.only_gains_over(current) => losing.push(obj),
-            _ => gaining.push(obj),
+        };
+        match obj.compare(current) {
+            Change::Loses => losing.push(obj),
+            Change::Same
+                if same_metadata(obj.meta(), current.meta()) && !held_in_deletion(current) => {}
+            Change::Same | Change::Gains => gaining.push(obj),
         }
     }
     let wanted: BTreeSet<(String, String)> = desired.iter().map(|d| meta_key(d.meta())).collect();

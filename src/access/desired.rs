@@ -188,6 +188,11 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     let table = RoleTable::new(org).refusing(input.unbindable);
     let resources = resources_by_type(org, &home, &input.namespaces);
     let shared_resources = SharedResources::new(&resources);
+    let bind_context = BindContext {
+        table: &table,
+        resources: &shared_resources,
+        home: &home,
+    };
     let identity = input.identity.of(org);
 
     // Memberships the policy refuses grant nothing (checked on every path, not only
@@ -272,16 +277,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
             );
             continue;
         };
-        let mut outcome = bind(
-            &BindContext {
-                table: &table,
-                resources: &shared_resources,
-                home: &home,
-            },
-            binding,
-            user,
-            &mut grants,
-        );
+        let mut outcome = bind(&bind_context, binding, user, &mut grants);
         if let Some(at) = expires_at {
             outcome.ready.message = format!("{}; until {at}", outcome.ready.message);
         }
@@ -302,16 +298,7 @@ pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
 
     // SSO auto-join: each group entry's roles, bound to the prefixed RBAC Group.
     let mut group_grants = Grants::default();
-    let groups = bind_groups(
-        &BindContext {
-            table: &table,
-            resources: &shared_resources,
-            home: &home,
-        },
-        org,
-        &identity,
-        &mut group_grants,
-    );
+    let groups = bind_groups(&bind_context, org, &identity, &mut group_grants);
 
     let role_bindings =
         native_role_bindings(org, &org_name, &shared_resources, &grants, &group_grants);

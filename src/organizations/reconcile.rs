@@ -922,6 +922,24 @@ async fn ensure_membership_finalizers(
     Ok(added < missing.len())
 }
 
+/// Removes kube-org's finalizer from a Membership. Releasing must happen: one that met
+/// a changed copy is an error, so the reconcile is retried.
+async fn release_finalizer(ctx: &Context, m: &Membership) -> Result<(), Error> {
+    let finalizers = m
+        .finalizers()
+        .iter()
+        .filter(|f| *f != MEMBERSHIP_FINALIZER)
+        .cloned()
+        .collect();
+    if patch_finalizers(ctx, m, finalizers).await? == Applied::Stale {
+        return Err(Error::Finalizer(format!(
+            "the finalizers of Membership {} changed meanwhile; releasing again",
+            m.name_any()
+        )));
+    }
+    Ok(())
+}
+
 /// Sets a Membership's finalizers to `finalizers`, guarded by a JSON Patch test.
 /// Removing kube-org's finalizer is guarded by the finalizers read (status writes may
 /// have happened meanwhile; removing is always right). Adding it is guarded by the
@@ -1017,18 +1035,7 @@ async fn release_leaving_members(
                     )
                     .await?;
                 }
-                let finalizers = leaving
-                    .finalizers()
-                    .iter()
-                    .filter(|f| *f != MEMBERSHIP_FINALIZER)
-                    .cloned()
-                    .collect();
-                if patch_finalizers(ctx, leaving, finalizers).await? == Applied::Stale {
-                    return Err(Error::Finalizer(format!(
-                        "the finalizers of Membership {} changed meanwhile; releasing again",
-                        leaving.name_any()
-                    )));
-                }
+                release_finalizer(ctx, leaving).await?;
                 // Exclusive membership: the person is free to join elsewhere at once.
                 let stays = memberships.iter().any(|m| {
                     m.meta().deletion_timestamp.is_none() && m.spec.email.normalized() == email
@@ -1437,20 +1444,9 @@ async fn release_membership_finalizers(
         .iter()
         .filter(|m| m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER))
     {
-        let finalizers = m
-            .finalizers()
-            .iter()
-            .filter(|f| *f != MEMBERSHIP_FINALIZER)
-            .cloned()
-            .collect();
-        // The Organization goes once this returns: a release that did not apply must
-        // be tried again, or the Membership (and its namespace) would be held forever.
-        if patch_finalizers(ctx, m, finalizers).await? == Applied::Stale {
-            return Err(Error::Finalizer(format!(
-                "the finalizers of Membership {} changed meanwhile; releasing again",
-                m.name_any()
-            )));
-        }
+        // The Organization goes once this returns: a release that did not apply is
+        // tried again, or the Membership (and its namespace) would be held forever.
+        release_finalizer(ctx, m).await?;
     }
     Ok(())
 }

@@ -93,6 +93,35 @@ where
     (reader, Filled(filled_rx), events)
 }
 
+/// How many objects `store` holds and their size as JSON, as kept (see
+/// [`crate::metrics::CacheCost`]); serialised one at a time into a counter.
+pub fn cost<K>(cache: &'static str, store: &Store<K>) -> crate::metrics::CacheCost
+where
+    K: Resource + serde::Serialize + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let objects = store.state();
+    let mut count = Count(0);
+    for obj in &objects {
+        let _ = serde_json::to_writer(&mut count, obj.as_ref());
+    }
+    crate::metrics::CacheCost {
+        cache,
+        objects: objects.len(),
+        json_bytes: count.0,
+    }
+}
+
 /// What a cache keeps of an object of one kind beyond [`strip`]: by default all of it;
 /// kinds whose bulky parts kube-org only compares keep a digest of them instead.
 pub trait Compact {
@@ -164,6 +193,29 @@ mod tests {
         assert_eq!(ns.metadata.managed_fields, None);
         assert_eq!(ns.metadata.annotations, None);
         assert_eq!(ns.metadata.labels.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_caches_cost_is_its_objects_and_their_size_as_json() {
+        let (reader, mut writer) = reflector::store::<k8s_openapi::api::core::v1::Namespace>();
+        let ns = |name: &str| -> k8s_openapi::api::core::v1::Namespace {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap()
+        };
+        for name in ["a", "bb"] {
+            writer.apply_watcher_event(&watcher::Event::Apply(ns(name)));
+        }
+        let expected = ["a", "bb"]
+            .map(|name| serde_json::to_vec(&ns(name)).unwrap().len())
+            .iter()
+            .sum();
+        assert_eq!(
+            cost("namespaces", &reader),
+            crate::metrics::CacheCost {
+                cache: "namespaces",
+                objects: 2,
+                json_bytes: expected,
+            }
+        );
     }
 
     #[tokio::test]

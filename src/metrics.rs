@@ -36,6 +36,24 @@ pub struct WriteLabels {
 }
 
 /// The controllers' metrics; cheap to clone (shared counters).
+/// The label of a cache's figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub cache: String,
+}
+
+/// What one cache holds: its objects, and their size as JSON (as kept: stripped and
+/// compacted), a measure of the memory it takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheCost {
+    pub cache: &'static str,
+    pub objects: usize,
+    pub json_bytes: usize,
+}
+
+/// Measures every cache of the process, when `/metrics` is read.
+pub type CacheMeter = std::sync::Arc<dyn Fn() -> Vec<CacheCost> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Metrics {
     pub reconciles: Family<ControllerLabels, Counter>,
@@ -46,6 +64,11 @@ pub struct Metrics {
     pub total_writes: Counter,
     /// 1 while this replica leads (or runs without leader election).
     pub leader: Gauge,
+    pub cache_objects: Family<CacheLabels, Gauge>,
+    pub cache_json_bytes: Family<CacheLabels, Gauge>,
+    /// Set while the caches exist (the access controller runs): measuring walks every
+    /// cached object, so it happens only when the figures are read.
+    cache_meter: std::sync::Arc<std::sync::Mutex<Option<CacheMeter>>>,
 }
 
 impl Default for Metrics {
@@ -59,6 +82,9 @@ impl Default for Metrics {
             api_writes: Family::default(),
             total_writes: Counter::default(),
             leader: Gauge::default(),
+            cache_objects: Family::default(),
+            cache_json_bytes: Family::default(),
+            cache_meter: Default::default(),
         }
     }
 }
@@ -87,6 +113,16 @@ impl Metrics {
             "api_writes_all",
             "Write requests sent to the Kubernetes API, all resources",
             self.total_writes.clone(),
+        );
+        registry.register(
+            "cache_objects",
+            "Objects held by each watch cache (measured when read)",
+            self.cache_objects.clone(),
+        );
+        registry.register(
+            "cache_json_bytes",
+            "Size as JSON of the objects each watch cache holds, stripped and compacted as kept (measured when read)",
+            self.cache_json_bytes.clone(),
         );
         registry.register(
             "leader",
@@ -128,6 +164,31 @@ impl Metrics {
             })
             .inc();
         self.total_writes.inc();
+    }
+
+    /// Sets (or, with `None`, clears) what measures the caches.
+    pub fn measure_caches_with(&self, meter: Option<CacheMeter>) {
+        *self.cache_meter.lock().unwrap_or_else(|p| p.into_inner()) = meter;
+    }
+
+    /// Updates the cache figures, if there are caches to measure.
+    pub fn measure_caches(&self) {
+        let meter = self
+            .cache_meter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for cost in meter.map(|m| m()).unwrap_or_default() {
+            let labels = CacheLabels {
+                cache: cost.cache.to_string(),
+            };
+            self.cache_objects
+                .get_or_create(&labels)
+                .set(cost.objects as i64);
+            self.cache_json_bytes
+                .get_or_create(&labels)
+                .set(cost.json_bytes as i64);
+        }
     }
 
     /// All API writes so far (what the benchmark and the quietness tests read).

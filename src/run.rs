@@ -161,6 +161,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let state = AppState {
         ready: ready.clone(),
         registry: Arc::new(registry),
+        metrics: metrics.clone(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -435,6 +436,7 @@ async fn shutdown_signal(stop_on_stdin_close: bool) -> &'static str {
 struct AppState {
     ready: Arc<AtomicBool>,
     registry: Arc<Registry>,
+    metrics: Metrics,
 }
 
 /// `/healthz`, `/readyz` and `/metrics`: the operational endpoints.
@@ -465,6 +467,7 @@ async fn serve(
 async fn metrics_text(
     State(state): State<AppState>,
 ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    state.metrics.measure_caches();
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         Ok(()) => (
@@ -586,6 +589,7 @@ mod tests {
         let state = AppState {
             ready: Arc::new(AtomicBool::new(true)),
             registry: Arc::new(Registry::default()),
+            metrics: Metrics::default(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()

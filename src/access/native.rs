@@ -48,7 +48,7 @@ fn group_digest(group: &str) -> u64 {
 
 /// The subjects of a binding as a sorted list of digests (a multiset: order on the
 /// server does not matter, what is granted does).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SubjectDigests(Vec<u64>);
 
 impl SubjectDigests {
@@ -124,8 +124,9 @@ fn digests<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SubjectDigests,
 }
 
 /// A native RoleBinding as kube-org's cache keeps it: metadata, roleRef, and a digest
-/// per subject. Read from the API only (never written back).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// per subject. Read from the API only (never written back; serialised only to measure
+/// the cache).
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CachedRoleBinding {
     pub metadata: ObjectMeta,

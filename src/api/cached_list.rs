@@ -14,9 +14,22 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::access::native::keyed_digest;
 
+/// Whether an annotation key is one of the digests only the cache holds (never read
+/// from or written to the API server).
+pub fn is_cache_only(key: &str) -> bool {
+    key.starts_with(CACHE_ONLY_PREFIX)
+}
+
+/// The prefix of every key [`compact`] is given.
+pub const CACHE_ONLY_PREFIX: &str = "kube-org.io/cached-";
+
 /// Replaces `list` (when the object has a status) by its digest, kept under `key` in
 /// `meta`'s annotations.
 pub fn compact<T: Hash>(meta: &mut ObjectMeta, key: &str, list: Option<&mut Vec<T>>) {
+    debug_assert!(
+        is_cache_only(key),
+        "{key} must start with {CACHE_ONLY_PREFIX}"
+    );
     let annotations = meta.annotations.get_or_insert_default();
     annotations.remove(key);
     if let Some(list) = list {

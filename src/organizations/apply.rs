@@ -226,7 +226,7 @@ impl SyncReport {
 }
 
 /// Makes the managed objects of one kind equal `desired`: first objects that only gain
-/// (new objects, subjects added), then objects that lose something, then deletes of
+/// (new objects, then subjects added), then objects that lose something, then deletes of
 /// what is no longer desired — so changing overlapping grants never opens a gap.
 ///
 /// Tenants may squat kube-org's names, change immutable fields or hold objects with
@@ -246,12 +246,13 @@ where
 {
     let actual_by_key: BTreeMap<(String, String), &M::Cached> =
         actual.iter().map(|obj| (key(&**obj), &**obj)).collect();
+    let mut missing = Vec::new();
     let mut gaining = Vec::new();
     let mut losing = Vec::new();
     for obj in desired {
         let current = actual_by_key.get(&meta_key(obj.meta())).copied();
         let Some(current) = current else {
-            gaining.push(obj);
+            missing.push(obj);
             continue;
         };
         match obj.compare(current) {
@@ -271,13 +272,15 @@ where
         })
         .collect();
     let mut report = SyncReport {
-        applied: gaining.len() + losing.len(),
+        applied: missing.len() + gaining.len() + losing.len(),
         deleted: stale.len(),
         failures: vec![],
     };
     // Phases in order; writes within a phase are independent, and a failed write
-    // stops nothing. Objects are built only when their write starts.
-    for phase in [gaining, losing] {
+    // stops nothing. Objects are built only when their write starts. Missing objects
+    // come first (a deleted binding restored, a new namespace bound): nothing of what
+    // they grant is there meanwhile, and a create is cheap.
+    for phase in [missing, gaining, losing] {
         let actual_by_key = &actual_by_key;
         // By index: a closure taking a reference is taken to accept any lifetime, and
         // rustc then cannot prove the futures it makes Send (the controller's tasks
@@ -352,7 +355,7 @@ async fn apply_one<M: Managed>(
     let obj = desired.object();
     let written = match current {
         None => create_or_apply(&api, metrics, M::RESOURCE, &obj).await,
-        Some(_) => apply(&api, metrics, M::RESOURCE, &obj).await.map(|_| ()),
+        Some(_) => replace_or_create(&api, metrics, M::RESOURCE, &obj).await,
     };
     match written {
         Ok(()) => Ok(()),
@@ -390,6 +393,37 @@ where
     match api.create(&params, obj).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => {
+            apply(api, metrics, resource, obj).await.map(|_| ())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Replaces an object the cache has, unconditionally (no resourceVersion: kube-org owns
+/// the name and writes the whole object). A replace costs the API server about what a
+/// create does, a fraction of a server-side apply for a RoleBinding of hundreds of
+/// subjects. One deleted meanwhile is created; without the `update` verb (RBAC of an
+/// older release) the object is applied instead.
+async fn replace_or_create<K>(
+    api: &Api<K>,
+    metrics: &Metrics,
+    resource: &str,
+    obj: &K,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    metrics.write(resource, "update");
+    let params = kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match api.replace(&obj.name_any(), &params, obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            create_or_apply(api, metrics, resource, obj).await
+        }
+        Err(kube::Error::Api(status)) if status.code == 403 => {
             apply(api, metrics, resource, obj).await.map(|_| ())
         }
         Err(error) => Err(error.into()),

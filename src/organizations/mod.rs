@@ -3,9 +3,11 @@
 
 pub mod apply;
 pub mod plan;
+pub mod priority;
 pub mod reconcile;
 pub mod status;
 pub mod status_queue;
+pub mod triggers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +42,10 @@ pub struct Context {
     pub claims_namespace: String,
     /// Statuses decided by reconciles, written by the status workers.
     pub statuses: status_queue::StatusQueue,
+    /// Native RBAC writes go first; status writes wait for them.
+    pub access_first: priority::AccessFirst,
+    /// Urgent changes per organization, counted by the triggers.
+    pub urgent: Arc<triggers::Urgent>,
     /// The operator's `spec.identity` defaults (`--username-prefix`, `--groups-prefix`).
     pub identity: crate::access::identity::IdentityDefaults,
 }
@@ -89,6 +95,25 @@ pub struct Stores {
     /// Whether the Invitation cache is filled: only the Organization's status (its
     /// count of pending invitations) reads it, so access is not kept waiting for it.
     pub invitations_filled: Filled,
+}
+
+impl Stores {
+    /// What each cache holds (every watch cache of the process: the invitation
+    /// controller and the accept endpoint read the shared ones listed here too).
+    pub fn costs(&self) -> Vec<crate::metrics::CacheCost> {
+        use crate::cache::cost;
+        vec![
+            cost("organizations", &self.organizations),
+            cost("memberships", &self.memberships),
+            cost("rolebindings", &self.bindings),
+            cost("invitations", &self.invitations),
+            cost("namespaces", &self.namespaces),
+            cost("native_rolebindings", &self.native_bindings),
+            cost("clusterroles", &self.cluster_roles),
+            cost("clusterrolebindings", &self.cluster_role_bindings),
+            cost("claims", &self.claims),
+        ]
+    }
 }
 
 /// Errors of a reconcile; `metric_label` feeds the error metric.
@@ -224,6 +249,8 @@ pub async fn run(
         bindable: Bindable::default(),
         claims_namespace,
         statuses: status_queue::StatusQueue::default(),
+        access_first: priority::AccessFirst::default(),
+        urgent: Arc::default(),
         identity,
         events: crate::events::Events::new(client.clone(), metrics.clone()),
         client,
@@ -239,13 +266,22 @@ pub async fn run(
         organizations.clone(),
     );
     let members_by_email = context.stores.memberships.clone();
-    let bindings_by_ns = native_bindings_store;
+    let bindings_by_ns = native_bindings_store.clone();
+    // Status writes wake nobody; changes that may change access are urgent.
+    let membership_changes = triggers::Changes::new(memberships.store());
+    let binding_changes = triggers::Changes::new(bindings.store());
+    let (u1, u2, u3, u4) = (
+        context.urgent.clone(),
+        context.urgent.clone(),
+        context.urgent.clone(),
+        context.urgent.clone(),
+    );
     let controller = controller
         .watches_shared_stream(memberships.subscribe(), move |m: Arc<Membership>| {
-            orgs_homed_in(&o1, m.namespace())
+            membership_changes.wake(m.as_ref(), &u1, || orgs_homed_in(&o1, m.namespace()))
         })
         .watches_shared_stream(bindings.subscribe(), move |b: Arc<RoleBinding>| {
-            orgs_homed_in(&o2, b.namespace())
+            binding_changes.wake(b.as_ref(), &u2, || orgs_homed_in(&o2, b.namespace()))
         })
         .watches_shared_stream(invitations.subscribe(), move |i: Arc<Invitation>| {
             orgs_homed_in(&o3, i.namespace())
@@ -265,11 +301,23 @@ pub async fn run(
             );
             orgs.sort_by(|a, b| a.name.cmp(&b.name));
             orgs.dedup();
-            orgs
+            u3.mark(orgs)
         })
-        .watches_shared_stream(native_bindings.subscribe(), |rb: Arc<CachedRoleBinding>| {
-            org_of_label(rb.as_ref())
-        })
+        .watches_shared_stream(
+            native_bindings.subscribe(),
+            move |rb: Arc<CachedRoleBinding>| {
+                let orgs: Vec<_> = org_of_label(rb.as_ref()).into_iter().collect();
+                // A managed binding deleted (by a tenant) is repaired first.
+                if native_bindings_store
+                    .get(&ObjectRef::from_obj(rb.as_ref()))
+                    .is_none()
+                {
+                    u4.mark(orgs)
+                } else {
+                    orgs
+                }
+            },
+        )
         .watches_shared_stream(cluster_roles.subscribe(), |cr: Arc<ClusterRole>| {
             org_of_label(cr.as_ref())
         })
@@ -302,6 +350,10 @@ pub async fn run(
                 Err(error) => warn!(%error, "reconcile failed"),
             }
         });
+    context.metrics.measure_caches_with(Some({
+        let stores = context.stores.clone();
+        Arc::new(move || stores.costs())
+    }));
     let workers: Vec<_> = (0..status_queue::WORKERS)
         .map(|_| tokio::spawn(status_queue::work(context.clone(), stop.clone())))
         .collect();
@@ -318,6 +370,7 @@ pub async fn run(
     for worker in workers {
         worker.abort();
     }
+    context.metrics.measure_caches_with(None);
     info!("access controller stopped");
 }
 

@@ -165,6 +165,8 @@ fn now() -> Time {
 async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let name = org.name_any();
+    // Urgent changes after this point make this pass's bookkeeping end early.
+    let urgent_before = ctx.urgent.count(&name);
     if let Some(refusal) = ensure_home_namespace(org, ctx).await? {
         let ready = DesiredCondition::new(READY, false, refusal.reason, refusal.message.clone());
         let was = org
@@ -239,9 +241,12 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     });
     let next_expiry = desired.next_expiry;
     let refusals = leaving.refusals;
+    let planned = started.elapsed();
 
-    // Access first: every native object is attempted, whatever fails elsewhere.
+    // Access first: every native object is attempted, whatever fails elsewhere, and
+    // no status write starts meanwhile.
     let client = &ctx.client;
+    let writing = ctx.access_first.writing();
     let mut synced = sync(
         client,
         &ctx.metrics,
@@ -273,7 +278,9 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     for failure in &synced.failures {
         warn!(organization = %name, %failure, "a managed object could not be written; the others were");
     }
+    drop(writing);
     report_failed_targets(&mut desired, &synced.failures);
+    let access_written = started.elapsed();
 
     // Bookkeeping after access: finalizers (a Membership deleted before it has one is
     // handled by the orphaned-binding step; they stay on this path so that an
@@ -281,9 +288,11 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     // statuses go to the status workers.
     let deadline = std::time::Instant::now() + FINALIZER_TIME.max(started.elapsed() / 2);
     let more_finalizers =
-        ensure_membership_finalizers(ctx, org, &snapshot.memberships, deadline).await?;
+        ensure_membership_finalizers(ctx, org, &snapshot.memberships, (deadline, urgent_before))
+            .await?;
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
     delete_orphaned_bindings(org, ctx, &snapshot, &memberships).await?;
+    let bookkept = started.elapsed();
 
     let ready = if synced.failures.is_empty() {
         ready
@@ -309,6 +318,13 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
         .is_some_and(|c| c.reason == SYNC_FAILED && c.message == ready.message);
     write_org_status(org, ctx, std::slice::from_ref(&ready), Some(counts)).await?;
+    tracing::debug!(
+        planned_ms = planned.as_millis() as u64,
+        access_written_ms = access_written.as_millis() as u64,
+        bookkept_ms = bookkept.as_millis() as u64,
+        done_ms = started.elapsed().as_millis() as u64,
+        "reconciled"
+    );
     // The RoleBindings' and Memberships' statuses: written after, off this path (the
     // Memberships' once every Membership has its finalizer).
     ctx.statuses.push(StatusPlan {
@@ -387,12 +403,17 @@ fn sync_failed(failures: &[super::apply::SyncFailure]) -> DesiredCondition {
 }
 
 /// Marks each kube-org RoleBinding whose resources include a namespace where a write
-/// failed: a per-target problem, and not Ready.
+/// failed: a per-target problem, and not Ready. Failures come in the order the writes
+/// ended; problems are listed by namespace, so that a status stays the same while the
+/// same writes keep failing (each retry rewrote every status concerned, up to a
+/// hundred problems each, until etcd ran out of space).
 fn report_failed_targets(desired: &mut DesiredAccess, failures: &[super::apply::SyncFailure]) {
     use crate::api::rolebinding::TargetProblem;
+    let mut failures: Vec<&super::apply::SyncFailure> = failures.iter().collect();
+    failures.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     for outcome in desired.bindings.values_mut() {
         let mut failed_here = false;
-        for failure in failures {
+        for failure in &failures {
             let Some(namespace) = &failure.namespace else {
                 continue;
             };
@@ -887,13 +908,14 @@ where
 /// members a pass takes seconds, and a fixed count made the finalizers take minutes).
 const FINALIZER_TIME: Duration = Duration::from_millis(250);
 
-/// Adds kube-org's finalizer to Memberships that lack it, a batch at a time until
-/// `deadline`; returns whether some are left for the next reconcile.
+/// Adds kube-org's finalizer to Memberships that lack it, a batch at a time `until` a
+/// deadline or an urgent change ([`super::triggers::Urgent`]: the count differs from
+/// the one given); returns whether some are left for the next reconcile.
 async fn ensure_membership_finalizers(
     ctx: &Context,
     org: &Organization,
     memberships: &[Arc<Membership>],
-    deadline: std::time::Instant,
+    until: (std::time::Instant, u64),
 ) -> Result<bool, Error> {
     let missing: Vec<&Arc<Membership>> = memberships
         .iter()
@@ -902,9 +924,16 @@ async fn ensure_membership_finalizers(
                 && !m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
         })
         .collect();
+    // A change that may change access since the pass began (a deleted binding, a new
+    // namespace, a member removed) ends the batches early: the reconcile it queued
+    // comes next.
+    let (deadline, urgent_before) = until;
+    let name = org.name_any();
     let mut added = 0;
     for batch in missing.chunks(2 * super::WRITE_CONCURRENCY) {
-        if added > 0 && std::time::Instant::now() >= deadline {
+        if added > 0
+            && (std::time::Instant::now() >= deadline || ctx.urgent.count(&name) != urgent_before)
+        {
             break;
         }
         let mut writes = Vec::new();
@@ -1251,15 +1280,7 @@ async fn write_binding_status(
     let changed_ready = ready_before.is_none_or(|c| {
         (c.status == "True") != outcome.ready.status || c.reason != outcome.ready.reason
     });
-    let wrote = write_if_changed(
-        &namespaced(ctx, binding),
-        &ctx.metrics,
-        "rolebindings.kube-org.io",
-        binding,
-        unchanged,
-        &status,
-    )
-    .await?;
+    let wrote = write_status(ctx, "rolebindings.kube-org.io", binding, unchanged, &status).await?;
     if !(wrote && changed_ready) {
         return Ok(None);
     }
@@ -1278,6 +1299,37 @@ async fn write_binding_status(
         reason: reason.to_string(),
         note: outcome.ready.message.clone(),
     }))
+}
+
+/// A RoleBinding's or Membership's status write (unless `unchanged`), started once no
+/// reconcile is writing native RBAC ([`super::priority`]).
+async fn write_status<K, S>(
+    ctx: &Context,
+    resource: &str,
+    obj: &K,
+    unchanged: bool,
+    status: &S,
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    if unchanged {
+        return Ok(false);
+    }
+    ctx.access_first.clear().await;
+    write_if_changed(
+        &namespaced(ctx, obj),
+        &ctx.metrics,
+        resource,
+        obj,
+        false,
+        status,
+    )
+    .await
 }
 
 fn membership_source(m: &Membership) -> String {
@@ -1374,10 +1426,8 @@ async fn write_membership_statuses<'a>(
         };
         Some(async move {
             let (status, refusal) = status_of();
-            let api = namespaced(ctx, m.as_ref());
-            write_if_changed(
-                &api,
-                &ctx.metrics,
+            write_status(
+                ctx,
                 "memberships",
                 m.as_ref(),
                 m.has_status(&status),
@@ -1477,6 +1527,57 @@ async fn publish_to(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_failed_writes_in_any_order_give_the_same_problems() {
+        let org: Organization = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "acme"}, "spec": {"owners": ["a@example.com"]},
+        }))
+        .unwrap();
+        let failure = |ns: &str| super::super::apply::SyncFailure {
+            namespace: Some(ns.to_string()),
+            name: "kube-org:acme:view".to_string(),
+            error: format!("denied in {ns}"),
+        };
+        let failures = [failure("acme-c"), failure("acme-a"), failure("acme-b")];
+        let problems = |failures: &[super::super::apply::SyncFailure]| {
+            let mut desired = crate::access::desired_access(&crate::access::AccessInput {
+                org: &org,
+                memberships: vec![],
+                bindings: vec![],
+                namespaces: vec![],
+                unbindable: &Default::default(),
+                refused: &Default::default(),
+                kept: &Default::default(),
+                identity: &Default::default(),
+                now: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            });
+            desired.bindings.insert(
+                "all".to_string(),
+                crate::access::desired::BindingOutcome {
+                    scope: "deployment/*".to_string(),
+                    resources: ["acme-a", "acme-b", "acme-c", "acme-d"]
+                        .map(String::from)
+                        .into(),
+                    problems: vec![],
+                    ready: DesiredCondition::new(READY, true, "Granted", "granted"),
+                    expired_at: None,
+                },
+            );
+            report_failed_targets(&mut desired, failures);
+            let outcome = &desired.bindings["all"];
+            assert_eq!(outcome.ready.reason, SYNC_FAILED);
+            outcome
+                .problems
+                .iter()
+                .map(|p| p.resource.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut reversed = failures.clone();
+        reversed.reverse();
+        assert_eq!(problems(&failures), ["acme-a", "acme-b", "acme-c"]);
+        assert_eq!(problems(&reversed), problems(&failures));
+    }
 
     fn transition(name: &str, reason: &str, warning: bool) -> Transition {
         Transition {

@@ -1,0 +1,261 @@
+//! Which watch events of Memberships and kube-org RoleBindings wake their organization.
+//!
+//! An organization's reconcile reads the metadata and spec of its Memberships and
+//! RoleBindings, not what their statuses say about themselves: the plan decides those
+//! statuses, and the status workers compare with the cache as they write. Yet every
+//! status write came back as a watch event that woke the organization, which then
+//! recomputed its whole plan to find nothing to do. A cold start writes two statuses
+//! per member, so at 1,000 members the reconcile ran back to back through the whole
+//! status storm, taking a core from the API server that was busy writing them.
+//!
+//! So an event wakes the organization only if the object is new or gone, or its spec,
+//! labels, annotations, finalizers or deletion changed. (The one status field a plan
+//! reads, whether a RoleBinding was last evaluated for a present member, matters when
+//! its Membership is deleted: that deletion wakes the organization.)
+//!
+//! Some changes are urgent ([`Urgent`]): they may change access, and the reconcile
+//! that is adding finalizers when one arrives stops early for it.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Mutex;
+
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+
+use crate::api::Organization;
+use crate::api::cached_list::is_cache_only;
+
+/// What a watch event changed of an object, as far as a reconcile reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Nothing a reconcile reads (a status write).
+    Unchanged,
+    /// Not seen before.
+    New,
+    /// Labels, annotations or finalizers (kube-org's own finalizer, added to every
+    /// Membership on a cold start, among them).
+    Metadata,
+    /// Gone, its spec changed or its deletion began: access may be revoked.
+    Spec,
+}
+
+/// The objects of one watched kind as the organization triggers last saw them.
+pub struct Changes<K: Resource<DynamicType = ()> + 'static> {
+    /// The fingerprints, by a hash of namespace and name (16 bytes an object: 160 kB
+    /// for 10,000 Memberships).
+    seen: Mutex<HashMap<u64, Fingerprint>>,
+    /// The cache the watch updated before the event came: an object no longer in it
+    /// was deleted.
+    store: Store<K>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    spec: u64,
+    metadata: u64,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
+    pub fn new(store: Store<K>) -> Self {
+        Changes {
+            seen: Mutex::default(),
+            store,
+        }
+    }
+
+    /// What the watch event that touched `obj` changed since the last one.
+    pub fn seen(&self, obj: &K) -> Seen {
+        let cached = self.store.get(&ObjectRef::from_obj(obj)).is_some();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        changed(&mut seen, obj, cached)
+    }
+
+    /// The organizations the watch event that touched `obj` wakes (`orgs`, unless it
+    /// changed nothing a reconcile reads), counted as urgent when access may change.
+    pub fn wake(
+        &self,
+        obj: &K,
+        urgent: &Urgent,
+        orgs: impl FnOnce() -> Vec<ObjectRef<Organization>>,
+    ) -> Vec<ObjectRef<Organization>> {
+        match self.seen(obj) {
+            Seen::Unchanged => vec![],
+            Seen::New | Seen::Metadata => orgs(),
+            Seen::Spec => urgent.mark(orgs()),
+        }
+    }
+}
+
+fn changed<K: Resource>(seen: &mut HashMap<u64, Fingerprint>, obj: &K, cached: bool) -> Seen {
+    let key = hash(&(obj.namespace(), obj.name_any()));
+    if !cached {
+        seen.remove(&key);
+        return Seen::Spec;
+    }
+    let now = fingerprint(obj);
+    match seen.insert(key, now) {
+        // First seen: created, or listed at start (the controller may read those
+        // events late, while its first reconcile is under way): a grant to come,
+        // not a repair.
+        None => Seen::New,
+        Some(before) if before == now => Seen::Unchanged,
+        Some(before) if before.spec == now.spec => Seen::Metadata,
+        Some(_) => Seen::Spec,
+    }
+}
+
+/// How many urgent changes woke each organization: a reconcile doing bookkeeping
+/// (adding Membership finalizers) stops early when a newer one is waiting, so a
+/// repair is not kept behind it.
+#[derive(Default)]
+pub struct Urgent(Mutex<HashMap<String, u64>>);
+
+impl Urgent {
+    /// Counts an urgent change for each of `orgs`; returns them.
+    pub fn mark(&self, orgs: Vec<ObjectRef<Organization>>) -> Vec<ObjectRef<Organization>> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for org in &orgs {
+            *counts.entry(org.name.clone()).or_default() += 1;
+        }
+        orgs
+    }
+
+    /// The urgent changes of `org` so far.
+    pub fn count(&self, org: &str) -> u64 {
+        let counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(org).copied().unwrap_or_default()
+    }
+}
+
+/// What a reconcile reads of an object: everything but its status (and the digests of
+/// its status the cache keeps as annotations), resourceVersion and managedFields.
+fn fingerprint<K: Resource>(obj: &K) -> Fingerprint {
+    let meta = obj.meta();
+    let annotations: Vec<(&String, &String)> = obj
+        .annotations()
+        .iter()
+        .filter(|(key, _)| !is_cache_only(key))
+        .collect();
+    Fingerprint {
+        spec: hash(&(
+            &meta.uid,
+            meta.generation,
+            meta.deletion_timestamp.as_ref().map(|t| t.0.as_second()),
+        )),
+        metadata: hash(&(
+            obj.labels(),
+            annotations,
+            obj.finalizers(),
+            obj.owner_references()
+                .iter()
+                .map(|o| &o.uid)
+                .collect::<Vec<_>>(),
+        )),
+    }
+}
+
+fn hash(value: &impl Hash) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Membership;
+    use crate::cache::Compact;
+
+    fn membership(value: serde_json::Value) -> Membership {
+        let mut m: Membership = serde_json::from_value(value).unwrap();
+        m.compact();
+        m
+    }
+
+    fn alice() -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "kube-org.io/v1alpha1", "kind": "Membership",
+            "metadata": {"name": "alice", "namespace": "org-acme", "uid": "u1",
+                         "generation": 1, "resourceVersion": "1"},
+            "spec": {"email": "alice@example.com"},
+        })
+    }
+
+    #[test]
+    fn a_status_write_wakes_nobody_and_a_spec_or_metadata_change_does() {
+        let mut seen = HashMap::new();
+        assert_eq!(changed(&mut seen, &membership(alice()), true), Seen::New);
+        assert_eq!(
+            changed(&mut seen, &membership(alice()), true),
+            Seen::Unchanged,
+            "the same again"
+        );
+
+        let mut status = alice();
+        status["metadata"]["resourceVersion"] = "2".into();
+        status["status"] = serde_json::json!({
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Active",
+                            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            "access": [{"namespace": "acme-prod", "clusterRoles": ["view"]}],
+        });
+        assert_eq!(
+            changed(&mut seen, &membership(status.clone()), true),
+            Seen::Unchanged,
+            "status only (its digest annotation included)"
+        );
+
+        for (change, expected) in [
+            (serde_json::json!({"generation": 2}), Seen::Spec),
+            (
+                serde_json::json!({"deletionTimestamp": "2026-01-01T00:00:00Z"}),
+                Seen::Spec,
+            ),
+            (serde_json::json!({"uid": "u2"}), Seen::Spec),
+            (
+                serde_json::json!({"finalizers": ["kube-org.io/membership"]}),
+                Seen::Metadata,
+            ),
+            (serde_json::json!({"labels": {"team": "a"}}), Seen::Metadata),
+            (
+                serde_json::json!({"annotations": {"note": "x"}}),
+                Seen::Metadata,
+            ),
+        ] {
+            let mut changed_object = status.clone();
+            for (k, v) in change.as_object().unwrap() {
+                changed_object["metadata"][k] = v.clone();
+            }
+            let mut seen = HashMap::new();
+            changed(&mut seen, &membership(status.clone()), true);
+            assert_eq!(
+                changed(&mut seen, &membership(changed_object), true),
+                expected,
+                "{change}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_deleted_object_wakes_and_is_forgotten() {
+        let mut seen = HashMap::new();
+        changed(&mut seen, &membership(alice()), true);
+        assert_eq!(changed(&mut seen, &membership(alice()), false), Seen::Spec);
+        assert!(seen.is_empty());
+        assert_eq!(
+            changed(&mut seen, &membership(alice()), true),
+            Seen::New,
+            "created again"
+        );
+    }
+
+    #[test]
+    fn urgent_changes_are_counted_per_organization() {
+        let urgent = Urgent::default();
+        assert_eq!(urgent.count("acme"), 0);
+        let orgs = urgent.mark(vec![ObjectRef::new("acme"), ObjectRef::new("beta")]);
+        assert_eq!(orgs.len(), 2);
+        urgent.mark(vec![ObjectRef::new("acme")]);
+        assert_eq!((urgent.count("acme"), urgent.count("beta")), (2, 1));
+    }
+}

@@ -1,9 +1,11 @@
 //! Benchmark: converge `BENCH_MEMBERS` members (default 1,000) x `BENCH_RESOURCES`
 //! resource namespaces (default 100) from a cold start of the operator, and print every
-//! figure of issue 10: time to the first native RoleBinding, time until every native
-//! RoleBinding is correct, time until every status is written, the API writes of the
-//! cold converge by resource and verb, the operator's peak RSS, three reaction times
-//! measured during the cold converge, and the writes of an idle period and of a restart.
+//! figure of issue 10: the ceiling (the same native RoleBindings written directly by a
+//! plain client, 16 at a time, in this sitting), time to the first native RoleBinding,
+//! time until every native RoleBinding is correct, time until every status is written,
+//! the API writes of the cold converge by resource and verb, the operator's peak RSS,
+//! what each of its caches holds, three reaction times measured during the cold
+//! converge, and the writes of an idle period and of a restart.
 //!
 //! Run with `make bench-access` (starts a local control plane) or `cargo bench --bench
 //! access` against the cluster KUBECONFIG names. Environment:
@@ -67,8 +69,8 @@ struct Workload {
 impl Workload {
     fn new(members: usize, resources: usize) -> Workload {
         assert!(
-            members > WATCHER && resources > 0,
-            "BENCH_MEMBERS must be at least 4"
+            members > WATCHER && resources > 1,
+            "BENCH_MEMBERS must be at least 4 and BENCH_RESOURCES at least 2"
         );
         let org = unique("bench");
         Workload {
@@ -542,6 +544,61 @@ async fn new_namespace_bound(client: Client, w: Arc<Workload>, t0: Instant) -> R
     }
 }
 
+/// How many writes the raw ceiling sends at once: as many as the operator does.
+const RAW_PARALLEL: usize = 16;
+
+/// Creates the expected native RoleBindings (those of namespaces that exist before the
+/// operator starts) under other names, `RAW_PARALLEL` at a time, as a plain client
+/// would: how many, and the time from the first request to the last answer. They are
+/// deleted after.
+async fn raw_writes(
+    client: &Client,
+    w: &Workload,
+    expected: &BTreeMap<(String, String), (String, Vec<String>)>,
+) -> (usize, Duration) {
+    const LABEL: &str = "kube-org-bench/raw";
+    let objects: Vec<NativeRoleBinding> = expected
+        .iter()
+        .filter(|((ns, _), _)| *ns != w.late)
+        .map(|((ns, _), (role, users))| {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("raw-{role}"), "namespace": ns,
+                             "labels": {LABEL: "true"}},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": role},
+                "subjects": users.iter().map(|u| serde_json::json!({
+                    "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u,
+                })).collect::<Vec<_>>(),
+            }))
+            .expect("a native RoleBinding")
+        })
+        .collect();
+    let started = Instant::now();
+    stream::iter(&objects)
+        .for_each_concurrent(RAW_PARALLEL, |rb| async move {
+            let api: Api<NativeRoleBinding> =
+                Api::namespaced(client.clone(), &rb.namespace().expect("namespaced"));
+            api.create(&PostParams::default(), rb)
+                .await
+                .expect("creating a native RoleBinding directly");
+        })
+        .await;
+    let took = started.elapsed();
+    let namespaces: BTreeSet<String> = objects.iter().filter_map(|rb| rb.namespace()).collect();
+    stream::iter(namespaces)
+        .for_each_concurrent(RAW_PARALLEL, |ns| async move {
+            Api::<NativeRoleBinding>::namespaced(client.clone(), &ns)
+                .delete_collection(
+                    &Default::default(),
+                    &kube::api::ListParams::default().labels(LABEL),
+                )
+                .await
+                .expect("deleting the directly written bindings");
+        })
+        .await;
+    (objects.len(), took)
+}
+
 /// A managed binding is deleted behind kube-org's back (as soon as it exists): how long
 /// until it exists again (a new uid, seen by the watch).
 async fn deleted_binding_restored(
@@ -572,9 +629,11 @@ async fn deleted_binding_restored(
 }
 
 /// A member is removed (as soon as they have access): how long until the authorizer
-/// refuses them.
+/// refuses them. Asked in the last resource namespace, not the first, whose binding
+/// [`deleted_binding_restored`] deletes (that deletion alone would refuse them).
 async fn member_revoked(client: Client, w: Arc<Workload>, t0: Instant) -> Reaction {
-    let what = common::Can::new("list", "pods", Some(&w.resources[0]));
+    let last = w.resources.last().expect("resource namespaces");
+    let what = common::Can::new("list", "pods", Some(last));
     time_until(&client, &user(REMOVED), what, true).await;
     let memberships: Api<Membership> = Api::namespaced(client.clone(), &w.home);
     let at = t0.elapsed();
@@ -590,33 +649,49 @@ async fn member_revoked(client: Client, w: Arc<Workload>, t0: Instant) -> Reacti
     }
 }
 
-/// `kube_org_api_writes_total` by (resource, verb).
-async fn writes_by_kind(operator: &Operator) -> BTreeMap<String, u64> {
+/// The samples of metric `name` (e.g. `kube_org_api_writes_total`), by the values of
+/// `labels` joined with a dot.
+async fn metric(operator: &Operator, name: &str, labels: &[&str]) -> BTreeMap<String, u64> {
     let (_, body) = common::http_get(&format!("{}/metrics", operator.metrics_url))
         .await
         .expect("/metrics answers");
-    let mut writes = BTreeMap::new();
+    let mut samples = BTreeMap::new();
     for line in body.lines() {
-        let Some(rest) = line.strip_prefix("kube_org_api_writes_total{") else {
+        let Some(rest) = line.strip_prefix(&format!("{name}{{")) else {
             continue;
         };
-        let Some((labels, value)) = rest.split_once("} ") else {
+        let Some((set, value)) = rest.split_once("} ") else {
             continue;
         };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+        let label = |label: &str| {
+            set.split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{label}=\"")))
                 .map(|v| v.trim_end_matches('"').to_string())
                 .unwrap_or_default()
         };
         let value: f64 = value.trim().parse().unwrap_or_default();
-        writes.insert(
-            format!("{}.{}", label("resource"), label("verb")),
-            value as u64,
-        );
+        let key: Vec<String> = labels.iter().map(|l| label(l)).collect();
+        samples.insert(key.join("."), value as u64);
     }
-    writes
+    samples
+}
+
+/// `kube_org_api_writes_total` by (resource, verb).
+async fn writes_by_kind(operator: &Operator) -> BTreeMap<String, u64> {
+    metric(operator, "kube_org_api_writes_total", &["resource", "verb"]).await
+}
+
+/// Each watch cache's objects and their size as JSON, as the operator measures them.
+async fn cache_costs(operator: &Operator) -> BTreeMap<String, (u64, u64)> {
+    let objects = metric(operator, "kube_org_cache_objects", &["cache"]).await;
+    let bytes = metric(operator, "kube_org_cache_json_bytes", &["cache"]).await;
+    objects
+        .into_iter()
+        .map(|(cache, n)| {
+            let size = bytes.get(&cache).copied().unwrap_or_default();
+            (cache, (n, size))
+        })
+        .collect()
 }
 
 /// A field of `/proc/<pid>/status` in KiB (e.g. `VmHWM`, the peak resident set).
@@ -672,9 +747,16 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
+    // The ceiling, in this sitting: the same native bindings written by a plain client.
+    let expected = w.expected();
+    let (raw_count, raw) = raw_writes(&client, &w, &expected).await;
+    println!(
+        "writing the {raw_count} native RoleBindings directly, {RAW_PARALLEL} at a time: {:.3}s",
+        raw.as_secs_f64()
+    );
+
     // Watches first (their initial lists are empty of native bindings), then the
     // operator: every time below counts from its start.
-    let expected = w.expected();
     let expected_count = expected.len();
     let natives = watch_natives(&client, &w, expected);
     let statuses = watch_statuses(&client, &w);
@@ -778,6 +860,16 @@ async fn main() {
         rss as f64 / 1024.0
     );
 
+    let caches = cache_costs(&operator).await;
+    assert!(!caches.is_empty(), "the operator reports its caches");
+    println!("what each cache holds after convergence (objects, size as JSON as kept):");
+    for (cache, (objects, bytes)) in &caches {
+        println!(
+            "  {cache}: {objects} objects, {:.1} MiB",
+            *bytes as f64 / 1048576.0
+        );
+    }
+
     tokio::time::sleep(idle).await;
     let idle_writes = operator.writes().await - writes;
     println!("API writes during {}s idle: {idle_writes}", idle.as_secs());
@@ -796,6 +888,7 @@ async fn main() {
     let mut summary = vec![
         ("members", members as f64, "members"),
         ("resources", resources as f64, "namespaces"),
+        ("raw_native_rolebindings", raw.as_secs_f64(), "s"),
         ("first_native_rolebinding", first.as_secs_f64(), "s"),
         (
             "untouched_native_rolebindings_correct",
@@ -817,6 +910,11 @@ async fn main() {
         .map(|(kind, n)| (format!("api_writes.{kind}"), *n as f64))
         .collect();
     summary.extend(kinds.iter().map(|(k, n)| (k.as_str(), *n, "requests")));
+    let cache_sizes: Vec<(String, f64)> = caches
+        .iter()
+        .map(|(cache, (_, bytes))| (format!("cache.{cache}"), *bytes as f64 / 1048576.0))
+        .collect();
+    summary.extend(cache_sizes.iter().map(|(k, n)| (k.as_str(), *n, "MiB")));
     summary.extend([
         ("peak_rss", peak_rss as f64 / 1024.0, "MiB"),
         ("restart_peak_rss", restart_peak as f64 / 1024.0, "MiB"),

@@ -860,8 +860,8 @@ async fn main() {
         rss as f64 / 1024.0
     );
 
+    // Empty for an operator older than these metrics (`scripts/bench-compare.sh`).
     let caches = cache_costs(&operator).await;
-    assert!(!caches.is_empty(), "the operator reports its caches");
     println!("what each cache holds after convergence (objects, size as JSON as kept):");
     for (cache, (objects, bytes)) in &caches {
         println!(

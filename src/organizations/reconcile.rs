@@ -70,6 +70,14 @@ pub async fn reconcile(org: &Arc<Organization>, ctx: &Context) -> Result<Action,
         Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(status))) if status.code == 404 => {
             Ok(Action::await_change())
         }
+        // Our copy predates the finalizer we just added (another trigger ran this
+        // reconcile before the watch brought the patched Organization): the patch's test
+        // fails with 422. The watch event that follows reconciles again; the requeue
+        // covers a 422 of any other cause.
+        Err(finalizer::Error::AddFinalizer(kube::Error::Api(status))) if status.code == 422 => {
+            tracing::debug!("finalizer added from a stale copy; waiting for the current one");
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
         // A write raced ours (a stale copy): the error metric says Conflict or KubeApi.
         Err(finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e)) => {
             Err(Error::Kube(e))

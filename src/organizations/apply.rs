@@ -214,6 +214,8 @@ pub struct SyncReport {
     pub applied: usize,
     pub deleted: usize,
     pub failures: Vec<SyncFailure>,
+    /// Some writes were not started: a newer change was waiting (see [`sync`]'s `cut`).
+    pub cut_short: bool,
 }
 
 impl SyncReport {
@@ -222,6 +224,7 @@ impl SyncReport {
         self.applied += other.applied;
         self.deleted += other.deleted;
         self.failures.extend(other.failures);
+        self.cut_short |= other.cut_short;
     }
 }
 
@@ -234,11 +237,17 @@ impl SyncReport {
 /// deleted and created again, and a managed object held in deletion by someone else's
 /// finalizer is released. Whatever still fails is reported per object, and every other
 /// write and removal happens anyway.
+///
+/// `cut` is asked before each write of the first three phases starts: once it says yes,
+/// no more of them start (those under way finish) and the report says `cut_short`; the
+/// caller plans again from the newer state and writes the rest then. Deletes always
+/// run: they revoke.
 pub async fn sync<'a, M, C>(
     client: &'a Client,
     metrics: &'a Metrics,
     desired: &'a [M],
     actual: &'a [C],
+    cut: &'a (dyn Fn() -> bool + Sync),
 ) -> SyncReport
 where
     M: Managed,
@@ -272,31 +281,41 @@ where
         })
         .collect();
     let mut report = SyncReport {
-        applied: missing.len() + gaining.len() + losing.len(),
+        applied: 0,
         deleted: stale.len(),
         failures: vec![],
+        cut_short: false,
     };
+    let started = std::sync::atomic::AtomicUsize::new(0);
     // Phases in order; writes within a phase are independent, and a failed write
     // stops nothing. Objects are built only when their write starts. Missing objects
     // come first (a deleted binding restored, a new namespace bound): nothing of what
     // they grant is there meanwhile, and a create is cheap.
     for phase in [missing, gaining, losing] {
         let actual_by_key = &actual_by_key;
+        let (started, cut_short) = (&started, &mut report.cut_short);
         // By index: a closure taking a reference is taken to accept any lifetime, and
         // rustc then cannot prove the futures it makes Send (the controller's tasks
         // must be).
-        let writes = (0..phase.len()).map(|i| {
+        let writes = (0..phase.len()).map_while(|i| {
+            if *cut_short || cut() {
+                *cut_short = true;
+                return None;
+            }
+            started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let obj: &'a M = phase[i];
-            async move {
+            Some(async move {
                 let current = actual_by_key.get(&meta_key(obj.meta())).copied();
                 apply_one(client, metrics, obj, current)
                     .await
                     .err()
                     .map(|e| failure_at(obj.meta(), e))
-            }
+            })
         });
-        report.failures.extend(all_settled(writes).await);
+        let failures = all_settled(writes).await;
+        report.failures.extend(failures);
     }
+    report.applied = started.into_inner();
     let deletes = (0..stale.len()).map(|i| {
         let obj: &'a M::Cached = stale[i];
         async move {

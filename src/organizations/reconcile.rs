@@ -252,14 +252,20 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     let planned = started.elapsed();
 
     // Access first: every native object is attempted, whatever fails elsewhere, and
-    // no status write starts meanwhile.
+    // no status write starts meanwhile. An urgent change (a deleted binding to restore,
+    // a member to revoke) cuts the writes short once they ran as long as planning did
+    // (and `WRITE_SLICE`): the next pass plans from it and writes the rest, instead of
+    // making the repair wait for thousands of creates of a cold start.
     let client = &ctx.client;
     let writing = ctx.access_first.writing();
+    let (writing_since, slice) = (std::time::Instant::now(), WRITE_SLICE.max(planned));
+    let cut = || writing_since.elapsed() >= slice && ctx.urgent.count(&name) != urgent_before;
     let mut synced = sync(
         client,
         &ctx.metrics,
         &desired.role_bindings,
         &snapshot.native_bindings,
+        &cut,
     )
     .await;
     synced.add(
@@ -268,6 +274,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
             &ctx.metrics,
             std::slice::from_ref(&desired.cluster_role),
             &snapshot.cluster_roles,
+            &cut,
         )
         .await,
     );
@@ -277,11 +284,16 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
             &ctx.metrics,
             std::slice::from_ref(&desired.cluster_role_binding),
             &snapshot.cluster_role_bindings,
+            &cut,
         )
         .await,
     );
     if synced.applied + synced.deleted > 0 {
-        info!(organization = %name, applied = synced.applied, deleted = synced.deleted, failed = synced.failures.len(), "access updated");
+        info!(organization = %name, applied = synced.applied, deleted = synced.deleted, failed = synced.failures.len(), cut_short = synced.cut_short, "access updated");
+    }
+    if synced.cut_short {
+        // The rest of this pass (finalizers, statuses) belongs to the next one.
+        return Ok(Action::requeue(Duration::ZERO));
     }
     for failure in &synced.failures {
         warn!(organization = %name, %failure, "a managed object could not be written; the others were");
@@ -915,6 +927,11 @@ where
 /// A reconcile that took longer to get here may spend half as long again (at 10,000
 /// members a pass takes seconds, and a fixed count made the finalizers take minutes).
 const FINALIZER_TIME: Duration = Duration::from_millis(250);
+
+/// How long a pass writes native RBAC at least before an urgent change may cut it short
+/// (longer when planning took longer, so that a stream of changes still lets each pass
+/// write at least as long as it planned).
+const WRITE_SLICE: Duration = Duration::from_millis(250);
 
 /// Adds kube-org's finalizer to Memberships that lack it, a batch at a time `until` a
 /// deadline or an urgent change ([`super::triggers::Urgent`]: the count differs from

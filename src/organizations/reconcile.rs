@@ -596,6 +596,17 @@ fn exclusive_refusal(message: String) -> PolicyRefusal {
     }
 }
 
+/// Whether a Membership's status says it grants nothing (refused by policy or by
+/// exclusive membership): it does not count as a membership elsewhere. Its change wakes
+/// the Membership's organization ([`super::triggers`]).
+pub fn is_refused(m: &Membership) -> bool {
+    m.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == READY && REFUSED_MEMBERSHIP_REASONS.contains(&c.reason.as_str()))
+    })
+}
+
 /// For every person, the organizations (other than the one homed in `home`) where they
 /// are a member that grants: not being deleted, not refused.
 fn memberships_elsewhere(
@@ -608,12 +619,7 @@ fn memberships_elsewhere(
         let Some(namespace) = m.namespace().filter(|ns| ns != home) else {
             continue;
         };
-        let refused = m.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| {
-                c.type_ == READY && REFUSED_MEMBERSHIP_REASONS.contains(&c.reason.as_str())
-            })
-        });
-        if m.meta().deletion_timestamp.is_some() || refused {
+        if m.meta().deletion_timestamp.is_some() || is_refused(&m) {
             continue;
         }
         if let Some(o) = organizations

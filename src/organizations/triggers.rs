@@ -9,9 +9,12 @@
 //! status storm, taking a core from the API server that was busy writing them.
 //!
 //! So an event wakes the organization only if the object is new or gone, or its spec,
-//! labels, annotations, finalizers or deletion changed. (The one status field a plan
-//! reads, whether a RoleBinding was last evaluated for a present member, matters when
-//! its Membership is deleted: that deletion wakes the organization.)
+//! labels, annotations, finalizers or deletion changed, or a Membership became refused
+//! or stopped being refused (exclusive membership in other organizations counts only
+//! Memberships that are not refused; their organizations learn of it through the
+//! claims this one then takes or gives back). Whether a RoleBinding was last evaluated
+//! for a present member matters only when its Membership is deleted, and that deletion
+//! wakes the organization.
 //!
 //! Some changes are urgent ([`Urgent`]): they may change access, and the reconcile
 //! that is adding finalizers when one arrives stops early for it.
@@ -48,6 +51,8 @@ pub struct Changes<K: Resource<DynamicType = ()> + 'static> {
     /// The cache the watch updated before the event came: an object no longer in it
     /// was deleted.
     store: Store<K>,
+    /// What a reconcile reads of the object's status, if anything.
+    status_read: fn(&K) -> bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -57,10 +62,14 @@ struct Fingerprint {
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
-    pub fn new(store: Store<K>) -> Self {
+    /// `status_read`: the one thing a reconcile reads of the status (for Memberships,
+    /// whether it is refused: other organizations' exclusive membership counts only
+    /// those that are not), part of the metadata fingerprint.
+    pub fn new(store: Store<K>, status_read: fn(&K) -> bool) -> Self {
         Changes {
             seen: Mutex::default(),
             store,
+            status_read,
         }
     }
 
@@ -68,7 +77,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
     pub fn seen(&self, obj: &K) -> Seen {
         let cached = self.store.get(&ObjectRef::from_obj(obj)).is_some();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        changed(&mut seen, obj, cached)
+        changed(&mut seen, obj, cached, (self.status_read)(obj))
     }
 
     /// The organizations the watch event that touched `obj` wakes (`orgs`, unless it
@@ -87,13 +96,18 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
     }
 }
 
-fn changed<K: Resource>(seen: &mut HashMap<u64, Fingerprint>, obj: &K, cached: bool) -> Seen {
+fn changed<K: Resource>(
+    seen: &mut HashMap<u64, Fingerprint>,
+    obj: &K,
+    cached: bool,
+    status_read: bool,
+) -> Seen {
     let key = hash(&(obj.namespace(), obj.name_any()));
     if !cached {
         seen.remove(&key);
         return Seen::Spec;
     }
-    let now = fingerprint(obj);
+    let now = fingerprint(obj, status_read);
     match seen.insert(key, now) {
         // First seen: created, or listed at start (the controller may read those
         // events late, while its first reconcile is under way): a grant to come,
@@ -130,7 +144,7 @@ impl Urgent {
 
 /// What a reconcile reads of an object: everything but its status (and the digests of
 /// its status the cache keeps as annotations), resourceVersion and managedFields.
-fn fingerprint<K: Resource>(obj: &K) -> Fingerprint {
+fn fingerprint<K: Resource>(obj: &K, status_read: bool) -> Fingerprint {
     let meta = obj.meta();
     let annotations: Vec<(&String, &String)> = obj
         .annotations()
@@ -151,6 +165,7 @@ fn fingerprint<K: Resource>(obj: &K) -> Fingerprint {
                 .iter()
                 .map(|o| &o.uid)
                 .collect::<Vec<_>>(),
+            status_read,
         )),
     }
 }
@@ -185,9 +200,12 @@ mod tests {
     #[test]
     fn a_status_write_wakes_nobody_and_a_spec_or_metadata_change_does() {
         let mut seen = HashMap::new();
-        assert_eq!(changed(&mut seen, &membership(alice()), true), Seen::New);
         assert_eq!(
-            changed(&mut seen, &membership(alice()), true),
+            changed(&mut seen, &membership(alice()), true, false),
+            Seen::New
+        );
+        assert_eq!(
+            changed(&mut seen, &membership(alice()), true, false),
             Seen::Unchanged,
             "the same again"
         );
@@ -200,7 +218,7 @@ mod tests {
             "access": [{"namespace": "acme-prod", "clusterRoles": ["view"]}],
         });
         assert_eq!(
-            changed(&mut seen, &membership(status.clone()), true),
+            changed(&mut seen, &membership(status.clone()), true, false),
             Seen::Unchanged,
             "status only (its digest annotation included)"
         );
@@ -227,9 +245,9 @@ mod tests {
                 changed_object["metadata"][k] = v.clone();
             }
             let mut seen = HashMap::new();
-            changed(&mut seen, &membership(status.clone()), true);
+            changed(&mut seen, &membership(status.clone()), true, false);
             assert_eq!(
-                changed(&mut seen, &membership(changed_object), true),
+                changed(&mut seen, &membership(changed_object), true, false),
                 expected,
                 "{change}"
             );
@@ -237,13 +255,27 @@ mod tests {
     }
 
     #[test]
+    fn what_a_reconcile_reads_of_a_status_wakes_it() {
+        let mut seen = HashMap::new();
+        changed(&mut seen, &membership(alice()), true, false);
+        assert_eq!(
+            changed(&mut seen, &membership(alice()), true, true),
+            Seen::Metadata,
+            "refused now"
+        );
+    }
+
+    #[test]
     fn a_deleted_object_wakes_and_is_forgotten() {
         let mut seen = HashMap::new();
-        changed(&mut seen, &membership(alice()), true);
-        assert_eq!(changed(&mut seen, &membership(alice()), false), Seen::Spec);
+        changed(&mut seen, &membership(alice()), true, false);
+        assert_eq!(
+            changed(&mut seen, &membership(alice()), false, false),
+            Seen::Spec
+        );
         assert!(seen.is_empty());
         assert_eq!(
-            changed(&mut seen, &membership(alice()), true),
+            changed(&mut seen, &membership(alice()), true, false),
             Seen::New,
             "created again"
         );

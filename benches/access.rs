@@ -415,24 +415,56 @@ fn watch_natives(
     state
 }
 
-/// What the watches of the organization and its kube-org RoleBindings have seen: the
-/// condition `make bench-access` has always called "converged".
+/// What the watches of the organization, its Memberships and its kube-org RoleBindings
+/// have seen.
 #[derive(Default)]
 struct Statuses {
     org_members: i32,
+    /// Membership name -> whether it has a status.
+    memberships: BTreeMap<String, bool>,
     /// RoleBinding name -> whether it has a status.
     bindings: BTreeMap<String, bool>,
 }
 
 impl Statuses {
-    /// Every member counted on the Organization and every RoleBinding with a status
-    /// (after member `REMOVED` left: `members` memberships with the owner's, and as
-    /// many RoleBindings).
+    /// Every member counted on the Organization, and every Membership and RoleBinding
+    /// with a status (after member `REMOVED` left: `members` Memberships with the
+    /// owner's, and as many RoleBindings). Memberships used to be left out, so
+    /// `all_statuses_written` was the RoleBindings' alone.
     fn written(&self, members: usize) -> bool {
-        self.org_members as usize == members
-            && self.bindings.len() >= members
-            && self.bindings.values().all(|&has| has)
+        let all = |statuses: &BTreeMap<String, bool>| {
+            statuses.len() >= members && statuses.values().all(|&has| has)
+        };
+        self.org_members as usize == members && all(&self.memberships) && all(&self.bindings)
     }
+}
+
+/// Keeps `pick(statuses)` (name -> has a status) up to date from a watch of `api`.
+fn watch_has_status<K>(
+    api: Api<K>,
+    statuses: Arc<Mutex<Statuses>>,
+    has_status: fn(&K) -> bool,
+    pick: fn(&mut Statuses) -> &mut BTreeMap<String, bool>,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut events = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(event) = events.next().await {
+            let mut s = statuses.lock().expect("statuses");
+            match event {
+                Ok(Event::Apply(obj) | Event::InitApply(obj)) => {
+                    pick(&mut s).insert(obj.name_any(), has_status(&obj));
+                }
+                Ok(Event::Delete(obj)) => {
+                    pick(&mut s).remove(&obj.name_any());
+                }
+                _ => {}
+            }
+        }
+    });
 }
 
 fn watch_statuses(client: &Client, w: &Workload) -> Arc<Mutex<Statuses>> {
@@ -449,25 +481,18 @@ fn watch_statuses(client: &Client, w: &Workload) -> Arc<Mutex<Statuses>> {
             }
         }
     });
-    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &w.home);
-    let shared = state.clone();
-    tokio::spawn(async move {
-        let mut events = watcher::watcher(bindings, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(event) = events.next().await {
-            let mut s = shared.lock().expect("statuses");
-            match event {
-                Ok(Event::Apply(b) | Event::InitApply(b)) => {
-                    s.bindings.insert(b.name_any(), b.status.is_some());
-                }
-                Ok(Event::Delete(b)) => {
-                    s.bindings.remove(&b.name_any());
-                }
-                _ => {}
-            }
-        }
-    });
+    watch_has_status(
+        Api::<RoleBinding>::namespaced(client.clone(), &w.home),
+        state.clone(),
+        |b| b.status.is_some(),
+        |s| &mut s.bindings,
+    );
+    watch_has_status(
+        Api::<Membership>::namespaced(client.clone(), &w.home),
+        state.clone(),
+        |m| m.status.is_some(),
+        |s| &mut s.memberships,
+    );
     state
 }
 

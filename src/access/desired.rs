@@ -181,6 +181,22 @@ impl Grants {
 }
 
 /// Computes the organization's whole desired RBAC.
+/// What an organization with nothing in it is given (for tests of what comes after).
+#[cfg(test)]
+pub fn nothing_for(org: &Organization) -> DesiredAccess {
+    desired_access(&AccessInput {
+        org,
+        memberships: vec![],
+        bindings: vec![],
+        namespaces: vec![],
+        unbindable: &Default::default(),
+        refused: &Default::default(),
+        kept: &Default::default(),
+        identity: &Default::default(),
+        now: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    })
+}
+
 pub fn desired_access(input: &AccessInput<'_>) -> DesiredAccess {
     let org = input.org;
     let org_name = org.name_any();

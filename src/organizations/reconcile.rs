@@ -1572,17 +1572,7 @@ mod tests {
         };
         let failures = [failure("acme-c"), failure("acme-a"), failure("acme-b")];
         let problems = |failures: &[super::super::apply::SyncFailure]| {
-            let mut desired = crate::access::desired_access(&crate::access::AccessInput {
-                org: &org,
-                memberships: vec![],
-                bindings: vec![],
-                namespaces: vec![],
-                unbindable: &Default::default(),
-                refused: &Default::default(),
-                kept: &Default::default(),
-                identity: &Default::default(),
-                now: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-            });
+            let mut desired = crate::access::desired::nothing_for(&org);
             desired.bindings.insert(
                 "all".to_string(),
                 crate::access::desired::BindingOutcome {

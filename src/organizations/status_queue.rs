@@ -141,17 +141,7 @@ mod tests {
             "metadata": {"name": org}, "spec": {"owners": ["a@example.com"]},
         }))
         .unwrap();
-        let mut desired = crate::access::desired_access(&crate::access::AccessInput {
-            org: &org,
-            memberships: vec![],
-            bindings: vec![],
-            namespaces: vec![],
-            unbindable: &Default::default(),
-            refused: &Default::default(),
-            kept: &Default::default(),
-            identity: &Default::default(),
-            now: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-        });
+        let mut desired = crate::access::desired::nothing_for(&org);
         for i in 0..members {
             desired.members.insert(format!("m{i}"), Default::default());
         }

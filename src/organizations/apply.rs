@@ -286,14 +286,13 @@ where
         failures: vec![],
         cut_short: false,
     };
-    let started = std::sync::atomic::AtomicUsize::new(0);
     // Phases in order; writes within a phase are independent, and a failed write
     // stops nothing. Objects are built only when their write starts. Missing objects
     // come first (a deleted binding restored, a new namespace bound): nothing of what
     // they grant is there meanwhile, and a create is cheap.
     for phase in [missing, gaining, losing] {
         let actual_by_key = &actual_by_key;
-        let (started, cut_short) = (&started, &mut report.cut_short);
+        let (applied, cut_short) = (&mut report.applied, &mut report.cut_short);
         // By index: a closure taking a reference is taken to accept any lifetime, and
         // rustc then cannot prove the futures it makes Send (the controller's tasks
         // must be).
@@ -302,7 +301,7 @@ where
                 *cut_short = true;
                 return None;
             }
-            started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *applied += 1;
             let obj: &'a M = phase[i];
             Some(async move {
                 let current = actual_by_key.get(&meta_key(obj.meta())).copied();
@@ -315,7 +314,6 @@ where
         let failures = all_settled(writes).await;
         report.failures.extend(failures);
     }
-    report.applied = started.into_inner();
     let deletes = (0..stale.len()).map(|i| {
         let obj: &'a M::Cached = stale[i];
         async move {

@@ -173,7 +173,8 @@ fn now() -> Time {
 async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let name = org.name_any();
-    // Urgent changes after this point make this pass's bookkeeping end early.
+    // Urgent changes after this point may cut this pass's writes short and end its
+    // finalizer batches early.
     let urgent_before = ctx.urgent.count(&name);
     if let Some(refusal) = ensure_home_namespace(org, ctx).await? {
         let ready = DesiredCondition::new(READY, false, refusal.reason, refusal.message.clone());
@@ -1348,16 +1349,15 @@ where
         + std::fmt::Debug,
     S: serde::Serialize,
 {
-    if unchanged {
-        return Ok(false);
+    if !unchanged {
+        ctx.access_first.clear().await;
     }
-    ctx.access_first.clear().await;
     write_if_changed(
         &namespaced(ctx, obj),
         &ctx.metrics,
         resource,
         obj,
-        false,
+        unchanged,
         status,
     )
     .await

@@ -770,3 +770,86 @@ async fn exclusive_membership_holds_for_declared_members() {
     x.delete().await;
     y.delete().await;
 }
+
+/// Case 11: a namespace admin who keeps deleting kube-org's binding in her namespace,
+/// and keeps creating and deleting bindings labelled for the organization (each
+/// deletion is an urgent change: it cuts the organization's writes short), cannot stall
+/// the organization: a grant elsewhere still lands, the new member's status is still
+/// written, and once she stops her namespace is repaired.
+#[tokio::test]
+async fn a_namespace_admin_spamming_deletions_cannot_stall_the_organization() {
+    let org = TestOrg::new(&["alice@example.com"]).await;
+    let c = &org.client;
+    let prod = org.resource("deployment").await;
+    let dev = org.resource("deployment").await;
+    carol_administers(&org, &prod).await;
+    let carol = client_as("carol@example.com", PEOPLE).await;
+    let managed = format!("kube-org:{}:edit", org.name);
+
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let deletions = std::sync::Arc::new(AtomicU32::new(0));
+    let spam = tokio::spawn({
+        let (carol, prod, org_name, managed, stop, deletions) = (
+            carol.clone(),
+            prod.clone(),
+            org.name.clone(),
+            managed.clone(),
+            stop.clone(),
+            deletions.clone(),
+        );
+        async move {
+            let api = native_bindings(&carol, &prod);
+            for i in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let decoy: NativeRoleBinding = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("decoy-{i}"), "namespace": prod, "labels": {
+                        "app.kubernetes.io/managed-by": "kube-org",
+                        "kube-org.io/organization": org_name}},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "carol@example.com"}],
+                }))
+                .unwrap();
+                let _ = api.create(&PostParams::default(), &decoy).await;
+                for name in [decoy.name_any(), managed.clone()] {
+                    if api.delete(&name, &DeleteParams::default()).await.is_ok() {
+                        deletions.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    eventually("carol's deletions under way", REACT, || async {
+        (deletions.load(Ordering::SeqCst) >= 20).then_some(())
+    })
+    .await;
+
+    let before_grant = deletions.load(Ordering::SeqCst);
+
+    // While she goes on: dan becomes editor of every deployment, and his Membership
+    // says so.
+    grant(&org, "dan@example.com", "editor", all("deployment")).await;
+    eventually_can(c, "dan@example.com", edit_in(&dev), true, REACT).await;
+    let active = eventually("dan's Membership status is written", REACT, || async {
+        membership_reason(&org, "dan-example-com")
+            .await
+            .filter(|r| r == "Active")
+    })
+    .await;
+    assert_eq!(active, "Active");
+
+    stop.store(true, Ordering::SeqCst);
+    spam.await.unwrap();
+    assert!(
+        deletions.load(Ordering::SeqCst) > before_grant,
+        "carol went on deleting while dan's grant landed"
+    );
+    // Her namespace is repaired once she stops.
+    eventually_can(c, "carol@example.com", admin_in(&prod), true, REACT).await;
+    eventually_can(c, "dan@example.com", edit_in(&prod), true, REACT).await;
+    wait_org_reason(c, &org.name, "Reconciled").await;
+    org.delete().await;
+}

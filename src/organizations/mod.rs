@@ -12,7 +12,7 @@ pub mod triggers;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -136,17 +136,6 @@ impl Error {
 
 /// How many independent writes a reconcile sends at once.
 pub const WRITE_CONCURRENCY: usize = 16;
-
-/// Runs independent writes with bounded concurrency; fails on the first error.
-pub async fn concurrently<F>(writes: impl IntoIterator<Item = F>) -> Result<(), Error>
-where
-    F: std::future::Future<Output = Result<(), Error>>,
-{
-    futures::stream::iter(writes)
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .try_for_each(|()| async { Ok(()) })
-        .await
-}
 
 /// The organizations whose home namespace is `namespace`.
 fn orgs_homed_in(

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use super::apply::{self, sync};
 use super::status::write_if_changed;
 use super::status_queue::StatusPlan;
-use super::{Context, Error, concurrently};
+use super::{Context, Error};
 use crate::access::desired::{BindingOutcome, DesiredAccess};
 use crate::access::home::home_refusal;
 use crate::access::leave::LeaveRefusal;
@@ -961,26 +961,30 @@ async fn ensure_membership_finalizers(
     // comes next.
     let (deadline, urgent_before) = until;
     let name = org.name_any();
-    let mut added = 0;
+    let (mut tried, mut stale) = (0, 0);
     for batch in missing.chunks(2 * super::WRITE_CONCURRENCY) {
-        if added > 0
+        if tried > 0
             && (std::time::Instant::now() >= deadline || ctx.urgent.count(&name) != urgent_before)
         {
             break;
         }
-        let mut writes = Vec::new();
-        for m in batch {
+        // By index (see `apply::sync`).
+        let writes = (0..batch.len()).map(|i| {
+            let m = batch[i];
             let mut finalizers = m.finalizers().to_vec();
             finalizers.push(MEMBERSHIP_FINALIZER.to_string());
-            writes.push(async move { patch_finalizers(ctx, m, finalizers).await.map(|_| ()) });
-        }
-        concurrently(writes).await?;
-        added += batch.len();
+            patch_finalizers(ctx, m, finalizers)
+        });
+        let applied = all_ok(writes).await?;
+        stale += applied.iter().filter(|a| **a == Applied::Stale).count();
+        tried += batch.len();
     }
-    if added > 0 {
-        tracing::debug!(organization = %org.name_any(), count = added, "added Membership finalizers");
+    if tried > 0 {
+        tracing::debug!(organization = %org.name_any(), count = tried - stale, stale, "added Membership finalizers");
     }
-    Ok(added < missing.len())
+    // A copy found out of date (a status write changed it meanwhile, and status writes
+    // wake nobody: `super::triggers`) is tried again by the next pass.
+    Ok(tried < missing.len() || stale > 0)
 }
 
 /// Removes kube-org's finalizer from a Membership. Releasing must happen: one that met
@@ -1006,8 +1010,8 @@ async fn release_finalizer(ctx: &Context, m: &Membership) -> Result<(), Error> {
 /// have happened meanwhile; removing is always right). Adding it is guarded by the
 /// resourceVersion read as well: a copy that is out of date (another operator's
 /// Organization cleanup just released this Membership) must not put it back. A failed
-/// test is reported as [`Applied::Stale`]: adding waits for the next watch event, while
-/// releasing (which must happen) retries as an error.
+/// test is reported as [`Applied::Stale`]: adding is tried again by the next pass,
+/// while releasing (which must happen) retries as an error.
 async fn patch_finalizers(
     ctx: &Context,
     m: &Membership,

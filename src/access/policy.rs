@@ -107,13 +107,19 @@ pub fn orphaned_bindings<'a>(
                 .iter()
                 .any(|m| m.spec.email.normalized() == email)
         })
-        .filter(|b| {
-            b.status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
-                .is_some_and(|c| !MEMBER_ABSENT_REASONS.contains(&c.reason.as_str()))
-        })
+        .filter(|b| evaluated_for_present_member(b))
         .collect()
+}
+
+/// Whether a binding's status shows it was evaluated for a present member (what
+/// [`orphaned_bindings`] reads of it). Its change wakes the organization
+/// ([`crate::organizations::triggers`]): a Membership deleted before its finalizer may
+/// already be gone when the status saying so is written.
+pub fn evaluated_for_present_member(b: &RoleBinding) -> bool {
+    b.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+        .is_some_and(|c| !MEMBER_ABSENT_REASONS.contains(&c.reason.as_str()))
 }
 
 #[cfg(test)]

@@ -258,7 +258,10 @@ pub async fn run(
     let bindings_by_ns = native_bindings_store.clone();
     // Status writes wake nobody; changes that may change access are urgent.
     let membership_changes = triggers::Changes::new(memberships.store(), reconcile::is_refused);
-    let binding_changes = triggers::Changes::new(bindings.store(), |_| false);
+    let binding_changes = triggers::Changes::new(
+        bindings.store(),
+        crate::access::policy::evaluated_for_present_member,
+    );
     let (u1, u2, u3, u4) = (
         context.urgent.clone(),
         context.urgent.clone(),

@@ -1042,7 +1042,7 @@ enum Applied {
     Yes,
     /// The Membership is gone: nothing is left to hold.
     Gone,
-    /// The copy read was out of date; the watch brings the next attempt.
+    /// The copy read was out of date: adding is tried again by the next pass.
     Stale,
 }
 

@@ -9,12 +9,14 @@
 //! status storm, taking a core from the API server that was busy writing them.
 //!
 //! So an event wakes the organization only if the object is new or gone, or its spec,
-//! labels, annotations, finalizers or deletion changed, or a Membership became refused
-//! or stopped being refused (exclusive membership in other organizations counts only
-//! Memberships that are not refused; their organizations learn of it through the
-//! claims this one then takes or gives back). Whether a RoleBinding was last evaluated
-//! for a present member matters only when its Membership is deleted, and that deletion
-//! wakes the organization.
+//! labels, annotations, finalizers or deletion changed, or what a reconcile does read
+//! of the status changed: whether a Membership is refused (exclusive membership in
+//! other organizations counts only Memberships that are not; their organizations learn
+//! of it through the claims this one then takes or gives back), and whether a
+//! RoleBinding was evaluated for a present member (a binding whose Membership went
+//! before kube-org's finalizer is deleted once its status says so, and that status may
+//! be written after the Membership is gone). Each of those flips about once per object,
+//! not on every status write.
 //!
 //! Some changes are urgent ([`Urgent`]): they may change access, and the reconcile
 //! that is adding finalizers when one arrives stops early for it.
@@ -62,9 +64,9 @@ struct Fingerprint {
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
-    /// `status_read`: the one thing a reconcile reads of the status (for Memberships,
-    /// whether it is refused: other organizations' exclusive membership counts only
-    /// those that are not), part of the metadata fingerprint.
+    /// `status_read`: the one thing a reconcile reads of the status (whether a
+    /// Membership is refused; whether a RoleBinding was evaluated for a present
+    /// member), part of the metadata fingerprint.
     pub fn new(store: Store<K>, status_read: fn(&K) -> bool) -> Self {
         Changes {
             seen: Mutex::default(),

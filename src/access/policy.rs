@@ -93,9 +93,14 @@ const MEMBER_ABSENT_REASONS: [&str; 2] = ["MemberNotFound", "MemberRefused"];
 /// evaluated for a present member, and no Membership of that email remains. They are
 /// deleted as the finalizer would have done. A binding written before its Membership
 /// (GitOps applies in any order) says `MemberNotFound` and is kept.
+///
+/// `bound_before`: uids of bindings the organization's previous plan evaluated for a
+/// present member. The status saying so is written later, off the access path, and a
+/// Membership deleted meanwhile would otherwise leave its binding behind.
 pub fn orphaned_bindings<'a>(
     bindings: &[&'a RoleBinding],
     memberships: &[&Membership],
+    bound_before: &std::collections::HashSet<String>,
 ) -> Vec<&'a RoleBinding> {
     bindings
         .iter()
@@ -107,8 +112,19 @@ pub fn orphaned_bindings<'a>(
                 .iter()
                 .any(|m| m.spec.email.normalized() == email)
         })
-        .filter(|b| evaluated_for_present_member(b))
+        .filter(|b| {
+            evaluated_for_present_member(b)
+                || b.metadata
+                    .uid
+                    .as_ref()
+                    .is_some_and(|u| bound_before.contains(u))
+        })
         .collect()
+}
+
+/// Whether a binding's Ready reason says it was evaluated for a present member.
+pub fn for_present_member(reason: &str) -> bool {
+    !MEMBER_ABSENT_REASONS.contains(&reason)
 }
 
 /// Whether a binding's status shows it was evaluated for a present member (what
@@ -119,7 +135,7 @@ pub fn evaluated_for_present_member(b: &RoleBinding) -> bool {
     b.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
-        .is_some_and(|c| !MEMBER_ABSENT_REASONS.contains(&c.reason.as_str()))
+        .is_some_and(|c| for_present_member(&c.reason))
 }
 
 #[cfg(test)]
@@ -214,8 +230,24 @@ mod tests {
         let fresh = binding("fresh", "frank@example.com", None);
         let kept = binding("kept", "bob@example.com", Some("Bound"));
         let bob = membership("bob", "bob@example.com", None);
-        let orphans = orphaned_bindings(&[&bound, &early, &fresh, &kept], &[&bob]);
+        let orphans = orphaned_bindings(
+            &[&bound, &early, &fresh, &kept],
+            &[&bob],
+            &Default::default(),
+        );
         let names: Vec<String> = orphans.iter().map(|b| b.name_any()).collect();
         assert_eq!(names, vec!["bound".to_string()]);
+    }
+
+    #[test]
+    fn a_binding_the_last_plan_bound_is_an_orphan_before_its_status_says_so() {
+        let mut planned = binding("planned", "dave@example.com", Some("MemberNotFound"));
+        planned.metadata.uid = Some("u-planned".to_string());
+        let mut early = binding("early", "erin@example.com", None);
+        early.metadata.uid = Some("u-early".to_string());
+        let bound_before = std::collections::HashSet::from(["u-planned".to_string()]);
+        let orphans = orphaned_bindings(&[&planned, &early], &[], &bound_before);
+        let names: Vec<String> = orphans.iter().map(|b| b.name_any()).collect();
+        assert_eq!(names, vec!["planned".to_string()]);
     }
 }

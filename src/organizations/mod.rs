@@ -46,6 +46,10 @@ pub struct Context {
     pub access_first: priority::AccessFirst,
     /// Urgent changes per organization, counted by the triggers.
     pub urgent: Arc<triggers::Urgent>,
+    /// Per organization, the uids of the RoleBindings its last plan evaluated for a
+    /// present member ([`crate::access::policy::orphaned_bindings`]).
+    pub bound:
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
     /// The operator's `spec.identity` defaults (`--username-prefix`, `--groups-prefix`).
     pub identity: crate::access::identity::IdentityDefaults,
 }
@@ -240,6 +244,7 @@ pub async fn run(
         statuses: status_queue::StatusQueue::default(),
         access_first: priority::AccessFirst::default(),
         urgent: Arc::default(),
+        bound: Default::default(),
         identity,
         events: crate::events::Events::new(client.clone(), metrics.clone()),
         client,

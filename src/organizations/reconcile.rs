@@ -312,7 +312,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         ensure_membership_finalizers(ctx, org, &snapshot.memberships, (deadline, urgent_before))
             .await?;
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
-    delete_orphaned_bindings(org, ctx, &snapshot, &memberships).await?;
+    delete_orphaned_bindings(org, ctx, &snapshot, &memberships, &desired).await?;
     let bookkept = started.elapsed();
 
     let ready = if synced.failures.is_empty() {
@@ -470,9 +470,25 @@ async fn delete_orphaned_bindings(
     ctx: &Context,
     snapshot: &Snapshot,
     memberships: &[&Membership],
+    desired: &DesiredAccess,
 ) -> Result<(), Error> {
     let bindings: Vec<&RoleBinding> = snapshot.bindings.iter().map(|b| b.as_ref()).collect();
-    for orphan in orphaned_bindings(&bindings, memberships) {
+    // What this plan evaluated for a present member replaces what the last one did.
+    let bound_now: std::collections::HashSet<String> = bindings
+        .iter()
+        .filter(|b| {
+            desired
+                .bindings
+                .get(&b.name_any())
+                .is_some_and(|o| crate::access::policy::for_present_member(&o.ready.reason))
+        })
+        .filter_map(|b| b.metadata.uid.clone())
+        .collect();
+    let bound_before = {
+        let mut bound = ctx.bound.lock().unwrap_or_else(|p| p.into_inner());
+        bound.insert(org.name_any(), bound_now).unwrap_or_default()
+    };
+    for orphan in orphaned_bindings(&bindings, memberships, &bound_before) {
         apply::delete(
             &namespaced(ctx, orphan),
             &ctx.metrics,
@@ -1487,6 +1503,10 @@ async fn write_membership_statuses<'a>(
 /// if created, native bindings, its ClusterRole); Membership finalizers are released so
 /// nothing hangs.
 async fn cleanup(org: &Organization, ctx: &Context) -> Result<Action, Error> {
+    ctx.bound
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&org.name_any());
     let home = ctx
         .stores
         .namespaces

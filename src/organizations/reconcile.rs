@@ -18,6 +18,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -346,13 +347,12 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         done_ms = started.elapsed().as_millis() as u64,
         "reconciled"
     );
-    // The RoleBindings' and Memberships' statuses: written after, off this path (the
-    // Memberships' once every Membership has its finalizer).
+    // The RoleBindings' and Memberships' statuses: written after, off this path (a
+    // Membership's once it holds its finalizer: `holds_finalizer`).
     ctx.statuses.push(StatusPlan {
         org: Arc::new(org.clone()),
         desired,
         refusals,
-        memberships: !more_finalizers,
     });
     if !synced.failures.is_empty() {
         if !was_failing {
@@ -984,9 +984,17 @@ async fn ensure_membership_finalizers(
         {
             break;
         }
+        // The copy the cache holds now, not the snapshot's: a status written since
+        // (`holds_finalizer`) changed its resourceVersion, or a later pass added the
+        // finalizer already.
+        let current: Vec<Arc<Membership>> = batch
+            .iter()
+            .filter_map(|m| ctx.stores.memberships.get(&ObjectRef::from_obj(m.as_ref())))
+            .filter(|m| m.meta().deletion_timestamp.is_none() && !holds_finalizer(m))
+            .collect();
         // By index (see `apply::sync`).
-        let writes = (0..batch.len()).map(|i| {
-            let m = batch[i];
+        let writes = (0..current.len()).map(|i| {
+            let m = &current[i];
             let mut finalizers = m.finalizers().to_vec();
             finalizers.push(MEMBERSHIP_FINALIZER.to_string());
             patch_finalizers(ctx, m, finalizers)
@@ -1185,20 +1193,24 @@ pub async fn write_statuses(plan: &StatusPlan, ctx: &Context) -> Result<(), Erro
         .memberships
         .state()
         .into_iter()
-        .filter(|m| in_home(m.namespace()))
+        .filter(|m| in_home(m.namespace()) && holds_finalizer(m))
         .collect();
-    let members = async {
-        if plan.memberships {
-            write_membership_statuses(org, ctx, &memberships, &plan.desired, &plan.refusals).await
-        } else {
-            Ok(())
-        }
-    };
     futures::try_join!(
         write_binding_statuses(org, ctx, &bindings, &plan.desired),
-        members
+        write_membership_statuses(org, ctx, &memberships, &plan.desired, &plan.refusals)
     )
     .map(|_| ())
+}
+
+/// Whether a Membership's status may be written: once it holds kube-org's finalizer (or
+/// is being deleted, when none is added). Adding the finalizer is a patch guarded by the
+/// resourceVersion read, which a status write would make fail and repeat; so each
+/// Membership's status follows its own finalizer, and a cold start writes statuses
+/// alongside the finalizer batches rather than after the last of them. The finalizer's
+/// watch event wakes the organization, whose next plan writes the status.
+fn holds_finalizer(m: &Membership) -> bool {
+    m.meta().deletion_timestamp.is_some()
+        || m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
 }
 
 async fn write_binding_statuses<'a>(

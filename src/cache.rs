@@ -48,26 +48,9 @@ pub async fn wait_all_filled(caches: &[Filled]) {
     }
 }
 
-/// A cache of `api`'s objects, whether it is filled, and the objects each watch event
-/// touched (controller triggers; the stream must be polled to fill the cache).
-pub fn reflect_objects<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    Filled,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource + Compact + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (reader, filled, events) = reflect_events(api, config);
-    (reader, filled, events.touched_objects())
-}
-
-/// Like [`reflect_objects`], but yields the watch events themselves (each already
-/// applied to the cache when it is yielded), for keeping an index next to the cache.
+/// A cache of `api`'s objects, whether it is filled, and the watch events (each already
+/// applied to the cache when it is yielded: controller triggers, and the index kept
+/// next to the cache, [`crate::index`]; the stream must be polled to fill the cache).
 pub fn reflect_events<K>(
     api: Api<K>,
     config: watcher::Config,

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod crdgen;
 pub mod events;
 pub mod exclusive;
+pub mod index;
 pub mod invitations;
 pub mod leader;
 pub mod metrics;

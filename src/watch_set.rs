@@ -17,14 +17,15 @@ use std::sync::{Arc, Mutex};
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::access::names::LABEL_ORGANIZATION;
 use crate::api::{Invitation, Membership, Organization};
-use crate::cache::{Filled, reflect_objects};
+use crate::cache::{Filled, reflect_events};
+use crate::index::{self, Index, KeysOf};
 
 /// The shared watches.
 #[derive(Clone)]
@@ -45,17 +46,27 @@ impl WatchSet {
             invitations = invitations.labels(selector);
         }
         WatchSet {
-            organizations: Watched::start(Api::all(client.clone()), watcher::Config::default()),
-            memberships: Watched::start(
+            organizations: Watched::start_indexed(
+                Api::all(client.clone()),
+                watcher::Config::default(),
+                index::by_home,
+            ),
+            memberships: Watched::start_indexed(
                 Api::all(client.clone()),
                 watcher::Config::default()
                     .any_semantic()
                     .page_size(crate::cache::MEMBERSHIPS_PAGE),
+                index::by_namespace,
             ),
-            invitations: Watched::start(Api::all(client.clone()), invitations),
-            namespaces: Watched::start(
+            invitations: Watched::start_indexed(
+                Api::all(client.clone()),
+                invitations,
+                index::by_namespace,
+            ),
+            namespaces: Watched::start_indexed(
                 Api::all(client.clone()),
                 watcher::Config::default().labels(LABEL_ORGANIZATION),
+                index::by_organization,
             ),
         }
     }
@@ -70,6 +81,7 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     store: Store<K>,
+    index: Arc<Index<K>>,
     filled: Filled,
     subscribers: Subscribers<K>,
 }
@@ -82,6 +94,7 @@ where
     fn clone(&self) -> Self {
         Watched {
             store: self.store.clone(),
+            index: self.index.clone(),
             filled: self.filled.clone(),
             subscribers: self.subscribers.clone(),
         }
@@ -100,24 +113,53 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    /// Starts watching `api` with `config`.
+    /// Starts watching `api` with `config` (no index).
     pub fn start(api: Api<K>, config: watcher::Config) -> Self {
-        let (store, filled, events) = reflect_objects(api, config);
+        Self::start_with(api, config, Index::none())
+    }
+
+    /// Starts watching `api` with `config`, and indexes the cache by `keys_of`.
+    pub fn start_indexed(api: Api<K>, config: watcher::Config, keys_of: KeysOf<K>) -> Self {
+        Self::start_with(api, config, Index::new(keys_of))
+    }
+
+    fn start_with(api: Api<K>, config: watcher::Config, index: Index<K>) -> Self {
+        let (store, filled, events) = reflect_events(api, config);
+        let index = Arc::new(index);
         let subscribers: Subscribers<K> = Arc::default();
-        let fan_out = subscribers.clone();
+        let (fan_out, cache, indexed) = (subscribers.clone(), store.clone(), index.clone());
         tokio::spawn(events.for_each(move |event| {
-            match event {
-                Ok(object) => {
-                    let object = Arc::new(object);
-                    let mut subscribers = fan_out.lock().unwrap_or_else(|p| p.into_inner());
-                    subscribers.retain(|tx| tx.unbounded_send(object.clone()).is_ok());
+            let touched = match event {
+                Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                    // The cache has applied the event: file what it holds now.
+                    match cache.get(&ObjectRef::from_obj(&object)) {
+                        Some(current) => indexed.upsert(current),
+                        None => indexed.remove(&object),
+                    }
+                    Some(object)
                 }
-                Err(error) => tracing::debug!(%error, "watch error (retried)"),
+                // A (re)list fills the cache at its end, all at once.
+                Ok(watcher::Event::InitApply(object)) => Some(object),
+                Ok(watcher::Event::InitDone) => {
+                    indexed.reset(cache.state());
+                    None
+                }
+                Ok(watcher::Event::Init) => None,
+                Err(error) => {
+                    tracing::debug!(%error, "watch error (retried)");
+                    None
+                }
+            };
+            if let Some(object) = touched {
+                let object = Arc::new(object);
+                let mut subscribers = fan_out.lock().unwrap_or_else(|p| p.into_inner());
+                subscribers.retain(|tx| tx.unbounded_send(object.clone()).is_ok());
             }
             futures::future::ready(())
         }));
         Watched {
             store,
+            index,
             filled,
             subscribers,
         }
@@ -126,6 +168,11 @@ where
     /// The cache.
     pub fn store(&self) -> Store<K> {
         self.store.clone()
+    }
+
+    /// The cache by key.
+    pub fn index(&self) -> Arc<Index<K>> {
+        self.index.clone()
     }
 
     /// Whether the cache has had its first complete list.

@@ -34,6 +34,7 @@ use super::write_status;
 use crate::access::home::{no_organization_message, organization_of_home};
 use crate::api::{Invitation, InvitationPhase, Membership, Organization};
 use crate::cache::{Filled, all_filled, wait_all_filled};
+use crate::index::{Index, Key};
 use crate::watch_set::WatchSet;
 
 /// Why a reconcile failed (it is retried).
@@ -110,12 +111,16 @@ impl InvitationController {
     fn controller(&self) -> Controller<Invitation> {
         let watches = &self.watches;
         let invitations = watches.invitations.store();
-        let cache = invitations.clone();
+        let index = watches.invitations.index();
+        let cache = index.clone();
         let by_person = move |namespace: Option<String>, email: String, except: Option<String>| {
+            let Some(namespace) = namespace else {
+                return Vec::new();
+            };
             cache
-                .state()
+                .get(&Key::Namespace(namespace))
                 .into_iter()
-                .filter(|i| i.namespace() == namespace && i.spec.email.normalized() == email)
+                .filter(|i| i.spec.email.normalized() == email)
                 .filter(|i| Some(i.name_any()) != except)
                 .map(|i| ObjectRef::from_obj(&*i))
                 .collect::<Vec<_>>()
@@ -123,7 +128,7 @@ impl InvitationController {
         let by_person = Arc::new(by_person);
         let siblings = by_person.clone();
         let members = by_person;
-        let (in_home, in_namespace) = (invitations.clone(), invitations.clone());
+        let (in_home, in_namespace) = (index.clone(), index);
         // A change to one Invitation wakes the others to the same person (a refusal for
         // a duplicate may clear), from the same watch: no second watch of Invitations.
         let (sibling_tx, sibling_rx) = futures::channel::mpsc::unbounded();
@@ -514,11 +519,10 @@ async fn invalid_message(
 }
 
 /// The cached Invitations in `namespace` (an Organization's home), as triggers.
-fn invitations_in(invitations: &Store<Invitation>, namespace: &str) -> Vec<ObjectRef<Invitation>> {
+fn invitations_in(invitations: &Index<Invitation>, namespace: &str) -> Vec<ObjectRef<Invitation>> {
     invitations
-        .state()
+        .get(&Key::Namespace(namespace.to_string()))
         .into_iter()
-        .filter(|i| i.namespace().as_deref() == Some(namespace))
         .map(|i| ObjectRef::from_obj(&*i))
         .collect()
 }

@@ -26,6 +26,7 @@ use crate::access::names::{LABEL_MANAGED_BY, LABEL_ORGANIZATION, MANAGER};
 use crate::access::native::CachedRoleBinding;
 use crate::api::{Invitation, Membership, Organization, RoleBinding};
 use crate::cache::{Filled, all_filled};
+use crate::index::{self, Index, Key};
 use crate::metrics::Metrics;
 use crate::shutdown::{RECONCILE_GRACE, run_until_stopped, stopped};
 use crate::watch_set::Watched;
@@ -99,6 +100,29 @@ pub struct Stores {
     /// Whether the Invitation cache is filled: only the Organization's status (its
     /// count of pending invitations) reads it, so access is not kept waiting for it.
     pub invitations_filled: Filled,
+    /// The caches above by key: a reconcile reads its organization's objects there.
+    pub index: Indexes,
+}
+
+/// The caches of [`Stores`] by key ([`crate::index`]).
+#[derive(Clone)]
+pub struct Indexes {
+    /// By home namespace.
+    pub organizations: Arc<Index<Organization>>,
+    /// By namespace.
+    pub memberships: Arc<Index<Membership>>,
+    /// By namespace.
+    pub bindings: Arc<Index<RoleBinding>>,
+    /// By namespace.
+    pub invitations: Arc<Index<Invitation>>,
+    /// By organization label.
+    pub namespaces: Arc<Index<Namespace>>,
+    /// By managing organization and by namespace.
+    pub native_bindings: Arc<Index<CachedRoleBinding>>,
+    /// By managing organization.
+    pub cluster_roles: Arc<Index<ClusterRole>>,
+    /// By managing organization.
+    pub cluster_role_bindings: Arc<Index<ClusterRoleBinding>>,
 }
 
 impl Stores {
@@ -143,15 +167,14 @@ pub const WRITE_CONCURRENCY: usize = 16;
 
 /// The organizations whose home namespace is `namespace`.
 fn orgs_homed_in(
-    orgs: &Store<Organization>,
+    orgs: &Index<Organization>,
     namespace: Option<String>,
 ) -> Vec<ObjectRef<Organization>> {
     let Some(namespace) = namespace else {
         return vec![];
     };
-    orgs.state()
+    orgs.get(&Key::Home(namespace))
         .iter()
-        .filter(|org| org.home_namespace() == namespace)
         .map(|org| ObjectRef::from_obj(org.as_ref()))
         .collect()
 }
@@ -184,25 +207,35 @@ pub async fn run(
     let namespaces = watches.namespaces.clone();
     let organizations = match &selector {
         None => watches.organizations.clone(),
-        Some(selector) => Watched::start(
+        Some(selector) => Watched::start_indexed(
             Api::<Organization>::all(client.clone()),
             watcher::Config::default().labels(selector),
+            index::by_home,
         ),
     };
     // This controller's own.
-    let bindings = Watched::<RoleBinding>::start(
+    let bindings = Watched::<RoleBinding>::start_indexed(
         Api::all(client.clone()),
         watcher::Config::default().any_semantic(),
+        index::by_namespace,
     );
-    let native_bindings = Watched::<CachedRoleBinding>::start(
+    let native_bindings = Watched::<CachedRoleBinding>::start_indexed(
         Api::all(client.clone()),
         managed
             .clone()
             .page_size(crate::cache::NATIVE_BINDINGS_PAGE),
+        index::by_manager_and_namespace,
     );
-    let cluster_roles = Watched::<ClusterRole>::start(Api::all(client.clone()), managed.clone());
-    let cluster_role_bindings =
-        Watched::<ClusterRoleBinding>::start(Api::all(client.clone()), managed);
+    let cluster_roles = Watched::<ClusterRole>::start_indexed(
+        Api::all(client.clone()),
+        managed.clone(),
+        index::by_manager,
+    );
+    let cluster_role_bindings = Watched::<ClusterRoleBinding>::start_indexed(
+        Api::all(client.clone()),
+        managed,
+        index::by_manager,
+    );
     let claims = Watched::<Lease>::start(
         Api::namespaced(client.clone(), &claims_namespace),
         watcher::Config::default().labels(&format!(
@@ -235,8 +268,18 @@ pub async fn run(
             cluster_role_bindings.filled(),
         ],
         invitations_filled: invitations.filled(),
+        index: Indexes {
+            organizations: organizations.index(),
+            memberships: memberships.index(),
+            bindings: bindings.index(),
+            invitations: invitations.index(),
+            namespaces: namespaces.index(),
+            native_bindings: native_bindings.index(),
+            cluster_roles: cluster_roles.index(),
+            cluster_role_bindings: cluster_role_bindings.index(),
+        },
     };
-    let organizations = organizations.store();
+    let organizations = organizations.index();
     let native_bindings_store = native_bindings.store();
     let context = Arc::new(Context {
         bindable: Bindable::default(),
@@ -260,7 +303,7 @@ pub async fn run(
         organizations.clone(),
     );
     let members_by_email = context.stores.memberships.clone();
-    let bindings_by_ns = native_bindings_store.clone();
+    let natives_by_ns = context.stores.index.native_bindings.clone();
     // Status writes wake nobody; changes that may change access are urgent.
     let membership_changes = triggers::Changes::new(memberships.store(), reconcile::is_refused);
     let binding_changes = triggers::Changes::new(
@@ -290,10 +333,9 @@ pub async fn run(
                 org_of_label(ns.as_ref()).into_iter().collect();
             orgs.extend(orgs_homed_in(&o4, Some(ns.name_any())));
             orgs.extend(
-                bindings_by_ns
-                    .state()
+                natives_by_ns
+                    .get(&Key::Namespace(ns.name_any()))
                     .iter()
-                    .filter(|rb| rb.namespace().as_deref() == Some(ns.name_any().as_str()))
                     .filter_map(|rb| org_of_label(rb.as_ref())),
             );
             orgs.sort_by(|a, b| a.name.cmp(&b.name));

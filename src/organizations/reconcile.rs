@@ -30,8 +30,8 @@ use crate::access::desired::{BindingOutcome, DesiredAccess};
 use crate::access::home::home_refusal;
 use crate::access::leave::LeaveRefusal;
 use crate::access::names::{
-    ANNOTATION_SOURCE, LABEL_MANAGED_BY, LABEL_ORGANIZATION, LABEL_OWNER, MANAGER,
-    MEMBERSHIP_FINALIZER, managed_labels, person_object_name,
+    ANNOTATION_SOURCE, LABEL_ORGANIZATION, LABEL_OWNER, MEMBERSHIP_FINALIZER, managed_labels,
+    person_object_name,
 };
 use crate::access::policy::{PolicyRefusal, orphaned_bindings};
 use crate::api::condition::{DesiredCondition, READY, merge_conditions};
@@ -43,6 +43,7 @@ use crate::api::{
     Email, Membership, MembershipSpec, Organization, RoleBinding, RoleBindingSpec, Scope,
 };
 use crate::catalog::ORGANIZATION_OWNER;
+use crate::index::Key;
 
 /// The finalizer on Organizations: release Membership finalizers before it goes.
 pub const ORGANIZATION_FINALIZER: &str = "kube-org.io/organization";
@@ -103,62 +104,28 @@ struct Snapshot {
     cluster_role_bindings: Vec<Arc<ClusterRoleBinding>>,
 }
 
-fn labelled_for<K: Resource>(obj: &K, org: &str) -> bool {
-    obj.labels().get(LABEL_ORGANIZATION).map(String::as_str) == Some(org)
-        && obj.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGER)
-}
-
-/// The cached objects kube-org manages for `org`.
-fn managed_for<K>(store: &kube::runtime::reflector::Store<K>, org: &str) -> Vec<Arc<K>>
-where
-    K: Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store
-        .state()
-        .into_iter()
-        .filter(|o| labelled_for(o.as_ref(), org))
-        .collect()
-}
-
 fn dereference(org: &Organization, ctx: &Context) -> Snapshot {
     let name = org.name_any();
-    let home = org.home_namespace();
-    let s = &ctx.stores;
-    let in_home = |ns: Option<String>| ns.as_deref() == Some(home.as_str());
+    let index = &ctx.stores.index;
+    let home = Key::Namespace(org.home_namespace());
+    let managed = Key::ManagedFor(name.clone());
     Snapshot {
-        memberships: s
-            .memberships
-            .state()
-            .into_iter()
-            .filter(|m| in_home(m.namespace()))
-            .collect(),
-        bindings: s
-            .bindings
-            .state()
-            .into_iter()
-            .filter(|b| in_home(b.namespace()))
-            .collect(),
-        namespaces: s
-            .namespaces
-            .state()
-            .into_iter()
-            .filter(|ns| ns.labels().get(LABEL_ORGANIZATION) == Some(&name))
-            .collect(),
-        native_bindings: managed_for(&s.native_bindings, &name),
-        cluster_roles: managed_for(&s.cluster_roles, &name),
-        cluster_role_bindings: managed_for(&s.cluster_role_bindings, &name),
+        memberships: index.memberships.get(&home),
+        bindings: index.bindings.get(&home),
+        namespaces: index.namespaces.get(&Key::Organization(name)),
+        native_bindings: index.native_bindings.get(&managed),
+        cluster_roles: index.cluster_roles.get(&managed),
+        cluster_role_bindings: index.cluster_role_bindings.get(&managed),
     }
 }
 
 /// How many of the organization's Invitations are pending (from the Invitation cache).
 fn pending_invitations(org: &Organization, ctx: &Context) -> usize {
-    let home = org.home_namespace();
     ctx.stores
+        .index
         .invitations
-        .state()
+        .get(&Key::Namespace(org.home_namespace()))
         .iter()
-        .filter(|i| i.namespace().as_deref() == Some(home.as_str()))
         .filter(|i| i.status.as_ref().and_then(|s| s.phase) == Some(InvitationPhase::Pending))
         .count()
 }
@@ -630,7 +597,6 @@ fn memberships_elsewhere(
     ctx: &Context,
     home: &str,
 ) -> BTreeMap<String, Vec<crate::exclusive::MemberOf>> {
-    let organizations = ctx.stores.organizations.state();
     let mut by_email: BTreeMap<String, Vec<crate::exclusive::MemberOf>> = BTreeMap::new();
     for m in ctx.stores.memberships.state() {
         let Some(namespace) = m.namespace().filter(|ns| ns != home) else {
@@ -639,9 +605,12 @@ fn memberships_elsewhere(
         if m.meta().deletion_timestamp.is_some() || is_refused(&m) {
             continue;
         }
-        if let Some(o) = organizations
-            .iter()
-            .find(|o| o.home_namespace() == namespace)
+        if let Some(o) = ctx
+            .stores
+            .index
+            .organizations
+            .get(&Key::Home(namespace))
+            .first()
         {
             by_email.entry(m.spec.email.normalized()).or_default().push(
                 crate::exclusive::MemberOf {
@@ -1179,22 +1148,11 @@ async fn release_leaving_members(
 /// cache holds them now.
 pub async fn write_statuses(plan: &StatusPlan, ctx: &Context) -> Result<(), Error> {
     let org = plan.org.as_ref();
-    let home = org.home_namespace();
-    let in_home = |ns: Option<String>| ns.as_deref() == Some(home.as_str());
-    let bindings: Vec<Arc<RoleBinding>> = ctx
-        .stores
-        .bindings
-        .state()
-        .into_iter()
-        .filter(|b| in_home(b.namespace()))
-        .collect();
-    let memberships: Vec<Arc<Membership>> = ctx
-        .stores
-        .memberships
-        .state()
-        .into_iter()
-        .filter(|m| in_home(m.namespace()) && holds_finalizer(m))
-        .collect();
+    let index = &ctx.stores.index;
+    let home = Key::Namespace(org.home_namespace());
+    let bindings = index.bindings.get(&home);
+    let mut memberships = index.memberships.get(&home);
+    memberships.retain(|m| holds_finalizer(m));
     futures::try_join!(
         write_binding_statuses(org, ctx, &bindings, &plan.desired),
         write_membership_statuses(org, ctx, &memberships, &plan.desired, &plan.refusals)

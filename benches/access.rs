@@ -5,7 +5,9 @@
 //! time until every native RoleBinding is correct, time until every status is written,
 //! the API writes of the cold converge by resource and verb, the operator's peak RSS,
 //! what each of its caches holds, three reaction times measured during the cold
-//! converge, and the writes of an idle period and of a restart.
+//! converge, and the writes of an idle period and of a restart. Last, with the operator
+//! stopped, the ceiling for statuses: the finalizers and statuses of the cold converge
+//! written by a plain client onto copies of the custom objects, three streams of 16.
 //!
 //! Run with `make bench-access` (starts a local control plane) or `cargo bench --bench
 //! access` against the cluster KUBECONFIG names. Environment:
@@ -30,6 +32,7 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::RoleBinding as NativeRoleBinding;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
@@ -624,6 +627,168 @@ async fn raw_writes(
     (objects.len(), took)
 }
 
+/// The finalizer kube-org adds to every Membership (`access::names`).
+const MEMBERSHIP_FINALIZER: &str = "kube-org.io/membership";
+
+/// Copies the objects of kind `ar` in namespace `from` into namespace `into`,
+/// `RAW_PARALLEL` at a time: name and spec, and the labels and annotations that are
+/// not kube-org's — no status, no finalizers, no owner references, nothing pointing
+/// at the organization, so nothing acts on the copies. Returns each copy's name with
+/// the original's status, verbatim (one being deleted or without a status is left out:
+/// kube-org writes it none).
+async fn copy_objects(
+    client: &Client,
+    ar: &ApiResource,
+    from: &str,
+    into: &str,
+) -> Vec<(String, serde_json::Value)> {
+    let originals = Api::<DynamicObject>::namespaced_with(client.clone(), from, ar)
+        .list(&Default::default())
+        .await
+        .expect("listing the objects to copy");
+    let not_kube_orgs = |map: &Option<BTreeMap<String, String>>| {
+        let kept: BTreeMap<String, String> = map
+            .iter()
+            .flatten()
+            .filter(|(k, v)| {
+                let managed = *k == "app.kubernetes.io/managed-by" && *v == "kube-org";
+                !(k.starts_with("kube-org.io/") || managed)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (!kept.is_empty()).then_some(kept)
+    };
+    let mut statuses = Vec::new();
+    let mut copies = Vec::new();
+    for original in originals {
+        let Some(status) = original
+            .data
+            .get("status")
+            .filter(|_| original.metadata.deletion_timestamp.is_none())
+        else {
+            continue;
+        };
+        let name = original.name_any();
+        let mut copy = DynamicObject::new(&name, ar)
+            .within(into)
+            .data(serde_json::json!({"spec": original.data["spec"]}));
+        copy.metadata.labels = not_kube_orgs(&original.metadata.labels);
+        copy.metadata.annotations = not_kube_orgs(&original.metadata.annotations);
+        statuses.push((name, status.clone()));
+        copies.push(copy);
+    }
+    create_all(
+        &Api::namespaced_with(client.clone(), into, ar),
+        copies,
+        RAW_PARALLEL,
+    )
+    .await;
+    statuses
+}
+
+/// Writes `status` on `name` by server-side apply on the status subresource, as
+/// kube-org does (field manager `kube-org`, forced).
+async fn write_status<K>(api: &Api<K>, name: &str, status: &serde_json::Value)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply("kube-org").force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .expect("writing a status directly");
+}
+
+/// The ceiling for statuses: the writes kube-org's cold converge makes on its own
+/// objects — a finalizer on every Membership, the status of every Membership and every
+/// kube-org RoleBinding, three streams of `RAW_PARALLEL` at once, as kube-org runs
+/// them — made by a plain client on copies of the home namespace's objects (with the
+/// statuses kube-org wrote) in a namespace of no organization. Run with the operator
+/// stopped, after every other measurement; the copies and their namespace are deleted
+/// after. Returns how many writes, and the time from the first request to the last
+/// answer.
+async fn raw_status_writes(client: &Client, w: &Workload) -> (usize, Duration) {
+    let ns = unique("bench-raw-statuses");
+    assert!(
+        common::create_namespace(client, &ns).await,
+        "namespace {ns} exists already"
+    );
+    let (membership_kind, binding_kind) = (
+        ApiResource::erase::<Membership>(&()),
+        ApiResource::erase::<RoleBinding>(&()),
+    );
+    let (memberships, bindings) = tokio::join!(
+        copy_objects(client, &membership_kind, &w.home, &ns),
+        copy_objects(client, &binding_kind, &w.home, &ns),
+    );
+    let membership_api: Api<Membership> = Api::namespaced(client.clone(), &ns);
+    let binding_api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
+    let add_finalizer = serde_json::json!(
+        [{"op": "add", "path": "/metadata/finalizers", "value": [MEMBERSHIP_FINALIZER]}]
+    );
+    let finalizer_patches: Vec<(&String, Patch<()>)> = memberships
+        .iter()
+        .map(|(name, _)| {
+            let ops = serde_json::from_value(add_finalizer.clone()).expect("a JSON Patch");
+            (name, Patch::Json(ops))
+        })
+        .collect();
+
+    // A Membership's status follows its finalizer (as kube-org writes them: a status
+    // written first would make kube-org's guarded finalizer patch fail).
+    let (finalized_tx, finalized_rx) = futures::channel::mpsc::unbounded::<usize>();
+    let (api, patches) = (&membership_api, &finalizer_patches);
+    let started = Instant::now();
+    futures::join!(
+        async move {
+            stream::iter(0..patches.len())
+                .map(|i| {
+                    let (tx, (name, patch)) = (finalized_tx.clone(), &patches[i]);
+                    async move {
+                        api.patch(name, &PatchParams::default(), patch)
+                            .await
+                            .expect("adding a finalizer directly");
+                        let _ = tx.unbounded_send(i);
+                    }
+                })
+                .buffer_unordered(RAW_PARALLEL)
+                .collect::<()>()
+                .await;
+        },
+        finalized_rx
+            .map(|i| {
+                let (name, status) = &memberships[i];
+                write_status(&membership_api, name, status)
+            })
+            .buffer_unordered(RAW_PARALLEL)
+            .collect::<()>(),
+        stream::iter(&bindings)
+            .map(|(name, status)| write_status(&binding_api, name, status))
+            .buffer_unordered(RAW_PARALLEL)
+            .collect::<()>(),
+    );
+    let took = started.elapsed();
+
+    let release = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+    stream::iter(&memberships)
+        .for_each_concurrent(RAW_PARALLEL, |(name, _)| {
+            let (api, release) = (&membership_api, &release);
+            async move {
+                api.patch(name, &PatchParams::default(), release)
+                    .await
+                    .expect("removing a finalizer written directly");
+            }
+        })
+        .await;
+    common::delete_namespace(client, &ns).await;
+    (2 * memberships.len() + bindings.len(), took)
+}
+
 /// A managed binding is deleted behind kube-org's back (as soon as it exists): how long
 /// until it exists again (a new uid, seen by the watch).
 async fn deleted_binding_restored(
@@ -906,6 +1071,14 @@ async fn main() {
     let restart_peak = proc_status_kib(restarted.pid(), "VmHWM");
     println!("API writes on restart with nothing changed: {restart_writes}");
     restarted.stop();
+
+    // The ceiling for statuses, last and with no operator running: nothing it does
+    // disturbs the figures above, and the statuses copied are those kube-org wrote.
+    let (raw_status_count, raw_statuses) = raw_status_writes(&client, &w).await;
+    println!(
+        "writing the {raw_status_count} finalizers and statuses of the custom objects directly, three streams of {RAW_PARALLEL} at a time: {:.3}s",
+        raw_statuses.as_secs_f64()
+    );
     let _ = Api::<Organization>::all(client.clone())
         .delete(&w.org, &Default::default())
         .await;
@@ -914,6 +1087,8 @@ async fn main() {
         ("members", members as f64, "members"),
         ("resources", resources as f64, "namespaces"),
         ("raw_native_rolebindings", raw.as_secs_f64(), "s"),
+        ("raw_statuses", raw_statuses.as_secs_f64(), "s"),
+        ("raw_statuses_writes", raw_status_count as f64, "requests"),
         ("first_native_rolebinding", first.as_secs_f64(), "s"),
         (
             "untouched_native_rolebindings_correct",

@@ -142,7 +142,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     let started = std::time::Instant::now();
     let name = org.name_any();
     // Urgent changes after this point may cut this pass's writes short and end its
-    // finalizer batches early.
+    // finalizer stream early.
     let urgent_before = ctx.urgent.count(&name);
     if let Some(refusal) = ensure_home_namespace(org, ctx).await? {
         let ready = DesiredCondition::new(READY, false, refusal.reason, refusal.message.clone());
@@ -925,7 +925,7 @@ const FINALIZER_TIME: Duration = Duration::from_millis(250);
 /// write at least as long as it planned).
 const WRITE_SLICE: Duration = Duration::from_millis(250);
 
-/// Adds kube-org's finalizer to Memberships that lack it, a batch at a time `until` a
+/// Adds kube-org's finalizer to Memberships that lack it, a few at a time `until` a
 /// deadline or an urgent change ([`super::triggers::Urgent`]: the count differs from
 /// the one given); returns whether some are left for the next reconcile.
 async fn ensure_membership_finalizers(
@@ -942,36 +942,37 @@ async fn ensure_membership_finalizers(
         })
         .collect();
     // A change that may change access since the pass began (a deleted binding, a new
-    // namespace, a member removed) ends the batches early: the reconcile it queued
-    // comes next.
+    // namespace, a member removed) ends the stream early: the reconcile it queued comes
+    // next. Checked before each write starts (`WRITE_CONCURRENCY` run at once; those
+    // under way finish), so there is no batch to wait for.
     let (deadline, urgent_before) = until;
     let name = org.name_any();
-    let (mut tried, mut stale) = (0, 0);
-    for batch in missing.chunks(2 * super::WRITE_CONCURRENCY) {
-        if tried > 0
-            && (std::time::Instant::now() >= deadline || ctx.urgent.count(&name) != urgent_before)
-        {
-            break;
-        }
+    let mut tried = 0;
+    // By index (see `apply::sync`).
+    let writes = (0..missing.len())
+        .map_while(|i| {
+            let stop = tried > 0
+                && (std::time::Instant::now() >= deadline
+                    || ctx.urgent.count(&name) != urgent_before);
+            tried += usize::from(!stop);
+            (!stop).then_some(i)
+        })
         // The copy the cache holds now, not the snapshot's: a status written since
         // (`holds_finalizer`) changed its resourceVersion, or a later pass added the
         // finalizer already.
-        let current: Vec<Arc<Membership>> = batch
-            .iter()
-            .filter_map(|m| ctx.stores.memberships.get(&ObjectRef::from_obj(m.as_ref())))
-            .filter(|m| m.meta().deletion_timestamp.is_none() && !holds_finalizer(m))
-            .collect();
-        // By index (see `apply::sync`).
-        let writes = (0..current.len()).map(|i| {
-            let m = &current[i];
+        .filter_map(|i| {
+            ctx.stores
+                .memberships
+                .get(&ObjectRef::from_obj(missing[i].as_ref()))
+        })
+        .filter(|m| m.meta().deletion_timestamp.is_none() && !holds_finalizer(m))
+        .map(|m| async move {
             let mut finalizers = m.finalizers().to_vec();
             finalizers.push(MEMBERSHIP_FINALIZER.to_string());
-            patch_finalizers(ctx, m, finalizers)
+            patch_finalizers(ctx, &m, finalizers).await
         });
-        let applied = all_ok(writes).await?;
-        stale += applied.iter().filter(|a| **a == Applied::Stale).count();
-        tried += batch.len();
-    }
+    let applied = all_ok(writes).await?;
+    let stale = applied.iter().filter(|a| **a == Applied::Stale).count();
     if tried > 0 {
         tracing::debug!(organization = %org.name_any(), count = tried - stale, stale, "added Membership finalizers");
     }
@@ -1164,7 +1165,7 @@ pub async fn write_statuses(plan: &StatusPlan, ctx: &Context) -> Result<(), Erro
 /// is being deleted, when none is added). Adding the finalizer is a patch guarded by the
 /// resourceVersion read, which a status write would make fail and repeat; so each
 /// Membership's status follows its own finalizer, and a cold start writes statuses
-/// alongside the finalizer batches rather than after the last of them. The finalizer's
+/// alongside the finalizers rather than after the last of them. The finalizer's
 /// watch event wakes the organization, whose next plan writes the status.
 fn holds_finalizer(m: &Membership) -> bool {
     m.meta().deletion_timestamp.is_some()

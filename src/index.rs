@@ -86,17 +86,7 @@ impl<K: Resource> Index<K> {
         let keys = (self.keys_of)(obj.as_ref());
         let mut inner = self.write();
         inner.unfile(&at);
-        if keys.is_empty() {
-            return;
-        }
-        for key in &keys {
-            inner
-                .by_key
-                .entry(key.clone())
-                .or_default()
-                .insert(at.clone(), obj.clone());
-        }
-        inner.keys.insert(at, keys);
+        inner.file(at, keys, obj);
     }
 
     /// Unfiles the object at `obj`'s place (it left the cache).
@@ -109,19 +99,7 @@ impl<K: Resource> Index<K> {
     pub fn reset(&self, objects: impl IntoIterator<Item = Arc<K>>) {
         let mut fresh = Inner::default();
         for obj in objects {
-            let keys = (self.keys_of)(obj.as_ref());
-            if keys.is_empty() {
-                continue;
-            }
-            let at = place(obj.as_ref());
-            for key in &keys {
-                fresh
-                    .by_key
-                    .entry(key.clone())
-                    .or_default()
-                    .insert(at.clone(), obj.clone());
-            }
-            fresh.keys.insert(at, keys);
+            fresh.file(place(obj.as_ref()), (self.keys_of)(obj.as_ref()), obj);
         }
         *self.write() = fresh;
     }
@@ -138,6 +116,19 @@ impl<K: Resource> Index<K> {
 }
 
 impl<K> Inner<K> {
+    fn file(&mut self, at: Place, keys: Vec<Key>, obj: Arc<K>) {
+        if keys.is_empty() {
+            return;
+        }
+        for key in &keys {
+            self.by_key
+                .entry(key.clone())
+                .or_default()
+                .insert(at.clone(), obj.clone());
+        }
+        self.keys.insert(at, keys);
+    }
+
     fn unfile(&mut self, at: &Place) {
         for key in self.keys.remove(at).unwrap_or_default() {
             if let Some(objects) = self.by_key.get_mut(&key) {

@@ -25,6 +25,10 @@ pub struct StatusPlan {
     pub org: Arc<Organization>,
     pub desired: DesiredAccess,
     pub refusals: BTreeMap<String, LeaveRefusal>,
+    /// Whether Membership statuses are written too: not while the reconcile is still
+    /// adding Membership finalizers (patches guarded by resourceVersion, which a status
+    /// write would make fail and repeat). RoleBinding statuses are written anyway.
+    pub memberships: bool,
 }
 
 #[derive(Default)]
@@ -145,6 +149,7 @@ mod tests {
             org: Arc::new(org),
             desired,
             refusals: BTreeMap::new(),
+            memberships: true,
         }
     }
 

@@ -279,6 +279,7 @@ pub async fn run(
             cluster_role_bindings: cluster_role_bindings.index(),
         },
     };
+    let urgent = Arc::new(triggers::Urgent::new(organizations.store()));
     let organizations = organizations.index();
     let native_bindings_store = native_bindings.store();
     let context = Arc::new(Context {
@@ -286,7 +287,7 @@ pub async fn run(
         claims_namespace,
         statuses: status_queue::StatusQueue::default(),
         access_first: priority::AccessFirst::default(),
-        urgent: Arc::default(),
+        urgent,
         bound: Default::default(),
         identity,
         events: crate::events::Events::new(client.clone(), metrics.clone()),

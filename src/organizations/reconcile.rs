@@ -1475,6 +1475,7 @@ async fn cleanup(org: &Organization, ctx: &Context) -> Result<Action, Error> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&org.name_any());
+    ctx.urgent.forget(&org.name_any());
     let home = ctx
         .stores
         .namespaces

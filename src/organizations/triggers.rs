@@ -124,14 +124,32 @@ fn changed<K: Resource>(
 /// How many urgent changes woke each organization: a reconcile writing native RBAC
 /// (after its first slice) or adding Membership finalizers stops early when a newer one
 /// is waiting, so a repair is not kept behind it.
-#[derive(Default)]
-pub struct Urgent(Mutex<HashMap<String, u64>>);
+///
+/// Only organizations that exist are counted: the organization a native binding or a
+/// namespace names comes from a label, and a namespace admin can label bindings in her
+/// namespace with any name (one entry per name she made up, forever, before). A deleted
+/// organization's count is forgotten ([`Urgent::forget`]).
+pub struct Urgent {
+    counts: Mutex<HashMap<String, u64>>,
+    organizations: Store<Organization>,
+}
 
 impl Urgent {
-    /// Counts an urgent change for each of `orgs`; returns them.
+    pub fn new(organizations: Store<Organization>) -> Self {
+        Urgent {
+            counts: Mutex::default(),
+            organizations,
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an urgent change for each of `orgs` that exists; returns them all.
     pub fn mark(&self, orgs: Vec<ObjectRef<Organization>>) -> Vec<ObjectRef<Organization>> {
-        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for org in &orgs {
+        let mut counts = self.counts();
+        for org in orgs.iter().filter(|o| self.organizations.get(o).is_some()) {
             *counts.entry(org.name.clone()).or_default() += 1;
         }
         orgs
@@ -139,8 +157,12 @@ impl Urgent {
 
     /// The urgent changes of `org` so far.
     pub fn count(&self, org: &str) -> u64 {
-        let counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        counts.get(org).copied().unwrap_or_default()
+        self.counts().get(org).copied().unwrap_or_default()
+    }
+
+    /// Drops `org`'s count (it is being deleted).
+    pub fn forget(&self, org: &str) {
+        self.counts().remove(org);
     }
 }
 
@@ -284,12 +306,30 @@ mod tests {
     }
 
     #[test]
-    fn urgent_changes_are_counted_per_organization() {
-        let urgent = Urgent::default();
+    fn urgent_changes_are_counted_per_existing_organization() {
+        let (store, mut writer) = kube::runtime::reflector::store::<Organization>();
+        for name in ["acme", "beta"] {
+            let org: Organization = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name}, "spec": {"owners": ["a@example.com"]},
+            }))
+            .unwrap();
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(org));
+        }
+        let urgent = Urgent::new(store);
         assert_eq!(urgent.count("acme"), 0);
         let orgs = urgent.mark(vec![ObjectRef::new("acme"), ObjectRef::new("beta")]);
         assert_eq!(orgs.len(), 2);
         urgent.mark(vec![ObjectRef::new("acme")]);
         assert_eq!((urgent.count("acme"), urgent.count("beta")), (2, 1));
+
+        // A name a tenant put on a binding's label: woken (the controller finds
+        // nothing), never counted.
+        let made_up = urgent.mark(vec![ObjectRef::new("made-up")]);
+        assert_eq!(made_up.len(), 1);
+        assert!(!urgent.counts().contains_key("made-up"));
+
+        urgent.forget("acme");
+        assert_eq!(urgent.count("acme"), 0);
+        assert!(!urgent.counts().contains_key("acme"));
     }
 }

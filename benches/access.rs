@@ -38,7 +38,8 @@ use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
-use kube_org::api::{Membership, Organization, RoleBinding};
+use kube_org::access::names::MEMBERSHIP_FINALIZER;
+use kube_org::api::{FIELD_MANAGER, Membership, Organization, RoleBinding};
 
 const MEMBERS: usize = 1_000;
 const RESOURCES: usize = 100;
@@ -633,9 +634,6 @@ async fn raw_writes(
 /// (`BENCH_RAW_STATUSES=0|1` decides otherwise).
 const RAW_STATUSES_MAX_MEMBERS: usize = 2_000;
 
-/// The finalizer kube-org adds to every Membership (`access::names`).
-const MEMBERSHIP_FINALIZER: &str = "kube-org.io/membership";
-
 /// Copies the objects of kind `ar` in namespace `from` into namespace `into`,
 /// `RAW_PARALLEL` at a time: name and spec, and the labels and annotations that are
 /// not kube-org's — no status, no finalizers, no owner references, nothing pointing
@@ -703,7 +701,7 @@ where
     });
     api.patch_status(
         name,
-        &PatchParams::apply("kube-org").force(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(body),
     )
     .await

@@ -35,7 +35,6 @@ pub struct WriteLabels {
     pub verb: String,
 }
 
-/// The controllers' metrics; cheap to clone (shared counters).
 /// The label of a cache's figures.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
@@ -54,6 +53,7 @@ pub struct CacheCost {
 /// Measures every cache of the process, when `/metrics` is read.
 pub type CacheMeter = std::sync::Arc<dyn Fn() -> Vec<CacheCost> + Send + Sync>;
 
+/// The controllers' metrics; cheap to clone (shared counters).
 #[derive(Clone)]
 pub struct Metrics {
     pub reconciles: Family<ControllerLabels, Counter>,

@@ -833,13 +833,12 @@ async fn a_namespace_admin_spamming_deletions_cannot_stall_the_organization() {
     // says so.
     grant(&org, "dan@example.com", "editor", all("deployment")).await;
     eventually_can(c, "dan@example.com", edit_in(&dev), true, REACT).await;
-    let active = eventually("dan's Membership status is written", REACT, || async {
+    eventually("dan's Membership status is written", REACT, || async {
         membership_reason(&org, "dan-example-com")
             .await
             .filter(|r| r == "Active")
     })
     .await;
-    assert_eq!(active, "Active");
 
     stop.store(true, Ordering::SeqCst);
     spam.await.unwrap();

@@ -972,7 +972,8 @@ async fn ensure_membership_finalizers(
     let applied = all_ok(writes).await?;
     let stale = applied.iter().filter(|a| **a == Applied::Stale).count();
     if tried > 0 {
-        tracing::debug!(organization = %org.name_any(), count = tried - stale, stale, "added Membership finalizers");
+        let added = applied.iter().filter(|a| **a == Applied::Yes).count();
+        tracing::debug!(organization = %org.name_any(), count = added, stale, "added Membership finalizers");
     }
     // A copy found out of date (a status write changed it meanwhile, and status writes
     // wake nobody: `super::triggers`) is tried again by the next pass.

@@ -11,6 +11,7 @@ pub mod exclusive;
 pub mod index;
 pub mod invitations;
 pub mod leader;
+pub mod metadata_reply;
 pub mod metrics;
 pub mod organizations;
 pub mod plugin;

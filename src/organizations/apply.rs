@@ -411,7 +411,7 @@ where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     metrics.write(resource, "create");
-    match api.create(&as_kube_org(), obj).await {
+    match crate::metadata_reply::create(api, &as_kube_org(), obj).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => {
             apply(api, metrics, resource, obj).await.map(|_| ())
@@ -435,7 +435,7 @@ where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     metrics.write(resource, "update");
-    match api.replace(&obj.name_any(), &as_kube_org(), obj).await {
+    match crate::metadata_reply::replace(api, &obj.name_any(), &as_kube_org(), obj).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => {
             create_or_apply(api, metrics, resource, obj).await
@@ -487,7 +487,7 @@ where
     metrics.write(resource, "patch");
     let patch = serde_json::json!({"metadata": {"finalizers": null}});
     match api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_metadata(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(()),

@@ -1019,7 +1019,7 @@ async fn patch_finalizers(
     );
     ctx.metrics.write("memberships", "patch");
     match api
-        .patch(&m.name_any(), &PatchParams::default(), &patch)
+        .patch_metadata(&m.name_any(), &PatchParams::default(), &patch)
         .await
     {
         Ok(_) => Ok(Applied::Yes),

@@ -1067,6 +1067,13 @@ async fn main() {
     tokio::time::sleep(idle).await;
     let idle_writes = operator.writes().await - writes;
     println!("API writes during {}s idle: {idle_writes}", idle.as_secs());
+    // Which, when any: a write after the converge is either late work or a loop.
+    for (kind, n) in writes_by_kind(&operator).await {
+        let before = by_kind.get(&kind).copied().unwrap_or_default();
+        if n > before {
+            println!("  {kind}: {}", n - before);
+        }
+    }
 
     operator.stop();
     let restarted = Operator::start_bin(&binary, &[]).await;

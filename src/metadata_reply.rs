@@ -84,3 +84,88 @@ where
         .request::<PartialObjectMeta<K>>(request)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef};
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    /// Method, path and `Accept` header of one request.
+    type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+
+    /// A client whose API server records each request and replies as a real one does
+    /// to a metadata-only request.
+    fn recording_client() -> (kube::Client, Seen) {
+        let seen = Seen::default();
+        let log = seen.clone();
+        let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+            let accept = request
+                .headers()
+                .get(ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            log.lock().unwrap().push((
+                request.method().to_string(),
+                request.uri().path().to_string(),
+                accept,
+            ));
+            let reply = r#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"viewers","namespace":"team","resourceVersion":"7"}}"#;
+            std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(
+                http_body_util::Full::new(bytes::Bytes::from_static(reply.as_bytes())),
+            )))
+        });
+        (kube::Client::new(service, "default"), seen)
+    }
+
+    fn binding() -> RoleBinding {
+        RoleBinding {
+            metadata: ObjectMeta {
+                name: Some("viewers".into()),
+                namespace: Some("team".into()),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: "view".into(),
+            },
+            subjects: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_write_asks_for_metadata_only_and_reads_it() {
+        let (client, seen) = recording_client();
+        let api: Api<RoleBinding> = Api::namespaced(client, "team");
+        let pp = PostParams::default();
+        let created = create(&api, &pp, &binding()).await.expect("create");
+        let replaced = replace(&api, "viewers", &pp, &binding())
+            .await
+            .expect("replace");
+        let patch = Patch::Merge(serde_json::json!({"status": {}}));
+        let patched = patch_status(&api, "viewers", &PatchParams::default(), &patch)
+            .await
+            .expect("patch_status");
+        for reply in [created, replaced, patched] {
+            assert_eq!(reply.metadata.name.as_deref(), Some("viewers"));
+            assert_eq!(reply.metadata.resource_version.as_deref(), Some("7"));
+        }
+        let path = "/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings";
+        let expected = [
+            ("POST", path.to_string()),
+            ("PUT", format!("{path}/viewers")),
+            ("PATCH", format!("{path}/viewers/status")),
+        ];
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), expected.len());
+        for ((method, uri, accept), (want_method, want_uri)) in seen.iter().zip(&expected) {
+            assert_eq!((method.as_str(), uri), (*want_method, want_uri));
+            assert_eq!(accept, METADATA_ONLY);
+        }
+    }
+}

@@ -8,6 +8,7 @@ pub mod reconcile;
 pub mod status;
 pub mod status_queue;
 pub mod triggers;
+pub mod unseen;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,8 @@ pub struct Context {
     pub access_first: priority::AccessFirst,
     /// Urgent changes per organization, counted by the triggers.
     pub urgent: Arc<triggers::Urgent>,
+    /// Status writes the caches do not show yet: a status pass waits for them.
+    pub unseen: unseen::UnseenWrites,
     /// Per organization, the uids of the RoleBindings its last plan evaluated for a
     /// present member ([`crate::access::policy::orphaned_bindings`]).
     pub bound:
@@ -288,6 +291,7 @@ pub async fn run(
         statuses: status_queue::StatusQueue::default(),
         access_first: priority::AccessFirst::default(),
         urgent,
+        unseen: Default::default(),
         bound: Default::default(),
         identity,
         events: crate::events::Events::new(client.clone(), metrics.clone()),

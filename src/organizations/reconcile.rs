@@ -1148,6 +1148,7 @@ async fn release_leaving_members(
 /// cache holds them now.
 pub async fn write_statuses(plan: &StatusPlan, ctx: &Context) -> Result<(), Error> {
     let org = plan.org.as_ref();
+    wait_for_own_writes(ctx, &org.home_namespace()).await;
     let index = &ctx.stores.index;
     let home = Key::Namespace(org.home_namespace());
     let bindings = index.bindings.get(&home);
@@ -1161,6 +1162,44 @@ pub async fn write_statuses(plan: &StatusPlan, ctx: &Context) -> Result<(), Erro
         write_membership_statuses(org, ctx, &memberships, &plan.desired, &plan.refusals)
     )
     .map(|_| ())
+}
+
+/// The resource names status writes are remembered under ([`super::unseen`]).
+const MEMBERSHIPS: &str = "memberships";
+const BINDINGS: &str = "rolebindings.kube-org.io";
+
+/// How long a status pass waits for the caches to show the previous pass's writes
+/// before it compares with them anyway (at worst writing a status again).
+const UNSEEN_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the Membership and RoleBinding caches show the status writes made in
+/// `namespace` (see [`super::unseen`]), for at most [`UNSEEN_WAIT`].
+async fn wait_for_own_writes(ctx: &Context, namespace: &str) {
+    let cached = |resource: &'static str, name: &str| match resource {
+        MEMBERSHIPS => ctx
+            .stores
+            .memberships
+            .get(&ObjectRef::new(name).within(namespace))
+            .and_then(|m| m.resource_version()),
+        _ => ctx
+            .stores
+            .bindings
+            .get(&ObjectRef::new(name).within(namespace))
+            .and_then(|b| b.resource_version()),
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let unseen = ctx.unseen.forget_seen(namespace, cached);
+        if unseen == 0 {
+            return;
+        }
+        if started.elapsed() >= UNSEEN_WAIT {
+            warn!(%namespace, unseen, "the caches do not show this operator's last status writes; comparing with them anyway");
+            ctx.unseen.forget(namespace);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Whether a Membership needs no finalizer added: it holds kube-org's, or is being
@@ -1301,7 +1340,7 @@ async fn write_binding_status(
     let changed_ready = ready_before.is_none_or(|c| {
         (c.status == "True") != outcome.ready.status || c.reason != outcome.ready.reason
     });
-    let wrote = write_status(ctx, "rolebindings.kube-org.io", binding, unchanged, &status).await?;
+    let wrote = write_status(ctx, BINDINGS, binding, unchanged, &status).await?;
     if !(wrote && changed_ready) {
         return Ok(None);
     }
@@ -1326,7 +1365,7 @@ async fn write_binding_status(
 /// reconcile is writing native RBAC ([`super::priority`]).
 async fn write_status<K, S>(
     ctx: &Context,
-    resource: &str,
+    resource: &'static str,
     obj: &K,
     unchanged: bool,
     status: &S,
@@ -1341,7 +1380,7 @@ where
     if !unchanged {
         ctx.access_first.clear().await;
     }
-    write_if_changed(
+    let reply = write_if_changed(
         &namespaced(ctx, obj),
         &ctx.metrics,
         resource,
@@ -1349,7 +1388,18 @@ where
         unchanged,
         status,
     )
-    .await
+    .await?;
+    let Some(reply) = reply else {
+        return Ok(false);
+    };
+    ctx.unseen.record(
+        resource,
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
+        obj.resource_version(),
+        reply.metadata.resource_version,
+    );
+    Ok(true)
 }
 
 fn membership_source(m: &Membership) -> String {
@@ -1446,14 +1496,7 @@ async fn write_membership_statuses<'a>(
         };
         Some(async move {
             let (status, refusal) = status_of();
-            write_status(
-                ctx,
-                "memberships",
-                m.as_ref(),
-                m.has_status(&status),
-                &status,
-            )
-            .await?;
+            write_status(ctx, MEMBERSHIPS, m.as_ref(), m.has_status(&status), &status).await?;
             Ok(refusal.map(|refusal| Transition {
                 object: m.object_ref(&()),
                 name: m.name_any(),

@@ -3,6 +3,7 @@
 //! ([`crate::metadata_reply`]).
 
 use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -12,7 +13,7 @@ use crate::api::FIELD_MANAGER;
 use crate::metrics::Metrics;
 
 /// Writes `status` on `obj` unless `unchanged` (the caller compared it with the cached
-/// status); returns whether it wrote.
+/// status); returns the API server's reply (the object's metadata) if it wrote.
 pub async fn write_if_changed<K, S>(
     api: &Api<K>,
     metrics: &Metrics,
@@ -20,13 +21,13 @@ pub async fn write_if_changed<K, S>(
     obj: &K,
     unchanged: bool,
     status: &S,
-) -> Result<bool, Error>
+) -> Result<Option<PartialObjectMeta<K>>, Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
     if unchanged {
-        return Ok(false);
+        return Ok(None);
     }
     // Serialised straight from `status` (a `serde_json::Value` copy of a 1,000-entry
     // access list cost more memory than the list).
@@ -44,9 +45,9 @@ where
     )
     .await
     {
-        Ok(_) => Ok(true),
+        Ok(reply) => Ok(Some(reply)),
         // Deleted meanwhile: its status no longer matters.
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
         Err(error) => Err(error.into()),
     }
 }

@@ -275,10 +275,8 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     // handled by the orphaned-binding step; they stay on this path so that an
     // Organization's cleanup, serialised with it, always sees them), members leaving;
     // statuses go to the status workers.
-    let deadline = std::time::Instant::now() + FINALIZER_TIME.max(started.elapsed() / 2);
     let more_finalizers =
-        ensure_membership_finalizers(ctx, org, &snapshot.memberships, (deadline, urgent_before))
-            .await?;
+        ensure_membership_finalizers(ctx, org, &snapshot.memberships, urgent_before).await?;
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
     delete_orphaned_bindings(org, ctx, &snapshot, &memberships, &desired).await?;
     let bookkept = started.elapsed();
@@ -915,44 +913,41 @@ where
     Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
 }
 
-/// Puts kube-org's finalizer on every Membership so that deleting one first revokes
-/// access and checks the last-owner rule.
-/// How long one reconcile spends adding Membership finalizers at least: a cold start
-/// adds one per member, and a reconcile that patched all 1,000 at once kept the next
-/// one (a deleted binding to restore, a new namespace to bind) waiting for seconds.
-/// A reconcile that took longer to get here may spend half as long again (at 10,000
-/// members a pass takes seconds, and a fixed count made the finalizers take minutes).
-const FINALIZER_TIME: Duration = Duration::from_millis(250);
-
 /// How long a pass writes native RBAC at least before an urgent change may cut it short
 /// (longer when planning took longer, so that a stream of changes still lets each pass
 /// write at least as long as it planned).
 const WRITE_SLICE: Duration = Duration::from_millis(250);
 
-/// Adds kube-org's finalizer to Memberships that lack it, a few at a time `until` a
-/// deadline or an urgent change ([`super::triggers::Urgent`]: the count differs from
-/// the one given); returns whether some are left for the next reconcile.
+/// Puts kube-org's finalizer on every Membership so that deleting one first revokes
+/// access and checks the last-owner rule: a few at a time, until done or until a change
+/// the next reconcile must see ([`super::triggers::Urgent`]: the count differs from
+/// `urgent_before`; or the Organization changed). Returns whether some are left for the
+/// next reconcile.
+///
+/// A cold start adds one per member. The stream used to end at a deadline as well
+/// (half the time the pass took so far), from before urgent changes could end it: at
+/// 10,000 members each pass then planned for 10-28 s to patch for half that, and the
+/// finalizers took three minutes, two of them planning.
 async fn ensure_membership_finalizers(
     ctx: &Context,
     org: &Organization,
     memberships: &[Arc<Membership>],
-    until: (std::time::Instant, u64),
+    urgent_before: u64,
 ) -> Result<bool, Error> {
     let missing: Vec<&Arc<Membership>> =
         memberships.iter().filter(|m| !holds_finalizer(m)).collect();
     // A change that may change access since the pass began (a deleted binding, a new
-    // namespace, a member removed) ends the stream early: the reconcile it queued comes
-    // next. Checked before each write starts (`WRITE_CONCURRENCY` run at once; those
-    // under way finish), so there is no batch to wait for.
-    let (deadline, urgent_before) = until;
+    // namespace, a member removed, the Organization edited or deleted) ends the stream
+    // early: the reconcile it queued comes next. Checked before each write starts
+    // (`WRITE_CONCURRENCY` run at once; those under way finish), so there is no batch
+    // to wait for.
     let name = org.name_any();
     let mut tried = 0;
     // By index (see `apply::sync`).
     let writes = (0..missing.len())
         .map_while(|i| {
             let stop = tried > 0
-                && (std::time::Instant::now() >= deadline
-                    || ctx.urgent.count(&name) != urgent_before);
+                && (ctx.urgent.count(&name) != urgent_before || organization_changed(ctx, org));
             tried += usize::from(!stop);
             (!stop).then_some(i)
         })
@@ -978,6 +973,18 @@ async fn ensure_membership_finalizers(
     // A copy found out of date (a status write changed it meanwhile, and status writes
     // wake nobody: `super::triggers`) is tried again by the next pass.
     Ok(tried < missing.len() || stale > 0)
+}
+
+/// Whether the cached Organization is no longer the one this pass reconciles: its
+/// spec changed (a new generation), it is being deleted, or it is gone.
+fn organization_changed(ctx: &Context, org: &Organization) -> bool {
+    ctx.stores
+        .organizations
+        .get(&ObjectRef::from_obj(org))
+        .is_none_or(|cached| {
+            cached.metadata.generation != org.metadata.generation
+                || cached.metadata.deletion_timestamp.is_some()
+        })
 }
 
 /// Removes kube-org's finalizer from a Membership. Releasing must happen: one that met

@@ -23,7 +23,9 @@ use crate::api::Organization;
 /// The statuses one reconcile decided for one organization.
 pub struct StatusPlan {
     pub org: Arc<Organization>,
-    pub desired: DesiredAccess,
+    /// Shared: a reconcile hands over the RoleBindings' statuses before its Membership
+    /// finalizers, and the same plan with the Memberships' after.
+    pub desired: Arc<DesiredAccess>,
     pub refusals: BTreeMap<String, LeaveRefusal>,
     /// Whether Membership statuses are written too: not while the reconcile is still
     /// adding Membership finalizers (patches guarded by resourceVersion, which a status
@@ -147,7 +149,7 @@ mod tests {
         }
         StatusPlan {
             org: Arc::new(org),
-            desired,
+            desired: Arc::new(desired),
             refusals: BTreeMap::new(),
             memberships: true,
         }

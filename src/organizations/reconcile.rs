@@ -1552,6 +1552,7 @@ async fn cleanup(org: &Organization, ctx: &Context) -> Result<Action, Error> {
         // A refused twin: the namespace and its Memberships are another organization's.
         return Ok(Action::await_change());
     }
+    ctx.unseen.forget(&org.home_namespace());
     // Read from the API server, not the cache: a status worker may have put a
     // finalizer on a Membership a moment ago.
     let api: Api<Membership> = Api::namespaced(ctx.client.clone(), &org.home_namespace());

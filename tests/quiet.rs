@@ -201,7 +201,8 @@ async fn after_converging_nothing_is_written_and_a_restart_writes_nothing() {
     assert_eq!(
         writes,
         0,
-        "writes on start-up with nothing changed; log:\n{}",
+        "writes on start-up with nothing changed:\n{}\nlog:\n{}",
+        restarted.writes_by_kind().await,
         restarted.log_tail()
     );
     assert!(

@@ -216,6 +216,9 @@ pub struct SyncReport {
     pub failures: Vec<SyncFailure>,
     /// Some writes were not started: a newer change was waiting (see [`sync`]'s `cut`).
     pub cut_short: bool,
+    /// The first few objects written or deleted ("<resource> <namespace>/<name>"), for
+    /// the log: when an operator writes where nothing should have changed, they say where.
+    pub examples: Vec<String>,
 }
 
 impl SyncReport {
@@ -225,6 +228,28 @@ impl SyncReport {
         self.deleted += other.deleted;
         self.failures.extend(other.failures);
         self.cut_short |= other.cut_short;
+        for example in other.examples {
+            self.note(example);
+        }
+    }
+
+    /// How many objects [`SyncReport::examples`] names at most.
+    pub const EXAMPLES: usize = 5;
+
+    fn note(&mut self, example: String) {
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples.push(example);
+        }
+    }
+}
+
+/// "<resource> <namespace>/<name>" (no namespace: "<resource> <name>").
+fn example(resource: &str, meta: &ObjectMeta) -> String {
+    let (namespace, name) = meta_key(meta);
+    if namespace.is_empty() {
+        format!("{resource} {name}")
+    } else {
+        format!("{resource} {namespace}/{name}")
     }
 }
 
@@ -285,14 +310,22 @@ where
         deleted: stale.len(),
         failures: vec![],
         cut_short: false,
+        examples: vec![],
     };
+    for obj in &stale {
+        report.note(format!("{} (deleted)", example(M::RESOURCE, obj.meta())));
+    }
     // Phases in order; writes within a phase are independent, and a failed write
     // stops nothing. Objects are built only when their write starts. Missing objects
     // come first (a deleted binding restored, a new namespace bound): nothing of what
     // they grant is there meanwhile, and a create is cheap.
     for phase in [missing, gaining, losing] {
         let actual_by_key = &actual_by_key;
-        let (applied, cut_short) = (&mut report.applied, &mut report.cut_short);
+        let (applied, cut_short, examples) = (
+            &mut report.applied,
+            &mut report.cut_short,
+            &mut report.examples,
+        );
         // By index: a closure taking a reference is taken to accept any lifetime, and
         // rustc then cannot prove the futures it makes Send (the controller's tasks
         // must be).
@@ -303,6 +336,9 @@ where
             }
             *applied += 1;
             let obj: &'a M = phase[i];
+            if examples.len() < SyncReport::EXAMPLES {
+                examples.push(example(M::RESOURCE, obj.meta()));
+            }
             Some(async move {
                 let current = actual_by_key.get(&meta_key(obj.meta())).copied();
                 apply_one(client, metrics, obj, current)

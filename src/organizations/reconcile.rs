@@ -258,7 +258,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
         .await,
     );
     if synced.applied + synced.deleted > 0 {
-        info!(organization = %name, applied = synced.applied, deleted = synced.deleted, failed = synced.failures.len(), cut_short = synced.cut_short, "access updated");
+        info!(organization = %name, applied = synced.applied, deleted = synced.deleted, failed = synced.failures.len(), cut_short = synced.cut_short, first = ?synced.examples, "access updated");
     }
     if synced.cut_short {
         // The rest of this pass (finalizers, statuses) belongs to the next one.

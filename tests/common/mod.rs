@@ -599,6 +599,19 @@ impl Operator {
         self.metric("kube_org_api_writes_all_total").await as u64
     }
 
+    /// The operator's write requests so far by resource and verb (the
+    /// `kube_org_api_writes_total` lines that are not 0), for a failure's message.
+    pub async fn writes_by_kind(&self) -> String {
+        let (_, body) = http_get(&format!("{}/metrics", self.metrics_url))
+            .await
+            .expect("/metrics answers");
+        body.lines()
+            .filter(|line| line.starts_with("kube_org_api_writes_total{"))
+            .filter(|line| !line.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Waits until the operator has made no write for `quiet`, and returns its writes.
     pub async fn settle(&self, quiet: Duration, timeout: Duration) -> u64 {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -843,42 +843,14 @@ async fn member_revoked(client: Client, w: Arc<Workload>, t0: Instant) -> Reacti
     }
 }
 
-/// The samples of metric `name` (e.g. `kube_org_api_writes_total`), by the values of
-/// `labels` joined with a dot.
-async fn metric(operator: &Operator, name: &str, labels: &[&str]) -> BTreeMap<String, u64> {
-    let (_, body) = common::http_get(&format!("{}/metrics", operator.metrics_url))
-        .await
-        .expect("/metrics answers");
-    let mut samples = BTreeMap::new();
-    for line in body.lines() {
-        let Some(rest) = line.strip_prefix(&format!("{name}{{")) else {
-            continue;
-        };
-        let Some((set, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let label = |label: &str| {
-            set.split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{label}=\"")))
-                .map(|v| v.trim_end_matches('"').to_string())
-                .unwrap_or_default()
-        };
-        let value: f64 = value.trim().parse().unwrap_or_default();
-        let key: Vec<String> = labels.iter().map(|l| label(l)).collect();
-        samples.insert(key.join("."), value as u64);
-    }
-    samples
-}
-
-/// `kube_org_api_writes_total` by (resource, verb).
-async fn writes_by_kind(operator: &Operator) -> BTreeMap<String, u64> {
-    metric(operator, "kube_org_api_writes_total", &["resource", "verb"]).await
-}
-
 /// Each watch cache's objects and their size as JSON, as the operator measures them.
 async fn cache_costs(operator: &Operator) -> BTreeMap<String, (u64, u64)> {
-    let objects = metric(operator, "kube_org_cache_objects", &["cache"]).await;
-    let bytes = metric(operator, "kube_org_cache_json_bytes", &["cache"]).await;
+    let objects = operator
+        .labelled_metric("kube_org_cache_objects", &["cache"])
+        .await;
+    let bytes = operator
+        .labelled_metric("kube_org_cache_json_bytes", &["cache"])
+        .await;
     objects
         .into_iter()
         .map(|(cache, n)| {
@@ -1014,7 +986,7 @@ async fn main() {
     };
     let (writes, last_write) =
         settle(&operator, Duration::from_secs(3), Duration::from_secs(3600)).await;
-    let by_kind = writes_by_kind(&operator).await;
+    let by_kind = operator.writes_by_kind().await;
     let peak_rss = proc_status_kib(pid, "VmHWM");
     let rss = proc_status_kib(pid, "VmRSS");
     let (correct_at, cold_at, native_count, native_events, wrong) = {
@@ -1068,7 +1040,7 @@ async fn main() {
     let idle_writes = operator.writes().await - writes;
     println!("API writes during {}s idle: {idle_writes}", idle.as_secs());
     // Which, when any: a write after the converge is either late work or a loop.
-    for (kind, n) in writes_by_kind(&operator).await {
+    for (kind, n) in operator.writes_by_kind().await {
         let before = by_kind.get(&kind).copied().unwrap_or_default();
         if n > before {
             println!("  {kind}: {}", n - before);

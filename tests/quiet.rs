@@ -201,8 +201,13 @@ async fn after_converging_nothing_is_written_and_a_restart_writes_nothing() {
     assert_eq!(
         writes,
         0,
-        "writes on start-up with nothing changed:\n{}\nlog:\n{}",
-        restarted.writes_by_kind().await,
+        "writes on start-up with nothing changed: {:?}\nlog:\n{}",
+        restarted
+            .writes_by_kind()
+            .await
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect::<Vec<_>>(),
         restarted.log_tail()
     );
     assert!(

@@ -599,17 +599,42 @@ impl Operator {
         self.metric("kube_org_api_writes_all_total").await as u64
     }
 
-    /// The operator's write requests so far by resource and verb (the
-    /// `kube_org_api_writes_total` lines that are not 0), for a failure's message.
-    pub async fn writes_by_kind(&self) -> String {
+    /// The samples of metric `name` (e.g. `kube_org_api_writes_total`), by the values of
+    /// `labels` joined with a dot.
+    pub async fn labelled_metric(
+        &self,
+        name: &str,
+        labels: &[&str],
+    ) -> std::collections::BTreeMap<String, u64> {
         let (_, body) = http_get(&format!("{}/metrics", self.metrics_url))
             .await
             .expect("/metrics answers");
-        body.lines()
-            .filter(|line| line.starts_with("kube_org_api_writes_total{"))
-            .filter(|line| !line.ends_with(" 0"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut samples = std::collections::BTreeMap::new();
+        for line in body.lines() {
+            let Some(rest) = line.strip_prefix(&format!("{name}{{")) else {
+                continue;
+            };
+            let Some((set, value)) = rest.split_once("} ") else {
+                continue;
+            };
+            let label = |label: &str| {
+                set.split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{label}=\"")))
+                    .map(|v| v.trim_end_matches('"').to_string())
+                    .unwrap_or_default()
+            };
+            let value: f64 = value.trim().parse().unwrap_or_default();
+            let key: Vec<String> = labels.iter().map(|l| label(l)).collect();
+            samples.insert(key.join("."), value as u64);
+        }
+        samples
+    }
+
+    /// The operator's write requests so far by "<resource>.<verb>"
+    /// (`kube_org_api_writes_total`).
+    pub async fn writes_by_kind(&self) -> std::collections::BTreeMap<String, u64> {
+        self.labelled_metric("kube_org_api_writes_total", &["resource", "verb"])
+            .await
     }
 
     /// Waits until the operator has made no write for `quiet`, and returns its writes.

@@ -229,17 +229,18 @@ impl SyncReport {
         self.failures.extend(other.failures);
         self.cut_short |= other.cut_short;
         for example in other.examples {
-            self.note(example);
+            note(&mut self.examples, example);
         }
     }
+}
 
-    /// How many objects [`SyncReport::examples`] names at most.
-    pub const EXAMPLES: usize = 5;
+/// How many objects [`SyncReport::examples`] names at most.
+const EXAMPLES: usize = 5;
 
-    fn note(&mut self, example: String) {
-        if self.examples.len() < Self::EXAMPLES {
-            self.examples.push(example);
-        }
+/// Keeps `example` unless `examples` has [`EXAMPLES`] already.
+fn note(examples: &mut Vec<String>, example: String) {
+    if examples.len() < EXAMPLES {
+        examples.push(example);
     }
 }
 
@@ -313,7 +314,8 @@ where
         examples: vec![],
     };
     for obj in &stale {
-        report.note(format!("{} (deleted)", example(M::RESOURCE, obj.meta())));
+        let deleted = format!("{} (deleted)", example(M::RESOURCE, obj.meta()));
+        note(&mut report.examples, deleted);
     }
     // Phases in order; writes within a phase are independent, and a failed write
     // stops nothing. Objects are built only when their write starts. Missing objects
@@ -336,8 +338,8 @@ where
             }
             *applied += 1;
             let obj: &'a M = phase[i];
-            if examples.len() < SyncReport::EXAMPLES {
-                examples.push(example(M::RESOURCE, obj.meta()));
+            if examples.len() < EXAMPLES {
+                note(examples, example(M::RESOURCE, obj.meta()));
             }
             Some(async move {
                 let current = actual_by_key.get(&meta_key(obj.meta())).copied();

@@ -138,7 +138,9 @@ fn now() -> Time {
     )
 }
 
-async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action, Error> {
+async fn apply_organization(shared: &Arc<Organization>, ctx: &Context) -> Result<Action, Error> {
+    // Shared with the status plans this pass hands over, not copied.
+    let org: &Organization = shared;
     let started = std::time::Instant::now();
     let name = org.name_any();
     // Urgent changes after this point may cut this pass's writes short and end its
@@ -276,10 +278,14 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     // finalizer stream, they are written while it runs. (Handed over only after it,
     // a cold start's 1,000 RoleBinding statuses waited for its 1,000 patches, and every
     // status came 1.5-2 s later at 1,000 members.)
-    let org_arc = Arc::new(org.clone());
-    if snapshot.memberships.iter().any(|m| !holds_finalizer(m)) {
+    let lacking_finalizer: Vec<&Arc<Membership>> = snapshot
+        .memberships
+        .iter()
+        .filter(|m| !holds_finalizer(m))
+        .collect();
+    if !lacking_finalizer.is_empty() {
         ctx.statuses.push(StatusPlan {
-            org: org_arc.clone(),
+            org: shared.clone(),
             desired: desired.clone(),
             refusals: refusals.clone(),
             memberships: false,
@@ -291,7 +297,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     // Organization's cleanup, serialised with it, always sees them), members leaving;
     // statuses go to the status workers.
     let more_finalizers =
-        ensure_membership_finalizers(ctx, org, &snapshot.memberships, urgent_before).await?;
+        ensure_membership_finalizers(ctx, org, &lacking_finalizer, urgent_before).await?;
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
     delete_orphaned_bindings(org, ctx, &snapshot, &memberships, &desired).await?;
     let bookkept = started.elapsed();
@@ -333,7 +339,7 @@ async fn apply_organization(org: &Organization, ctx: &Context) -> Result<Action,
     // the limit), and every pass of the finalizer stream then compared every finalized
     // Membership's status (peak RSS 2-3 MiB higher at 1,000 members).
     ctx.statuses.push(StatusPlan {
-        org: org_arc,
+        org: shared.clone(),
         desired,
         refusals,
         memberships: !more_finalizers,
@@ -946,11 +952,9 @@ const WRITE_SLICE: Duration = Duration::from_millis(250);
 async fn ensure_membership_finalizers(
     ctx: &Context,
     org: &Organization,
-    memberships: &[Arc<Membership>],
+    missing: &[&Arc<Membership>],
     urgent_before: u64,
 ) -> Result<bool, Error> {
-    let missing: Vec<&Arc<Membership>> =
-        memberships.iter().filter(|m| !holds_finalizer(m)).collect();
     // A change that may change access since the pass began (a deleted binding, a new
     // namespace, a member removed, the Organization edited or deleted) ends the stream
     // early: the reconcile it queued comes next. Checked before each write starts
@@ -1203,11 +1207,13 @@ async fn wait_for_own_writes(ctx: &Context, namespace: &str) {
             .memberships
             .get(&ObjectRef::new(name).within(namespace))
             .and_then(|m| m.resource_version()),
-        _ => ctx
+        BINDINGS => ctx
             .stores
             .bindings
             .get(&ObjectRef::new(name).within(namespace))
             .and_then(|b| b.resource_version()),
+        // Nothing else is recorded; were it, it would not be waited for.
+        _ => None,
     };
     let started = std::time::Instant::now();
     loop {

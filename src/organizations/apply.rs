@@ -15,8 +15,35 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Error;
+use super::unseen::{UnseenWrites, Written};
 use crate::api::FIELD_MANAGER;
 use crate::metrics::Metrics;
+
+/// Where a sync writes, counts its writes and remembers them until the caches show
+/// them ([`super::unseen`]: the next pass of `group` waits for that).
+pub struct Writer<'a> {
+    pub client: &'a Client,
+    pub metrics: &'a Metrics,
+    pub unseen: &'a UnseenWrites,
+    /// The organization the writes are for.
+    pub group: &'a str,
+}
+
+impl Writer<'_> {
+    fn remember(&self, resource: &'static str, meta: &ObjectMeta, made: Option<String>) {
+        let (namespace, name) = meta_key(meta);
+        self.unseen.record(
+            self.group,
+            Written {
+                resource,
+                namespace: &namespace,
+                name: &name,
+                read: meta.resource_version.clone(),
+                made,
+            },
+        );
+    }
+}
 
 /// A kind of native object kube-org manages: the desired form (`Self`), what is written
 /// (`Object`) and what the cache keeps (`Cached`). For native RoleBindings the three
@@ -269,8 +296,7 @@ fn example(resource: &str, meta: &ObjectMeta) -> String {
 /// caller plans again from the newer state and writes the rest then. Deletes always
 /// run: they revoke.
 pub async fn sync<'a, M, C>(
-    client: &'a Client,
-    metrics: &'a Metrics,
+    writer: &'a Writer<'a>,
     desired: &'a [M],
     actual: &'a [C],
     cut: &'a (dyn Fn() -> bool + Sync),
@@ -343,10 +369,14 @@ where
             }
             Some(async move {
                 let current = actual_by_key.get(&meta_key(obj.meta())).copied();
-                apply_one(client, metrics, obj, current)
-                    .await
-                    .err()
-                    .map(|e| failure_at(obj.meta(), e))
+                match apply_one(writer, obj, current).await {
+                    Ok(made) => {
+                        let read = current.map_or(obj.meta(), |c| c.meta());
+                        writer.remember(M::RESOURCE, read, made);
+                        None
+                    }
+                    Err(e) => Some(failure_at(obj.meta(), e)),
+                }
             })
         });
         let failures = all_settled(writes).await;
@@ -355,10 +385,13 @@ where
     let deletes = (0..stale.len()).map(|i| {
         let obj: &'a M::Cached = stale[i];
         async move {
-            delete_one::<M>(client, metrics, obj)
-                .await
-                .err()
-                .map(|e| failure_at(obj.meta(), e))
+            match delete_one::<M>(writer, obj).await {
+                Ok(()) => {
+                    writer.remember(M::RESOURCE, obj.meta(), None);
+                    None
+                }
+                Err(e) => Some(failure_at(obj.meta(), e)),
+            }
         }
     });
     report.failures.extend(all_settled(deletes).await);
@@ -393,15 +426,16 @@ fn held_in_deletion<K: Resource>(obj: &K) -> bool {
     obj.meta().deletion_timestamp.is_some() && !obj.finalizers().is_empty()
 }
 
-/// Applies one object. When the API server refuses the change as invalid (a squatter
-/// created the name with another roleRef, which is immutable), the object is deleted
-/// and created again; an object held in deletion is released first.
+/// Applies one object and returns the resourceVersion it made. When the API server
+/// refuses the change as invalid (a squatter created the name with another roleRef,
+/// which is immutable), the object is deleted and created again; an object held in
+/// deletion is released first.
 async fn apply_one<M: Managed>(
-    client: &Client,
-    metrics: &Metrics,
+    writer: &Writer<'_>,
     desired: &M,
     current: Option<&M::Cached>,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
+    let (client, metrics) = (writer.client, writer.metrics);
     let (namespace, name) = meta_key(desired.meta());
     let api = M::api(client, Some(namespace.as_str()).filter(|ns| !ns.is_empty()));
     if current.is_some_and(held_in_deletion) {
@@ -413,7 +447,7 @@ async fn apply_one<M: Managed>(
         Some(_) => replace_or_create(&api, metrics, M::RESOURCE, &obj).await,
     };
     match written {
-        Ok(()) => Ok(()),
+        Ok(made) => Ok(made),
         Err(Error::Kube(kube::Error::Api(status))) if status.code == 422 => {
             tracing::warn!(
                 %name,
@@ -422,7 +456,8 @@ async fn apply_one<M: Managed>(
                 "a managed object's immutable fields differ (squatted?): re-creating it"
             );
             remove(&api, metrics, M::RESOURCE, &name).await?;
-            apply(&api, metrics, M::RESOURCE, &obj).await.map(|_| ())
+            let made = apply(&api, metrics, M::RESOURCE, &obj).await?;
+            Ok(made.resource_version())
         }
         Err(error) => Err(error),
     }
@@ -438,21 +473,30 @@ fn as_kube_org() -> kube::api::PostParams {
 
 /// Creates an object the cache does not have (a create costs the API server less than
 /// an apply: about 3x for a RoleBinding of 1,000 subjects); one that exists after all
-/// (the cache is behind, or a squatter made it) is applied instead.
+/// (the cache is behind, or a squatter made it) is replaced instead: as cheap, and
+/// when it is already what kube-org wrote, a write that changes nothing (an apply
+/// would add its field manager's entry and make a new version). Returns the
+/// resourceVersion made.
 async fn create_or_apply<K>(
     api: &Api<K>,
     metrics: &Metrics,
     resource: &str,
     obj: &K,
-) -> Result<(), Error>
+) -> Result<Option<String>, Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     metrics.write(resource, "create");
     match crate::metadata_reply::create(api, &as_kube_org(), obj).await {
-        Ok(_) => Ok(()),
+        Ok(made) => Ok(made.metadata.resource_version),
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            apply(api, metrics, resource, obj).await.map(|_| ())
+            match overwrite(api, metrics, resource, obj).await {
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    // Deleted again meanwhile: the next pass creates it.
+                    Ok(None)
+                }
+                other => Ok(other?),
+            }
         }
         Err(error) => Err(error.into()),
     }
@@ -461,36 +505,55 @@ where
 /// Replaces an object the cache has, unconditionally (no resourceVersion: kube-org owns
 /// the name and writes the whole object). A replace costs the API server about what a
 /// create does, a fraction of a server-side apply for a RoleBinding of hundreds of
-/// subjects. One deleted meanwhile is created; without the `update` verb (RBAC of an
-/// older release) the object is applied instead.
+/// subjects. One deleted meanwhile is created.
 async fn replace_or_create<K>(
     api: &Api<K>,
     metrics: &Metrics,
     resource: &str,
     obj: &K,
-) -> Result<(), Error>
+) -> Result<Option<String>, Error>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    match overwrite(api, metrics, resource, obj).await {
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            create_or_apply(api, metrics, resource, obj).await
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Replaces an object, or applies it without the `update` verb (RBAC of an older
+/// release). Returns the resourceVersion made; a missing object is the caller's.
+async fn overwrite<K>(
+    api: &Api<K>,
+    metrics: &Metrics,
+    resource: &str,
+    obj: &K,
+) -> Result<Option<String>, kube::Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     metrics.write(resource, "update");
     match crate::metadata_reply::replace(api, &obj.name_any(), &as_kube_org(), obj).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            create_or_apply(api, metrics, resource, obj).await
-        }
+        Ok(made) => Ok(made.metadata.resource_version),
         Err(kube::Error::Api(status)) if status.code == 403 => {
-            apply(api, metrics, resource, obj).await.map(|_| ())
+            metrics.write(resource, "apply");
+            api.patch(
+                &obj.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(obj),
+            )
+            .await
+            .map(|made| made.resource_version())
         }
-        Err(error) => Err(error.into()),
+        Err(error) => Err(error),
     }
 }
 
-async fn delete_one<M: Managed>(
-    client: &Client,
-    metrics: &Metrics,
-    obj: &M::Cached,
-) -> Result<(), Error> {
-    let api = M::api(client, obj.meta().namespace.as_deref());
+async fn delete_one<M: Managed>(writer: &Writer<'_>, obj: &M::Cached) -> Result<(), Error> {
+    let metrics = writer.metrics;
+    let api = M::api(writer.client, obj.meta().namespace.as_deref());
     if obj.meta().deletion_timestamp.is_some() {
         return release(&api, metrics, M::RESOURCE, &obj.name_any()).await;
     }

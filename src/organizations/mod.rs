@@ -48,8 +48,12 @@ pub struct Context {
     pub access_first: priority::AccessFirst,
     /// Urgent changes per organization, counted by the triggers.
     pub urgent: Arc<triggers::Urgent>,
-    /// Status writes the caches do not show yet: a status pass waits for them.
-    pub unseen: unseen::UnseenWrites,
+    /// Status writes the caches do not show yet, by home namespace: a status pass
+    /// waits for them.
+    pub unseen_statuses: unseen::UnseenWrites,
+    /// Native RBAC writes the caches do not show yet, by organization: a reconcile
+    /// waits for them.
+    pub unseen_access: unseen::UnseenWrites,
     /// Per organization, the uids of the RoleBindings its last plan evaluated for a
     /// present member ([`crate::access::policy::orphaned_bindings`]).
     pub bound:
@@ -291,7 +295,8 @@ pub async fn run(
         statuses: status_queue::StatusQueue::default(),
         access_first: priority::AccessFirst::default(),
         urgent,
-        unseen: Default::default(),
+        unseen_statuses: Default::default(),
+        unseen_access: Default::default(),
         bound: Default::default(),
         identity,
         events: crate::events::Events::new(client.clone(), metrics.clone()),

@@ -12,7 +12,7 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 
-use crate::access::native::CachedRoleBinding;
+use crate::access::native::{CachedRoleBinding, DesiredRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -22,9 +22,10 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use super::apply::{self, sync};
+use super::apply::{self, Managed, WholeObject, Writer, sync};
 use super::status::write_if_changed;
 use super::status_queue::StatusPlan;
+use super::unseen::Written;
 use super::{Context, Error};
 use crate::access::desired::{BindingOutcome, DesiredAccess};
 use crate::access::home::home_refusal;
@@ -166,6 +167,9 @@ async fn apply_organization(shared: &Arc<Organization>, ctx: &Context) -> Result
         }
         return Ok(Action::await_change());
     }
+    // Compare with caches that show this organization's own last writes (a pass cut
+    // short requeues at once, before its creates come back through the watch).
+    wait_for_own_access_writes(ctx, &name).await;
     let snapshot = dereference(org, ctx);
     let (owner_memberships, owner_bindings) = ensure_owners(org, ctx, &snapshot).await?;
 
@@ -227,13 +231,17 @@ async fn apply_organization(shared: &Arc<Organization>, ctx: &Context) -> Result
     // a member to revoke) cuts the writes short once they ran as long as planning did
     // (and `WRITE_SLICE`): the next pass plans from it and writes the rest, instead of
     // making the repair wait for thousands of creates of a cold start.
-    let client = &ctx.client;
+    let writer = Writer {
+        client: &ctx.client,
+        metrics: &ctx.metrics,
+        unseen: &ctx.unseen_access,
+        group: &name,
+    };
     let writing = ctx.access_first.writing();
     let (writing_since, slice) = (std::time::Instant::now(), WRITE_SLICE.max(planned));
     let cut = || writing_since.elapsed() >= slice && ctx.urgent.count(&name) != urgent_before;
     let mut synced = sync(
-        client,
-        &ctx.metrics,
+        &writer,
         &desired.role_bindings,
         &snapshot.native_bindings,
         &cut,
@@ -241,8 +249,7 @@ async fn apply_organization(shared: &Arc<Organization>, ctx: &Context) -> Result
     .await;
     synced.add(
         sync(
-            client,
-            &ctx.metrics,
+            &writer,
             std::slice::from_ref(&desired.cluster_role),
             &snapshot.cluster_roles,
             &cut,
@@ -251,8 +258,7 @@ async fn apply_organization(shared: &Arc<Organization>, ctx: &Context) -> Result
     );
     synced.add(
         sync(
-            client,
-            &ctx.metrics,
+            &writer,
             std::slice::from_ref(&desired.cluster_role_binding),
             &snapshot.cluster_role_bindings,
             &cut,
@@ -1174,7 +1180,7 @@ async fn release_leaving_members(
 /// cache holds them now.
 pub async fn write_statuses(plan: &StatusPlan, ctx: &Context) -> Result<(), Error> {
     let org = plan.org.as_ref();
-    wait_for_own_writes(ctx, &org.home_namespace()).await;
+    wait_for_own_status_writes(ctx, &org.home_namespace()).await;
     let index = &ctx.stores.index;
     let home = Key::Namespace(org.home_namespace());
     let bindings = index.bindings.get(&home);
@@ -1196,12 +1202,12 @@ const BINDINGS: &str = "rolebindings.kube-org.io";
 
 /// How long a status pass waits for the caches to show the previous pass's writes
 /// before it compares with them anyway (at worst writing a status again).
-const UNSEEN_WAIT: Duration = Duration::from_secs(30);
+const UNSEEN_STATUSES_WAIT: Duration = Duration::from_secs(30);
 
 /// Waits until the Membership and RoleBinding caches show the status writes made in
-/// `namespace` (see [`super::unseen`]), for at most [`UNSEEN_WAIT`].
-async fn wait_for_own_writes(ctx: &Context, namespace: &str) {
-    let cached = |resource: &'static str, name: &str| match resource {
+/// `namespace` (see [`super::unseen`]), for at most [`UNSEEN_STATUSES_WAIT`].
+async fn wait_for_own_status_writes(ctx: &Context, namespace: &str) {
+    let cached = |resource: &'static str, namespace: &str, name: &str| match resource {
         MEMBERSHIPS => ctx
             .stores
             .memberships
@@ -1215,18 +1221,44 @@ async fn wait_for_own_writes(ctx: &Context, namespace: &str) {
         // Nothing else is recorded; were it, it would not be waited for.
         _ => None,
     };
-    let started = std::time::Instant::now();
-    loop {
-        let unseen = ctx.unseen.forget_seen(namespace, cached);
-        if unseen == 0 {
-            return;
-        }
-        if started.elapsed() >= UNSEEN_WAIT {
-            warn!(%namespace, unseen, "the caches do not show this operator's last status writes; comparing with them anyway");
-            ctx.unseen.forget(namespace);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let unseen = ctx
+        .unseen_statuses
+        .wait(namespace, UNSEEN_STATUSES_WAIT, cached)
+        .await;
+    if unseen > 0 {
+        warn!(%namespace, unseen, "the caches do not show this operator's last status writes; comparing with them anyway");
+    }
+}
+
+/// How long a reconcile waits for the caches to show its organization's last native
+/// writes before it compares with them anyway (at worst writing an object again).
+const UNSEEN_ACCESS_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until the native RBAC caches show the writes the last pass made for
+/// organization `name` (see [`super::unseen`]), for at most [`UNSEEN_ACCESS_WAIT`].
+async fn wait_for_own_access_writes(ctx: &Context, name: &str) {
+    let stores = &ctx.stores;
+    let cached = |resource: &'static str, namespace: &str, name: &str| match resource {
+        <DesiredRoleBinding as Managed>::RESOURCE => stores
+            .native_bindings
+            .get(&ObjectRef::new(name).within(namespace))
+            .and_then(|rb| rb.resource_version()),
+        <ClusterRole as WholeObject>::RESOURCE => stores
+            .cluster_roles
+            .get(&ObjectRef::new(name))
+            .and_then(|cr| cr.resource_version()),
+        <ClusterRoleBinding as WholeObject>::RESOURCE => stores
+            .cluster_role_bindings
+            .get(&ObjectRef::new(name))
+            .and_then(|crb| crb.resource_version()),
+        _ => None,
+    };
+    let unseen = ctx
+        .unseen_access
+        .wait(name, UNSEEN_ACCESS_WAIT, cached)
+        .await;
+    if unseen > 0 {
+        warn!(organization = %name, unseen, "the caches do not show this operator's last RBAC writes; comparing with them anyway");
     }
 }
 
@@ -1420,12 +1452,16 @@ where
     let Some(reply) = reply else {
         return Ok(false);
     };
-    ctx.unseen.record(
-        resource,
-        &obj.namespace().unwrap_or_default(),
-        &obj.name_any(),
-        obj.resource_version(),
-        reply.metadata.resource_version,
+    let namespace = obj.namespace().unwrap_or_default();
+    ctx.unseen_statuses.record(
+        &namespace,
+        Written {
+            resource,
+            namespace: &namespace,
+            name: &obj.name_any(),
+            read: obj.resource_version(),
+            made: reply.metadata.resource_version,
+        },
     );
     Ok(true)
 }
@@ -1558,7 +1594,8 @@ async fn cleanup(org: &Organization, ctx: &Context) -> Result<Action, Error> {
         // A refused twin: the namespace and its Memberships are another organization's.
         return Ok(Action::await_change());
     }
-    ctx.unseen.forget(&org.home_namespace());
+    ctx.unseen_statuses.forget(&org.home_namespace());
+    ctx.unseen_access.forget(&org.name_any());
     // Read from the API server, not the cache: a status worker may have put a
     // finalizer on a Membership a moment ago.
     let api: Api<Membership> = Api::namespaced(ctx.client.clone(), &org.home_namespace());

@@ -37,7 +37,7 @@ use crate::access::names::{
 use crate::access::policy::{PolicyRefusal, orphaned_bindings};
 use crate::api::condition::{DesiredCondition, READY, merge_conditions};
 use crate::api::invitation::InvitationPhase;
-use crate::api::membership::MembershipStatus;
+use crate::api::membership::{AccessGroup, MembershipStatus};
 use crate::api::organization::OrganizationStatus;
 use crate::api::rolebinding::RoleBindingStatus;
 use crate::api::{
@@ -1554,7 +1554,7 @@ async fn write_membership_statuses<'a>(
                 user: desired.members.get(&name).map(|o| o.user.clone()),
                 subject: current.subject.clone(),
                 roles: outcome.roles,
-                access,
+                access: AccessGroup::group(access),
             };
             (status, refusal)
         };

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::access::identity::reported_user;
 use crate::api::Membership;
-use crate::api::membership::{MemberRole, NamespaceAccess};
+use crate::api::membership::{AccessGroup, MemberRole, NamespaceAccess};
 
 use super::cli::{AccessArgs, ListArgs};
 use super::cluster::OrgContext;
@@ -89,7 +89,7 @@ impl MemberView {
             ready: condition_status(&status.conditions, "Ready"),
             joined_at: status.joined_at,
             roles: status.roles,
-            access: status.access,
+            access: AccessGroup::by_namespace(&status.access),
             group: None,
         }
     }
@@ -221,7 +221,10 @@ mod tests {
                      "expiresAt": "2026-12-31T00:00:00Z"},
                     {"role": "billing-admin", "scope": "organization", "access": "console", "binding": "bob-billing"},
                 ],
-                "access": [{"namespace": "acme-prod", "clusterRoles": ["edit", "view"]}],
+                "access": [
+                    {"clusterRoles": ["view"], "namespaces": ["acme-staging"]},
+                    {"clusterRoles": ["edit", "view"], "namespaces": ["acme-prod"]},
+                ],
             },
         }))
         .expect("a membership")
@@ -271,7 +274,7 @@ mod tests {
         let view = MemberView::new(&bob());
         assert_eq!(
             access_table(&view.access).render(),
-            "NAMESPACE   CLUSTERROLES\nacme-prod   edit,view\n"
+            "NAMESPACE      CLUSTERROLES\nacme-prod      edit,view\nacme-staging   view\n"
         );
         let json = serde_json::to_value(&view).expect("serializes");
         assert_eq!(json["email"], "bob@example.com");
@@ -279,7 +282,10 @@ mod tests {
         assert_eq!(json["roles"][0]["scope"], "deployment/*");
         assert_eq!(
             json["access"],
-            serde_json::json!([{"namespace": "acme-prod", "clusterRoles": ["edit", "view"]}])
+            serde_json::json!([
+                {"namespace": "acme-prod", "clusterRoles": ["edit", "view"]},
+                {"namespace": "acme-staging", "clusterRoles": ["view"]},
+            ])
         );
     }
 }

@@ -164,7 +164,7 @@ impl Org {
             .unwrap_or_else(|e| panic!("creating Invitation {name}: {e}"))
     }
 
-    /// Waits until the Invitation satisfies `check`.
+    /// Waits until the Invitation satisfies `check`; a timeout says what its status was.
     async fn wait(
         &self,
         name: &str,
@@ -172,16 +172,18 @@ impl Org {
         check: impl Fn(&Invitation) -> bool,
     ) -> Invitation {
         let api = self.invitations();
-        eventually(
-            &format!("Invitation {name}: {what}"),
-            Duration::from_secs(30),
-            || {
-                let api = api.clone();
-                let check = &check;
-                async move { api.get_opt(name).await.ok().flatten().filter(|i| check(i)) }
-            },
-        )
-        .await
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let current = api.get_opt(name).await.ok().flatten();
+            match &current {
+                Some(invitation) if check(invitation) => return invitation.clone(),
+                _ if Instant::now() >= deadline => panic!(
+                    "timed out after 30s waiting for: Invitation {name}: {what}; its status: {:?}",
+                    current.map(|i| i.status)
+                ),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Invites `email` and waits for the delivered Invitation and the email it sent.

@@ -134,6 +134,10 @@ pub struct OwnMailpit {
     pub smtp_port: u16,
     pub http_port: u16,
     child: Option<Child>,
+    /// While stopped, the SMTP port bound and not listening: connections are refused,
+    /// and no server another test starts meanwhile can take the port (a delivery to it
+    /// would succeed where this test expects a refusal).
+    held: Option<tokio::net::TcpSocket>,
 }
 
 impl OwnMailpit {
@@ -142,6 +146,7 @@ impl OwnMailpit {
             smtp_port: free_port(),
             http_port: free_port(),
             child: None,
+            held: None,
         };
         mailpit.resume().await;
         mailpit
@@ -159,6 +164,7 @@ impl OwnMailpit {
 
     /// Starts (again) on the same ports and waits until the API answers.
     pub async fn resume(&mut self) {
+        self.held = None;
         let binary = std::env::var("KUBE_ORG_MAILPIT_BIN")
             .expect("KUBE_ORG_MAILPIT_BIN is not set: run the tests with `make test`");
         let child = Command::new(binary)
@@ -190,6 +196,13 @@ impl OwnMailpit {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.held = tokio::net::TcpSocket::new_v4()
+            .and_then(|socket| {
+                socket.set_reuseaddr(true)?;
+                socket.bind(([127, 0, 0, 1], self.smtp_port).into())?;
+                Ok(socket)
+            })
+            .ok();
     }
 }
 

@@ -16,7 +16,8 @@
 //! - `BENCH_PARALLEL`: concurrent creates during setup (default 16);
 //! - `BENCH_RAW_STATUSES`: `1` or `0` to measure the ceiling for statuses or not
 //!   (default: measured up to 2,000 members; at 10,000 its copies overfill this machine);
-//! - `KUBE_ORG_BIN`: the operator binary to measure (default: this tree's release build).
+//! - `KUBE_ORG_BIN`: the operator binary to measure, with the CRDs it prints (default: this
+//!   tree's release build and CRDs);
 //!
 //! The last block it prints, after `== summary ==`, has one `figure: value unit` line per
 //! figure, which `scripts/bench-compare.sh` takes medians of.

@@ -149,7 +149,7 @@ async fn install_crds(client: Client) {
             .unwrap_or_else(|error| panic!("installing ClusterRole {name}: {error}"));
     }
     let api: Api<CustomResourceDefinition> = Api::all(client);
-    for crd in kube_org::crdgen::all() {
+    for crd in crds_under_test() {
         let name = crd.metadata.name.clone().expect("generated CRDs are named");
         api.patch(
             &name,
@@ -166,6 +166,28 @@ async fn install_crds(client: Client) {
         .unwrap_or_else(|_| panic!("CRD {name} not Established within 30s"))
         .unwrap_or_else(|error| panic!("waiting for CRD {name}: {error}"));
     }
+}
+
+/// The CRDs of the operator under test: this tree's, or those the binary `KUBE_ORG_BIN`
+/// prints (the access benchmark measuring another commit's operator: its statuses must
+/// be written against its own schema).
+fn crds_under_test() -> Vec<CustomResourceDefinition> {
+    let Some(binary) = std::env::var_os("KUBE_ORG_BIN") else {
+        return kube_org::crdgen::all();
+    };
+    let printed = std::process::Command::new(&binary)
+        .arg("crds")
+        .output()
+        .unwrap_or_else(|error| panic!("running {} crds: {error}", binary.display()));
+    assert!(printed.status.success(), "{} crds failed", binary.display());
+    let yaml = String::from_utf8(printed.stdout).expect("CRDs in UTF-8");
+    parse_yaml(&yaml)
+        .into_iter()
+        .map(|object| {
+            serde_json::from_value(serde_json::to_value(&object).expect("object"))
+                .expect("a CustomResourceDefinition")
+        })
+        .collect()
 }
 
 /// A name no other test (or earlier run) uses: `<prefix>-<pid>-<counter>-<random>`.

@@ -596,3 +596,120 @@ where
         Err(error) => Err(error.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use k8s_openapi::api::rbac::v1::PolicyRule;
+
+    use super::*;
+
+    /// Method and path of each request.
+    type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+    /// A stand-in API server: a create is refused as existing (409), a replace made
+    /// resourceVersion 8, a delete succeeds.
+    fn api_server() -> (Client, Seen) {
+        let seen = Seen::default();
+        let log = seen.clone();
+        let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+            let method = request.method().to_string();
+            log.lock()
+                .unwrap()
+                .push((method.clone(), request.uri().path().to_string()));
+            let (code, body) = match method.as_str() {
+                "POST" => (
+                    409,
+                    r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"AlreadyExists","code":409,"message":"exists"}"#,
+                ),
+                "PUT" => (
+                    200,
+                    r#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"x","resourceVersion":"8"}}"#,
+                ),
+                _ => (
+                    200,
+                    r#"{"kind":"Status","apiVersion":"v1","status":"Success","code":200}"#,
+                ),
+            };
+            let mut reply = http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(body.as_bytes()),
+            ));
+            *reply.status_mut() = http::StatusCode::from_u16(code).unwrap();
+            std::future::ready(Ok::<_, std::convert::Infallible>(reply))
+        });
+        (Client::new(service, "default"), seen)
+    }
+
+    fn role(name: &str, verb: &str, version: Option<&str>) -> Arc<ClusterRole> {
+        Arc::new(ClusterRole {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                resource_version: version.map(str::to_string),
+                ..Default::default()
+            },
+            rules: Some(vec![PolicyRule {
+                verbs: vec![verb.into()],
+                ..Default::default()
+            }]),
+            ..Default::default()
+        })
+    }
+
+    /// The resourceVersion the cache holds for each ClusterRole name.
+    fn cache(list: &[(&str, &str)]) -> impl Fn(&'static str, &str, &str) -> Option<String> {
+        let list: Vec<(String, String)> = list
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        move |_, _, name| list.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    #[tokio::test]
+    async fn every_write_is_remembered_until_the_cache_shows_it() {
+        let (client, seen) = api_server();
+        let (metrics, unseen) = (Metrics::default(), UnseenWrites::default());
+        let writer = Writer {
+            client: &client,
+            metrics: &metrics,
+            unseen: &unseen,
+            group: "acme",
+        };
+        let desired = [
+            (*role("changed", "list", None)).clone(),
+            (*role("missing", "get", None)).clone(),
+        ];
+        let actual = [
+            role("changed", "get", Some("5")),
+            role("stale", "get", Some("6")),
+        ];
+        let report = sync(&writer, &desired, &actual, &|| false).await;
+        assert_eq!((report.applied, report.deleted), (2, 1));
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+
+        // The missing one: created, refused as existing (the cache was behind), then
+        // replaced, never applied (an apply would make a new version of an object that
+        // already is kube-org's).
+        let path = "/apis/rbac.authorization.k8s.io/v1/clusterroles";
+        let requests = seen.lock().unwrap().clone();
+        let count = |method: &str, uri: &str| {
+            requests
+                .iter()
+                .filter(|(m, u)| m == method && u == uri)
+                .count()
+        };
+        assert_eq!(count("POST", path), 1);
+        assert_eq!(count("PUT", &format!("{path}/missing")), 1);
+        assert_eq!(count("PUT", &format!("{path}/changed")), 1);
+        assert_eq!(count("DELETE", &format!("{path}/stale")), 1);
+        assert!(requests.iter().all(|(m, _)| m != "PATCH"), "{requests:?}");
+
+        // The cache as it was read: the replace and the delete are not seen yet (a
+        // create is: nothing to tell it from an object deleted since).
+        let before = cache(&[("changed", "5"), ("stale", "6")]);
+        assert_eq!(unseen.forget_seen("acme", &before), 2);
+        assert_eq!(unseen.forget_seen("other", &before), 0);
+        let after = cache(&[("changed", "8"), ("missing", "8")]);
+        assert_eq!(unseen.forget_seen("acme", &after), 0);
+    }
+}

@@ -18,7 +18,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -1207,17 +1207,10 @@ const UNSEEN_STATUSES_WAIT: Duration = Duration::from_secs(30);
 /// Waits until the Membership and RoleBinding caches show the status writes made in
 /// `namespace` (see [`super::unseen`]), for at most [`UNSEEN_STATUSES_WAIT`].
 async fn wait_for_own_status_writes(ctx: &Context, namespace: &str) {
+    let stores = &ctx.stores;
     let cached = |resource: &'static str, namespace: &str, name: &str| match resource {
-        MEMBERSHIPS => ctx
-            .stores
-            .memberships
-            .get(&ObjectRef::new(name).within(namespace))
-            .and_then(|m| m.resource_version()),
-        BINDINGS => ctx
-            .stores
-            .bindings
-            .get(&ObjectRef::new(name).within(namespace))
-            .and_then(|b| b.resource_version()),
+        MEMBERSHIPS => cached_version(&stores.memberships, namespace, name),
+        BINDINGS => cached_version(&stores.bindings, namespace, name),
         // Nothing else is recorded; were it, it would not be waited for.
         _ => None,
     };
@@ -1239,18 +1232,15 @@ const UNSEEN_ACCESS_WAIT: Duration = Duration::from_secs(10);
 async fn wait_for_own_access_writes(ctx: &Context, name: &str) {
     let stores = &ctx.stores;
     let cached = |resource: &'static str, namespace: &str, name: &str| match resource {
-        <DesiredRoleBinding as Managed>::RESOURCE => stores
-            .native_bindings
-            .get(&ObjectRef::new(name).within(namespace))
-            .and_then(|rb| rb.resource_version()),
-        <ClusterRole as WholeObject>::RESOURCE => stores
-            .cluster_roles
-            .get(&ObjectRef::new(name))
-            .and_then(|cr| cr.resource_version()),
-        <ClusterRoleBinding as WholeObject>::RESOURCE => stores
-            .cluster_role_bindings
-            .get(&ObjectRef::new(name))
-            .and_then(|crb| crb.resource_version()),
+        <DesiredRoleBinding as Managed>::RESOURCE => {
+            cached_version(&stores.native_bindings, namespace, name)
+        }
+        <ClusterRole as WholeObject>::RESOURCE => {
+            cached_version(&stores.cluster_roles, namespace, name)
+        }
+        <ClusterRoleBinding as WholeObject>::RESOURCE => {
+            cached_version(&stores.cluster_role_bindings, namespace, name)
+        }
         _ => None,
     };
     let unseen = ctx
@@ -1260,6 +1250,21 @@ async fn wait_for_own_access_writes(ctx: &Context, name: &str) {
     if unseen > 0 {
         warn!(organization = %name, unseen, "the caches do not show this operator's last RBAC writes; comparing with them anyway");
     }
+}
+
+/// The resourceVersion of the cached copy of `namespace/name` (no namespace: a
+/// cluster-scoped object).
+fn cached_version<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<String>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let key = ObjectRef::new(name);
+    let key = if namespace.is_empty() {
+        key
+    } else {
+        key.within(namespace)
+    };
+    store.get(&key).and_then(|obj| obj.resource_version())
 }
 
 /// Whether a Membership needs no finalizer added: it holds kube-org's, or is being

@@ -41,6 +41,15 @@ impl LeaveRefusal {
     }
 }
 
+/// The emails (normalised) of the organization's owners, per [`is_owner`].
+pub fn owner_emails(bindings: &[&RoleBinding]) -> std::collections::HashSet<String> {
+    bindings
+        .iter()
+        .filter(|b| b.spec.role == ORGANIZATION_OWNER && b.meta().deletion_timestamp.is_none())
+        .map(|b| b.spec.member.normalized())
+        .collect()
+}
+
 /// Whether `email` holds the organization-owner role through a binding.
 pub fn is_owner(email: &str, bindings: &[&RoleBinding]) -> bool {
     bindings.iter().any(|b| {

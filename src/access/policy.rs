@@ -102,16 +102,15 @@ pub fn orphaned_bindings<'a>(
     memberships: &[&Membership],
     bound_before: &std::collections::HashSet<String>,
 ) -> Vec<&'a RoleBinding> {
+    let members: std::collections::HashSet<String> = memberships
+        .iter()
+        .map(|m| m.spec.email.normalized())
+        .collect();
     bindings
         .iter()
         .copied()
         .filter(|b| b.metadata.deletion_timestamp.is_none())
-        .filter(|b| {
-            let email = b.spec.member.normalized();
-            !memberships
-                .iter()
-                .any(|m| m.spec.email.normalized() == email)
-        })
+        .filter(|b| !members.contains(&b.spec.member.normalized()))
         .filter(|b| {
             evaluated_for_present_member(b)
                 || b.metadata

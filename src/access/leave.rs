@@ -41,22 +41,14 @@ impl LeaveRefusal {
     }
 }
 
-/// The emails (normalised) of the organization's owners, per [`is_owner`].
+/// The emails (normalised) of those who hold the organization-owner role through a
+/// binding (not being deleted).
 pub fn owner_emails(bindings: &[&RoleBinding]) -> std::collections::HashSet<String> {
     bindings
         .iter()
         .filter(|b| b.spec.role == ORGANIZATION_OWNER && b.meta().deletion_timestamp.is_none())
         .map(|b| b.spec.member.normalized())
         .collect()
-}
-
-/// Whether `email` holds the organization-owner role through a binding.
-pub fn is_owner(email: &str, bindings: &[&RoleBinding]) -> bool {
-    bindings.iter().any(|b| {
-        b.spec.role == ORGANIZATION_OWNER
-            && b.spec.member.normalized() == email
-            && b.meta().deletion_timestamp.is_none()
-    })
 }
 
 /// Decides whether `leaving` may go, given every Membership and RoleBinding of the
@@ -73,11 +65,13 @@ pub fn may_leave(
     let org_name = org.name_any();
     let staying: Vec<String> = memberships
         .iter()
-        .filter(|m| m.meta().deletion_timestamp.is_none() && m.spec.email.normalized() != email)
+        .filter(|m| m.meta().deletion_timestamp.is_none())
         .map(|m| m.spec.email.normalized())
+        .filter(|other| *other != email)
         .collect();
-    let owner_stays = staying.iter().any(|other| is_owner(other, bindings));
-    if is_owner(&email, bindings) && !owner_stays && (!staying.is_empty() || resources > 0) {
+    let owners = owner_emails(bindings);
+    let owner_stays = staying.iter().any(|other| owners.contains(other));
+    if owners.contains(&email) && !owner_stays && (!staying.is_empty() || resources > 0) {
         return Err(LeaveRefusal::LastOwner {
             email,
             org: org_name,

@@ -590,12 +590,20 @@ async fn exclusive_membership(
         }
     }
     // Give back what this organization holds for people who are no longer members.
-    for (email, holder) in &claims {
-        let still_member = live.iter().any(|m| m.spec.email.normalized() == *email);
+    let held: Vec<(&String, &crate::exclusive::Holder)> = claims
+        .iter()
+        .filter(|(_, holder)| holder.organization == name)
+        .collect();
+    let live_emails: std::collections::HashSet<String> = if held.is_empty() {
+        Default::default()
+    } else {
+        live.iter().map(|m| m.spec.email.normalized()).collect()
+    };
+    for (email, holder) in held {
         let settled = holder.since.is_none_or(|since| {
             now.duration_since(since).as_secs() >= CLAIM_GRACE.as_secs() as i64
         });
-        if holder.organization == name && !still_member && settled {
+        if !live_emails.contains(email) && settled {
             give_back_claim(ctx, org, email).await?;
         }
     }

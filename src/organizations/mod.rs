@@ -315,7 +315,8 @@ pub async fn run(
     let members_by_email = context.stores.memberships.clone();
     let natives_by_ns = context.stores.index.native_bindings.clone();
     // Status writes wake nobody; changes that may change access are urgent.
-    let membership_changes = triggers::Changes::new(memberships.store(), reconcile::is_refused);
+    let membership_changes = triggers::Changes::new(memberships.store(), reconcile::is_refused)
+        .adding_own_finalizer(crate::access::names::MEMBERSHIP_FINALIZER);
     let binding_changes = triggers::Changes::new(
         bindings.store(),
         crate::access::policy::evaluated_for_present_member,

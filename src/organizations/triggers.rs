@@ -58,22 +58,15 @@ pub struct Changes<K: Resource<DynamicType = ()> + 'static> {
     /// A finalizer kube-org adds itself: its arrival wakes nobody (the pass that added
     /// it accounted for it), its removal does (it must be put back).
     own_finalizer: Option<&'static str>,
-    /// Whether the plans know already what `status_read` now says (a status that says
-    /// what the last plan decided is no news to the next).
-    status_known: Option<StatusKnown<K>>,
 }
-
-type StatusKnown<K> = Box<dyn Fn(&K) -> bool + Send + Sync>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Fingerprint {
     spec: u64,
-    /// Everything else a reconcile reads, kube-org's own finalizer and the status aside.
+    /// Everything else a reconcile reads, kube-org's own finalizer aside.
     metadata: u64,
     /// Whether the object holds kube-org's own finalizer.
     own_finalizer: bool,
-    /// What a reconcile reads of the status.
-    status_read: bool,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
@@ -86,18 +79,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
             store,
             status_read,
             own_finalizer: None,
-            status_known: None,
         }
-    }
-
-    /// `known` says whether the plans know already what `status_read` says of an
-    /// object: its turning true then wakes nobody. (At 10,000 members the first status
-    /// of each RoleBinding, saying it was evaluated for a present member, kept the
-    /// organization planning back to back during the status storm, while the last plan
-    /// had recorded exactly that: [`super::Context::bound`].)
-    pub fn status_known_when(mut self, known: impl Fn(&K) -> bool + Send + Sync + 'static) -> Self {
-        self.status_known = Some(Box::new(known));
-        self
     }
 
     /// `finalizer` is one kube-org adds itself: its arrival wakes nobody. (At 10,000
@@ -113,11 +95,9 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
     fn seen(&self, obj: &K) -> Seen {
         let cached = self.store.get(&ObjectRef::from_obj(obj)).is_some();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let status = (self.status_read)(obj);
         let read = Read {
-            status,
+            status: (self.status_read)(obj),
             own_finalizer: self.own_finalizer,
-            status_known: status && self.status_known.as_ref().is_some_and(|known| known(obj)),
         };
         changed(&mut seen, obj, cached, read)
     }
@@ -145,8 +125,6 @@ struct Read {
     status: bool,
     /// The finalizer kube-org adds itself, if any.
     own_finalizer: Option<&'static str>,
-    /// Whether the plans know already what `status` says.
-    status_known: bool,
 }
 
 fn changed<K: Resource>(
@@ -167,16 +145,13 @@ fn changed<K: Resource>(
         // not a repair.
         None => Seen::New,
         Some(before) if before == now => Seen::Unchanged,
+        // Only kube-org's own finalizer changed: added (by kube-org) is nothing new;
+        // removed (by someone else) must be put back.
         Some(before) if before.spec == now.spec && before.metadata == now.metadata => {
-            // Only kube-org's own finalizer or what is read of the status changed. Added
-            // (by kube-org), the finalizer is nothing new; removed (by someone else), it
-            // must be put back. A status saying what the plans know is nothing new.
-            let finalizer_news = before.own_finalizer != now.own_finalizer && !now.own_finalizer;
-            let status_news = before.status_read != now.status_read && !read.status_known;
-            if finalizer_news || status_news {
-                Seen::Metadata
-            } else {
+            if now.own_finalizer {
                 Seen::Unchanged
+            } else {
+                Seen::Metadata
             }
         }
         Some(before) if before.spec == now.spec => Seen::Metadata,
@@ -254,9 +229,9 @@ fn fingerprint<K: Resource>(obj: &K, read: Read) -> Fingerprint {
                 .iter()
                 .map(|o| &o.uid)
                 .collect::<Vec<_>>(),
+            read.status,
         )),
         own_finalizer: obj.finalizers().iter().any(is_own),
-        status_read: read.status,
     }
 }
 
@@ -422,32 +397,6 @@ mod tests {
                 Read::default()
             ),
             Seen::Metadata
-        );
-    }
-
-    #[test]
-    fn a_status_the_plans_know_already_wakes_nobody() {
-        let known = |status: bool, status_known: bool| Read {
-            status,
-            status_known,
-            ..Read::default()
-        };
-        let mut seen = HashMap::new();
-        changed(&mut seen, &membership(alice()), true, known(false, false));
-        assert_eq!(
-            changed(&mut seen, &membership(alice()), true, known(true, true)),
-            Seen::Unchanged,
-            "what the last plan decided"
-        );
-        assert_eq!(
-            changed(&mut seen, &membership(alice()), true, known(false, false)),
-            Seen::Metadata,
-            "turned false: news"
-        );
-        assert_eq!(
-            changed(&mut seen, &membership(alice()), true, known(true, false)),
-            Seen::Metadata,
-            "turned true, not known to the plans: news"
         );
     }
 

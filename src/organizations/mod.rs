@@ -24,7 +24,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{Instrument, info, warn};
 
 use crate::access::names::{LABEL_MANAGED_BY, LABEL_ORGANIZATION, MANAGER};
-use crate::access::native::{CachedRoleBinding, DesiredRoleBinding};
+use crate::access::native::CachedRoleBinding;
 use crate::api::{Invitation, Membership, Organization, RoleBinding};
 use crate::cache::{Filled, all_filled};
 use crate::index::{self, Index, Key};
@@ -313,7 +313,6 @@ pub async fn run(
         organizations.clone(),
     );
     let members_by_email = context.stores.memberships.clone();
-    let echoes = context.clone();
     let natives_by_ns = context.stores.index.native_bindings.clone();
     // Status writes wake nobody; changes that may change access are urgent.
     let membership_changes = triggers::Changes::new(memberships.store(), reconcile::is_refused)
@@ -363,25 +362,7 @@ pub async fn run(
                     .get(&ObjectRef::from_obj(rb.as_ref()))
                     .is_none()
                 {
-                    return u4.mark(orgs);
-                }
-                // The echo of kube-org's own write wakes nobody: the pass that wrote it
-                // accounted for it. (At 10,000 members the 1,000 `view` bindings a
-                // revocation rewrites came back over a minute of the status storm and
-                // kept the organization planning back to back.)
-                let (namespace, name) = (rb.namespace().unwrap_or_default(), rb.name_any());
-                let version = rb.resource_version().unwrap_or_default();
-                let own = |org: &ObjectRef<Organization>| {
-                    echoes.unseen_access.is_own(
-                        &org.name,
-                        <DesiredRoleBinding as apply::Managed>::RESOURCE,
-                        &namespace,
-                        &name,
-                        &version,
-                    )
-                };
-                if !orgs.is_empty() && orgs.iter().all(own) {
-                    vec![]
+                    u4.mark(orgs)
                 } else {
                     orgs
                 }

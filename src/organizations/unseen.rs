@@ -77,27 +77,6 @@ impl UnseenWrites {
         writes.keys().filter(|(g, ..)| g == group).count()
     }
 
-    /// Whether `resource` `namespace/name` at resourceVersion `version` is a write of
-    /// `group` not yet seen: a watch event bringing it is the echo of that write.
-    pub fn is_own(
-        &self,
-        group: &str,
-        resource: &'static str,
-        namespace: &str,
-        name: &str,
-        version: &str,
-    ) -> bool {
-        let key = (
-            group.to_string(),
-            resource,
-            namespace.to_string(),
-            name.to_string(),
-        );
-        self.lock()
-            .get(&key)
-            .is_some_and(|write| write.made.as_deref() == Some(version))
-    }
-
     /// Forgets every write of `group`, seen or not.
     pub fn forget(&self, group: &str) {
         self.lock().retain(|(g, ..), _| g != group);
@@ -258,22 +237,6 @@ mod tests {
         assert_eq!(unseen.forget_seen("acme", &cached), 1);
         unseen.forget("acme");
         assert_eq!(unseen.forget_seen("acme", &cached), 0);
-    }
-
-    #[test]
-    fn the_echo_of_a_write_is_known_by_the_version_it_made() {
-        let unseen = UnseenWrites::default();
-        unseen.record(
-            "acme",
-            write("rolebindings.rbac", "res-1", "x", "1", Some("2")),
-        );
-        assert!(unseen.is_own("acme", "rolebindings.rbac", "res-1", "x", "2"));
-        assert!(
-            !unseen.is_own("acme", "rolebindings.rbac", "res-1", "x", "3"),
-            "someone else's"
-        );
-        assert!(!unseen.is_own("other", "rolebindings.rbac", "res-1", "x", "2"));
-        assert!(!unseen.is_own("acme", "rolebindings.rbac", "res-2", "x", "2"));
     }
 
     #[tokio::test]

@@ -30,7 +30,15 @@ pub struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    fn remember(&self, resource: &'static str, meta: &ObjectMeta, made: Option<String>) {
+    /// Remembers a write of `meta`'s object, decided from the cached copy at
+    /// resourceVersion `read` (none: it was not cached), that made `made`.
+    fn remember(
+        &self,
+        resource: &'static str,
+        meta: &ObjectMeta,
+        read: Option<String>,
+        made: Option<String>,
+    ) {
         let (namespace, name) = meta_key(meta);
         self.unseen.record(
             self.group,
@@ -38,7 +46,7 @@ impl Writer<'_> {
                 resource,
                 namespace: &namespace,
                 name: &name,
-                read: meta.resource_version.clone(),
+                read,
                 made,
             },
         );
@@ -371,8 +379,8 @@ where
                 let current = actual_by_key.get(&meta_key(obj.meta())).copied();
                 match apply_one(writer, obj, current).await {
                     Ok(made) => {
-                        let read = current.map_or(obj.meta(), |c| c.meta());
-                        writer.remember(M::RESOURCE, read, made);
+                        let read = current.and_then(|c| c.meta().resource_version.clone());
+                        writer.remember(M::RESOURCE, obj.meta(), read, made);
                         None
                     }
                     Err(e) => Some(failure_at(obj.meta(), e)),
@@ -387,7 +395,8 @@ where
         async move {
             match delete_one::<M>(writer, obj).await {
                 Ok(()) => {
-                    writer.remember(M::RESOURCE, obj.meta(), None);
+                    let read = obj.meta().resource_version.clone();
+                    writer.remember(M::RESOURCE, obj.meta(), read, None);
                     None
                 }
                 Err(e) => Some(failure_at(obj.meta(), e)),
@@ -491,11 +500,9 @@ where
         Ok(made) => Ok(made.metadata.resource_version),
         Err(kube::Error::Api(status)) if status.code == 409 => {
             match overwrite(api, metrics, resource, obj).await {
-                Err(kube::Error::Api(status)) if status.code == 404 => {
-                    // Deleted again meanwhile: the next pass creates it.
-                    Ok(None)
-                }
-                other => Ok(other?),
+                // Deleted again meanwhile: the next pass creates it.
+                Err(Error::Kube(kube::Error::Api(status))) if status.code == 404 => Ok(None),
+                other => other,
             }
         }
         Err(error) => Err(error.into()),
@@ -516,10 +523,10 @@ where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     match overwrite(api, metrics, resource, obj).await {
-        Err(kube::Error::Api(status)) if status.code == 404 => {
+        Err(Error::Kube(kube::Error::Api(status))) if status.code == 404 => {
             create_or_apply(api, metrics, resource, obj).await
         }
-        other => Ok(other?),
+        other => other,
     }
 }
 
@@ -530,7 +537,7 @@ async fn overwrite<K>(
     metrics: &Metrics,
     resource: &str,
     obj: &K,
-) -> Result<Option<String>, kube::Error>
+) -> Result<Option<String>, Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
@@ -538,16 +545,9 @@ where
     match crate::metadata_reply::replace(api, &obj.name_any(), &as_kube_org(), obj).await {
         Ok(made) => Ok(made.metadata.resource_version),
         Err(kube::Error::Api(status)) if status.code == 403 => {
-            metrics.write(resource, "apply");
-            api.patch(
-                &obj.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(obj),
-            )
-            .await
-            .map(|made| made.resource_version())
+            Ok(apply(api, metrics, resource, obj).await?.resource_version())
         }
-        Err(error) => Err(error),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -12,7 +12,7 @@
 //! remembered until its cache shows it, and a pass first waits, for a bounded time,
 //! for those of its group (one organization's statuses, or its native RBAC).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,8 @@ struct Write {
     made: Option<String>,
 }
 
-/// (group, resource, namespace, name).
-type Key = (String, &'static str, String, String);
+/// (resource, namespace, name).
+type Key = (&'static str, String, String);
 
 /// One object written, as [`UnseenWrites::record`] takes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,16 +41,15 @@ pub struct Written<'a> {
     pub made: Option<String>,
 }
 
-/// The writes not yet seen in the caches, by group.
+/// The writes not yet seen in the caches, by group (a pass polls only its own group's).
 #[derive(Debug, Default)]
-pub struct UnseenWrites(Mutex<BTreeMap<Key, Write>>);
+pub struct UnseenWrites(Mutex<HashMap<String, BTreeMap<Key, Write>>>);
 
 impl UnseenWrites {
     /// Remembers a write of `group`.
     pub fn record(&self, group: &str, written: Written<'_>) {
-        self.lock().insert(
+        self.lock().entry(group.to_string()).or_default().insert(
             (
-                group.to_string(),
                 written.resource,
                 written.namespace.to_string(),
                 written.name.to_string(),
@@ -70,16 +69,23 @@ impl UnseenWrites {
         group: &str,
         cached: impl Fn(&'static str, &str, &str) -> Option<String>,
     ) -> usize {
-        let mut writes = self.lock();
-        writes.retain(|(g, resource, namespace, name), write| {
-            g != group || !shows(write, cached(resource, namespace, name).as_deref())
+        let mut groups = self.lock();
+        let Some(writes) = groups.get_mut(group) else {
+            return 0;
+        };
+        writes.retain(|(resource, namespace, name), write| {
+            !shows(write, cached(resource, namespace, name).as_deref())
         });
-        writes.keys().filter(|(g, ..)| g == group).count()
+        let unseen = writes.len();
+        if unseen == 0 {
+            groups.remove(group);
+        }
+        unseen
     }
 
     /// Forgets every write of `group`, seen or not.
     pub fn forget(&self, group: &str) {
-        self.lock().retain(|(g, ..), _| g != group);
+        self.lock().remove(group);
     }
 
     /// Waits until the caches show every write of `group` ([`Self::forget_seen`]),
@@ -105,7 +111,7 @@ impl UnseenWrites {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Write>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<Key, Write>>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

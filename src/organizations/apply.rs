@@ -452,7 +452,7 @@ async fn apply_one<M: Managed>(
     }
     let obj = desired.object();
     let written = match current {
-        None => create_or_apply(&api, metrics, M::RESOURCE, &obj).await,
+        None => create_or_replace(&api, metrics, M::RESOURCE, &obj).await,
         Some(_) => replace_or_create(&api, metrics, M::RESOURCE, &obj).await,
     };
     match written {
@@ -486,7 +486,7 @@ fn as_kube_org() -> kube::api::PostParams {
 /// when it is already what kube-org wrote, a write that changes nothing (an apply
 /// would add its field manager's entry and make a new version). Returns the
 /// resourceVersion made.
-async fn create_or_apply<K>(
+async fn create_or_replace<K>(
     api: &Api<K>,
     metrics: &Metrics,
     resource: &str,
@@ -524,7 +524,7 @@ where
 {
     match overwrite(api, metrics, resource, obj).await {
         Err(Error::Kube(kube::Error::Api(status))) if status.code == 404 => {
-            create_or_apply(api, metrics, resource, obj).await
+            create_or_replace(api, metrics, resource, obj).await
         }
         other => other,
     }

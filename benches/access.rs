@@ -638,15 +638,15 @@ const RAW_STATUSES_MAX_MEMBERS: usize = 2_000;
 /// Copies the objects of kind `ar` in namespace `from` into namespace `into`,
 /// `RAW_PARALLEL` at a time: name and spec, and the labels and annotations that are
 /// not kube-org's — no status, no finalizers, no owner references, nothing pointing
-/// at the organization, so nothing acts on the copies. Returns each copy's name with
-/// the original's status, verbatim (one being deleted or without a status is left out:
-/// kube-org writes it none).
+/// at the organization, so nothing acts on the copies. Returns each copy with the
+/// original's status, verbatim (one being deleted or without a status is left out:
+/// kube-org writes it none), and whether the original held kube-org's finalizer.
 async fn copy_objects(
     client: &Client,
     ar: &ApiResource,
     from: &str,
     into: &str,
-) -> Vec<(String, serde_json::Value)> {
+) -> Vec<Copied> {
     let originals = Api::<DynamicObject>::namespaced_with(client.clone(), from, ar)
         .list(&Default::default())
         .await
@@ -679,7 +679,17 @@ async fn copy_objects(
             .data(serde_json::json!({"spec": original.data["spec"]}));
         copy.metadata.labels = not_kube_orgs(&original.metadata.labels);
         copy.metadata.annotations = not_kube_orgs(&original.metadata.annotations);
-        statuses.push((name, status.clone()));
+        let held = original
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == MEMBERSHIP_FINALIZER);
+        statuses.push(Copied {
+            name,
+            status: status.clone(),
+            held,
+        });
         copies.push(copy);
     }
     create_all(
@@ -689,6 +699,14 @@ async fn copy_objects(
     )
     .await;
     statuses
+}
+
+/// A copy made by [`copy_objects`].
+struct Copied {
+    name: String,
+    status: serde_json::Value,
+    /// The original held kube-org's finalizer (owners' Memberships).
+    held: bool,
 }
 
 /// Writes `status` on `name` by server-side apply on the status subresource, as
@@ -710,7 +728,7 @@ where
 }
 
 /// The ceiling for statuses: the writes kube-org's cold converge makes on its own
-/// objects — a finalizer on every Membership, the status of every Membership and every
+/// objects — a finalizer on each Membership that holds one (the owners'), the status of every Membership and every
 /// kube-org RoleBinding, three streams of `RAW_PARALLEL` at once, as kube-org runs
 /// them — made by a plain client on copies of the home namespace's objects (with the
 /// statuses kube-org wrote) in a namespace of no organization. Run with the operator
@@ -736,29 +754,37 @@ async fn raw_status_writes(client: &Client, w: &Workload) -> (usize, Duration) {
     let add_finalizer = serde_json::json!(
         [{"op": "add", "path": "/metadata/finalizers", "value": [MEMBERSHIP_FINALIZER]}]
     );
-    let finalizer_patches: Vec<(&String, Patch<()>)> = memberships
+    let held: Vec<usize> = (0..memberships.len())
+        .filter(|&i| memberships[i].held)
+        .collect();
+    let finalizer_patches: Vec<(usize, Patch<()>)> = held
         .iter()
-        .map(|(name, _)| {
+        .map(|&i| {
             let ops = serde_json::from_value(add_finalizer.clone()).expect("a JSON Patch");
-            (name, Patch::Json(ops))
+            (i, Patch::Json(ops))
         })
         .collect();
 
-    // A Membership's status follows its finalizer (as kube-org writes them: a status
-    // written first would make kube-org's guarded finalizer patch fail).
+    // A held Membership's status follows its finalizer (as kube-org writes them: a
+    // status written first would make kube-org's guarded finalizer patch fail); the
+    // others' go at once.
     let (finalized_tx, finalized_rx) = futures::channel::mpsc::unbounded::<usize>();
-    let (api, patches) = (&membership_api, &finalizer_patches);
+    for i in (0..memberships.len()).filter(|&i| !memberships[i].held) {
+        let _ = finalized_tx.unbounded_send(i);
+    }
+    let (api, patches, copies) = (&membership_api, &finalizer_patches, &memberships);
     let started = Instant::now();
     futures::join!(
         async move {
             stream::iter(0..patches.len())
-                .map(|i| {
-                    let (tx, (name, patch)) = (finalized_tx.clone(), &patches[i]);
+                .map(|k| {
+                    let (tx, (i, patch)) = (finalized_tx.clone(), &patches[k]);
+                    let name = &copies[*i].name;
                     async move {
                         api.patch(name, &PatchParams::default(), patch)
                             .await
                             .expect("adding a finalizer directly");
-                        let _ = tx.unbounded_send(i);
+                        let _ = tx.unbounded_send(*i);
                     }
                 })
                 .buffer_unordered(RAW_PARALLEL)
@@ -767,21 +793,21 @@ async fn raw_status_writes(client: &Client, w: &Workload) -> (usize, Duration) {
         },
         finalized_rx
             .map(|i| {
-                let (name, status) = &memberships[i];
-                write_status(&membership_api, name, status)
+                let copy = &memberships[i];
+                write_status(&membership_api, &copy.name, &copy.status)
             })
             .buffer_unordered(RAW_PARALLEL)
             .collect::<()>(),
         stream::iter(&bindings)
-            .map(|(name, status)| write_status(&binding_api, name, status))
+            .map(|copy| write_status(&binding_api, &copy.name, &copy.status))
             .buffer_unordered(RAW_PARALLEL)
             .collect::<()>(),
     );
     let took = started.elapsed();
 
     let release = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
-    stream::iter(&memberships)
-        .for_each_concurrent(RAW_PARALLEL, |(name, _)| {
+    stream::iter(held.iter().map(|&i| &memberships[i].name))
+        .for_each_concurrent(RAW_PARALLEL, |name| {
             let (api, release) = (&membership_api, &release);
             async move {
                 api.patch(name, &PatchParams::default(), release)
@@ -791,7 +817,7 @@ async fn raw_status_writes(client: &Client, w: &Workload) -> (usize, Duration) {
         })
         .await;
     common::delete_namespace(client, &ns).await;
-    (2 * memberships.len() + bindings.len(), took)
+    (held.len() + memberships.len() + bindings.len(), took)
 }
 
 /// A managed binding is deleted behind kube-org's back (as soon as it exists): how long

@@ -387,14 +387,26 @@ async fn removing_a_member_revokes_access_at_once_and_deletes_their_bindings() {
     let (org, res) = bob_views_all().await;
     let c = &org.client;
     let memberships = org.memberships();
-    eventually("the finalizer on bob's Membership", REACT, || async {
+    // bob is no owner: nothing could refuse his leaving, so kube-org holds his
+    // Membership with no finalizer (and saved the write). His status is there.
+    let bob = eventually("bob's Membership Ready", REACT, || async {
         let m = memberships.get("bob-example-com").await.ok()?;
-        m.finalizers()
+        let ready = m
+            .status
+            .as_ref()?
+            .conditions
             .iter()
-            .any(|f| f == "kube-org.io/membership")
-            .then_some(())
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(m)
     })
     .await;
+    assert!(
+        !bob.finalizers()
+            .iter()
+            .any(|f| f == "kube-org.io/membership"),
+        "a plain member's Membership is held: {:?}",
+        bob.finalizers()
+    );
 
     let started = Instant::now();
     memberships
@@ -416,6 +428,24 @@ async fn removing_a_member_revokes_access_at_once_and_deletes_their_bindings() {
             gone.then_some(())
         },
     )
+    .await;
+    // On the Organization: a cluster-scoped object's Events are in `default`.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(org.client.clone(), "default");
+    eventually("a MemberRemoved Event naming bob", REACT, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("MemberRemoved")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                        == Some(org.name.as_str())
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("bob@example.com"))
+            })
+            .map(|_| ())
+    })
     .await;
     org.delete().await;
 }

@@ -51,6 +51,29 @@ pub fn owner_emails(bindings: &[&RoleBinding]) -> std::collections::HashSet<Stri
         .collect()
 }
 
+/// Whether kube-org holds this member's Membership with its finalizer: those whose
+/// leaving the rules above could refuse — owners (through a binding, or listed in
+/// `spec.owners`) — and every member of an exclusive organization, whose claim on the
+/// person is given back the moment they leave. Anyone else may always go: a Membership
+/// gone without the finalizer takes its RoleBindings with it (the orphaned-binding
+/// step). The sole-member rule never holds a non-owner: `spec.owners` lists at least
+/// one email, and kube-org keeps that owner's Membership. A member who becomes an owner
+/// gets the finalizer on the next pass; one who stops being one keeps it (it is
+/// released on leaving as for anyone), which costs no write.
+///
+/// Why not every member: at 1,000 members the finalizers were a third of a cold
+/// converge's writes, and every Membership status waited for them.
+pub fn held_on_leaving(
+    org: &Organization,
+    owners: &std::collections::HashSet<String>,
+    m: &Membership,
+) -> bool {
+    let email = m.spec.email.normalized();
+    org.spec.membership.exclusive
+        || owners.contains(&email)
+        || org.spec.owners.iter().any(|o| o.normalized() == email)
+}
+
 /// Decides whether `leaving` may go, given every Membership and RoleBinding of the
 /// organization and how many resources it has. Memberships being deleted at the same
 /// time do not count as staying.
@@ -196,6 +219,35 @@ mod tests {
                 .reason(),
             "LastOwner"
         );
+    }
+
+    #[test]
+    fn owners_and_members_of_exclusive_organizations_are_held_with_the_finalizer() {
+        let org = org("root@example.com");
+        let bindings = [owner_binding("Bob@example.com")];
+        let owners = owner_emails(&bindings.iter().collect::<Vec<_>>());
+        assert!(held_on_leaving(
+            &org,
+            &owners,
+            &member("bob@example.com", false)
+        ));
+        assert!(held_on_leaving(
+            &org,
+            &owners,
+            &member("root@example.com", false)
+        ));
+        assert!(!held_on_leaving(
+            &org,
+            &owners,
+            &member("carol@example.com", false)
+        ));
+        let mut exclusive = org;
+        exclusive.spec.membership.exclusive = true;
+        assert!(held_on_leaving(
+            &exclusive,
+            &owners,
+            &member("carol@example.com", false)
+        ));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use super::unseen::Written;
 use super::{Context, Error};
 use crate::access::desired::{BindingOutcome, DesiredAccess};
 use crate::access::home::home_refusal;
-use crate::access::leave::LeaveRefusal;
+use crate::access::leave::{LeaveRefusal, held_on_leaving, owner_emails};
 use crate::access::names::{
     ANNOTATION_SOURCE, LABEL_ORGANIZATION, LABEL_OWNER, MEMBERSHIP_FINALIZER, managed_labels,
     person_object_name,
@@ -284,10 +284,13 @@ async fn apply_organization(shared: &Arc<Organization>, ctx: &Context) -> Result
     // finalizer stream, they are written while it runs. (Handed over only after it,
     // a cold start's 1,000 RoleBinding statuses waited for its 1,000 patches, and every
     // status came 1.5-2 s later at 1,000 members.)
+    // Only owners' Memberships are held (`held_on_leaving`); counted from every binding
+    // the plan read, expired ones too (one finalizer too many costs nothing later).
+    let owner_set = owner_emails(&bindings);
     let lacking_finalizer: Vec<&Arc<Membership>> = snapshot
         .memberships
         .iter()
-        .filter(|m| !holds_finalizer(m))
+        .filter(|m| !holds_finalizer(m) && held_on_leaving(org, &owner_set, m))
         .collect();
     if !lacking_finalizer.is_empty() {
         ctx.statuses.push(StatusPlan {
@@ -484,6 +487,7 @@ async fn delete_orphaned_bindings(
         let mut bound = ctx.bound.lock().unwrap_or_else(|p| p.into_inner());
         bound.insert(org.name_any(), bound_now).unwrap_or_default()
     };
+    let mut gone = BTreeSet::new();
     for orphan in orphaned_bindings(&bindings, memberships, &bound_before) {
         apply::delete(
             &namespaced(ctx, orphan),
@@ -493,8 +497,28 @@ async fn delete_orphaned_bindings(
         )
         .await?;
         info!(organization = %org.name_any(), member = %orphan.spec.member, binding = %orphan.name_any(), "member gone; their RoleBinding deleted");
+        gone.insert(orphan.spec.member.normalized());
+    }
+    // A member whose Membership went without kube-org's finalizer (not an owner) is
+    // told about as one released by it.
+    for email in gone {
+        publish_member_removed(ctx, org, &email).await;
     }
     Ok(())
+}
+
+/// The Event of a member who left: one per member (a bulk removal is rare; each is
+/// something an owner asks "who removed whom").
+async fn publish_member_removed(ctx: &Context, org: &Organization, email: &str) {
+    info!(organization = %org.name_any(), member = %email, "member left; access revoked");
+    publish(
+        ctx,
+        org,
+        EventType::Normal,
+        "MemberRemoved",
+        &format!("{email} left the organization; their access is revoked"),
+    )
+    .await;
 }
 
 /// The reason of a Membership refused because the person belongs, exclusively, to
@@ -1152,15 +1176,7 @@ async fn release_leaving_members(
                 if !stays && claimed {
                     give_back_claim(ctx, org, &email).await?;
                 }
-                info!(organization = %org.name_any(), member = %email, "member left; access revoked");
-                publish(
-                    ctx,
-                    org,
-                    EventType::Normal,
-                    "MemberRemoved",
-                    &format!("{email} left the organization; their access is revoked"),
-                )
-                .await;
+                publish_member_removed(ctx, org, &email).await;
             }
             Err(refusal) => {
                 if leaving

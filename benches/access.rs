@@ -641,12 +641,7 @@ const RAW_STATUSES_MAX_MEMBERS: usize = 2_000;
 /// at the organization, so nothing acts on the copies. Returns each copy with the
 /// original's status, verbatim (one being deleted or without a status is left out:
 /// kube-org writes it none), and whether the original held kube-org's finalizer.
-async fn copy_objects(
-    client: &Client,
-    ar: &ApiResource,
-    from: &str,
-    into: &str,
-) -> Vec<Copied> {
+async fn copy_objects(client: &Client, ar: &ApiResource, from: &str, into: &str) -> Vec<Copied> {
     let originals = Api::<DynamicObject>::namespaced_with(client.clone(), from, ar)
         .list(&Default::default())
         .await

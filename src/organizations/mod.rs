@@ -62,6 +62,15 @@ pub struct Context {
     pub identity: crate::access::identity::IdentityDefaults,
 }
 
+impl Context {
+    /// Whether an organization's last plan evaluated the RoleBinding with this uid for
+    /// a present member ([`Context::bound`]).
+    pub fn bound_for_present_member(&self, uid: &str) -> bool {
+        let bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        bound.values().any(|uids| uids.contains(uid))
+    }
+}
+
 /// ClusterRoles kube-org was allowed to bind, remembered for [`Bindable::TTL`]: a
 /// reconcile of an organization with custom roles then asks the API server nothing.
 /// Refusals are not remembered, so a new grant is seen at the next check.
@@ -315,12 +324,24 @@ pub async fn run(
     let members_by_email = context.stores.memberships.clone();
     let natives_by_ns = context.stores.index.native_bindings.clone();
     // Status writes wake nobody; changes that may change access are urgent.
-    let membership_changes = triggers::Changes::new(memberships.store(), reconcile::is_refused)
-        .adding_own_finalizer(crate::access::names::MEMBERSHIP_FINALIZER);
+    let membership_changes = triggers::Changes::new(
+        memberships.store(),
+        memberships.filled(),
+        reconcile::is_refused,
+    )
+    .adding_own_finalizer(crate::access::names::MEMBERSHIP_FINALIZER);
+    let plans = context.clone();
     let binding_changes = triggers::Changes::new(
         bindings.store(),
+        bindings.filled(),
         crate::access::policy::evaluated_for_present_member,
-    );
+    )
+    .status_known_when(move |b: &RoleBinding| {
+        b.metadata
+            .uid
+            .as_deref()
+            .is_some_and(|uid| plans.bound_for_present_member(uid))
+    });
     let (u1, u2, u3, u4) = (
         context.urgent.clone(),
         context.urgent.clone(),

@@ -224,6 +224,7 @@ async fn apply_organization(shared: &Arc<Organization>, ctx: &Context) -> Result
     });
     let next_expiry = desired.next_expiry;
     let refusals = leaving.refusals;
+    note_bound(ctx, &name, &snapshot, &desired);
     let planned = started.elapsed();
 
     // Access first: every native object is attempted, whatever fails elsewhere, and
@@ -397,6 +398,36 @@ fn by_expiry(again: Option<Duration>, next_expiry: Option<k8s_openapi::jiff::Tim
 /// clock that jumped.
 const FAR_EXPIRY_STEP: Duration = Duration::from_secs(24 * 3600);
 
+/// The uids of the cached RoleBindings `desired` evaluated for a present member.
+fn bound_for_present_members(
+    snapshot: &Snapshot,
+    desired: &DesiredAccess,
+) -> std::collections::HashSet<String> {
+    snapshot
+        .bindings
+        .iter()
+        .filter(|b| {
+            desired
+                .bindings
+                .get(&b.name_any())
+                .is_some_and(|o| crate::access::policy::for_present_member(&o.ready.reason))
+        })
+        .filter_map(|b| b.metadata.uid.clone())
+        .collect()
+}
+
+/// Adds what this plan evaluated for a present member to [`Context::bound`] as soon as
+/// it is planned, before any status it decides is written: a RoleBinding's first status
+/// saying so then wakes nobody ([`super::triggers`]; noted only at the end of the pass,
+/// the 1,000 first statuses of a cold start woke 170 passes at 1,000 members). Added,
+/// not replaced: a pass cut short must not drop what an earlier plan knew before the
+/// orphan rule used it.
+fn note_bound(ctx: &Context, org: &str, snapshot: &Snapshot, desired: &DesiredAccess) {
+    let bound_now = bound_for_present_members(snapshot, desired);
+    let mut bound = ctx.bound.lock().unwrap_or_else(|p| p.into_inner());
+    bound.entry(org.to_string()).or_default().extend(bound_now);
+}
+
 /// The reason of an Organization (and of the targets concerned) when a managed object
 /// could not be written.
 const SYNC_FAILED: &str = "SyncFailed";
@@ -472,17 +503,9 @@ async fn delete_orphaned_bindings(
     desired: &DesiredAccess,
 ) -> Result<(), Error> {
     let bindings: Vec<&RoleBinding> = snapshot.bindings.iter().map(|b| b.as_ref()).collect();
-    // What this plan evaluated for a present member replaces what the last one did.
-    let bound_now: std::collections::HashSet<String> = bindings
-        .iter()
-        .filter(|b| {
-            desired
-                .bindings
-                .get(&b.name_any())
-                .is_some_and(|o| crate::access::policy::for_present_member(&o.ready.reason))
-        })
-        .filter_map(|b| b.metadata.uid.clone())
-        .collect();
+    // What this plan evaluated for a present member replaces what the last one did
+    // (and what this one noted early, [`note_bound`]).
+    let bound_now = bound_for_present_members(snapshot, desired);
     let bound_before = {
         let mut bound = ctx.bound.lock().unwrap_or_else(|p| p.into_inner());
         bound.insert(org.name_any(), bound_now).unwrap_or_default()

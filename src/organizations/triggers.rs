@@ -51,35 +51,59 @@ pub struct Changes<K: Resource<DynamicType = ()> + 'static> {
     /// map's own: under 1 MB for 10,000 Memberships).
     seen: Mutex<HashMap<u64, Fingerprint>>,
     /// The cache the watch updated before the event came: an object no longer in it
-    /// was deleted.
+    /// was deleted — once the cache is filled. The first list's objects come before the
+    /// cache holds any of them (it fills at the list's end, all at once): taken for
+    /// deleted, each woke its organization as urgent at start, and its first status
+    /// write later woke it again as new (at 1,000 members, 100 passes back to back
+    /// through the status storm, and 60 at 10,000).
     store: Store<K>,
+    filled: crate::cache::Filled,
     /// What a reconcile reads of the object's status, if anything.
     status_read: fn(&K) -> bool,
     /// A finalizer kube-org adds itself: its arrival wakes nobody (the pass that added
     /// it accounted for it), its removal does (it must be put back).
     own_finalizer: Option<&'static str>,
+    /// Whether the plans know already what `status_read` now says (a status that says
+    /// what the last plan decided is no news to the next).
+    status_known: Option<StatusKnown<K>>,
 }
+
+type StatusKnown<K> = Box<dyn Fn(&K) -> bool + Send + Sync>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Fingerprint {
     spec: u64,
-    /// Everything else a reconcile reads, kube-org's own finalizer aside.
+    /// Everything else a reconcile reads, kube-org's own finalizer and the status aside.
     metadata: u64,
     /// Whether the object holds kube-org's own finalizer.
     own_finalizer: bool,
+    /// What a reconcile reads of the status.
+    status_read: bool,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
     /// `status_read`: the one thing a reconcile reads of the status (whether a
     /// Membership is refused; whether a RoleBinding was evaluated for a present
     /// member), part of the metadata fingerprint.
-    pub fn new(store: Store<K>, status_read: fn(&K) -> bool) -> Self {
+    pub fn new(store: Store<K>, filled: crate::cache::Filled, status_read: fn(&K) -> bool) -> Self {
         Changes {
             seen: Mutex::default(),
             store,
+            filled,
             status_read,
             own_finalizer: None,
+            status_known: None,
         }
+    }
+
+    /// `known` says whether the plans know already what `status_read` says of an
+    /// object: its turning true then wakes nobody. (At 10,000 members the first status
+    /// of each RoleBinding, saying it was evaluated for a present member, kept the
+    /// organization planning back to back during the status storm, while the last plan
+    /// had recorded exactly that: [`super::Context::bound`].)
+    pub fn status_known_when(mut self, known: impl Fn(&K) -> bool + Send + Sync + 'static) -> Self {
+        self.status_known = Some(Box::new(known));
+        self
     }
 
     /// `finalizer` is one kube-org adds itself: its arrival wakes nobody. (At 10,000
@@ -93,11 +117,14 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
 
     /// What the watch event that touched `obj` changed since the last one.
     fn seen(&self, obj: &K) -> Seen {
-        let cached = self.store.get(&ObjectRef::from_obj(obj)).is_some();
+        let cached =
+            self.store.get(&ObjectRef::from_obj(obj)).is_some() || !self.filled.is_filled();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let status = (self.status_read)(obj);
         let read = Read {
-            status: (self.status_read)(obj),
+            status,
             own_finalizer: self.own_finalizer,
+            status_known: status && self.status_known.as_ref().is_some_and(|known| known(obj)),
         };
         changed(&mut seen, obj, cached, read)
     }
@@ -110,7 +137,11 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
         urgent: &Urgent,
         orgs: impl FnOnce() -> Vec<ObjectRef<Organization>>,
     ) -> Vec<ObjectRef<Organization>> {
-        match self.seen(obj) {
+        let seen = self.seen(obj);
+        if seen != Seen::Unchanged {
+            tracing::debug!(kind = %K::kind(&()), object = %obj.name_any(), ?seen, "a change wakes its organization");
+        }
+        match seen {
             Seen::Unchanged => vec![],
             Seen::New | Seen::Metadata => orgs(),
             Seen::Spec => urgent.mark(orgs()),
@@ -125,6 +156,8 @@ struct Read {
     status: bool,
     /// The finalizer kube-org adds itself, if any.
     own_finalizer: Option<&'static str>,
+    /// Whether the plans know already what `status` says.
+    status_known: bool,
 }
 
 fn changed<K: Resource>(
@@ -145,13 +178,16 @@ fn changed<K: Resource>(
         // not a repair.
         None => Seen::New,
         Some(before) if before == now => Seen::Unchanged,
-        // Only kube-org's own finalizer changed: added (by kube-org) is nothing new;
-        // removed (by someone else) must be put back.
         Some(before) if before.spec == now.spec && before.metadata == now.metadata => {
-            if now.own_finalizer {
-                Seen::Unchanged
-            } else {
+            // Only kube-org's own finalizer or what is read of the status changed. Added
+            // (by kube-org), the finalizer is nothing new; removed (by someone else), it
+            // must be put back. A status saying what the plans know is nothing new.
+            let finalizer_news = before.own_finalizer != now.own_finalizer && !now.own_finalizer;
+            let status_news = before.status_read != now.status_read && !read.status_known;
+            if finalizer_news || status_news {
                 Seen::Metadata
+            } else {
+                Seen::Unchanged
             }
         }
         Some(before) if before.spec == now.spec => Seen::Metadata,
@@ -229,9 +265,9 @@ fn fingerprint<K: Resource>(obj: &K, read: Read) -> Fingerprint {
                 .iter()
                 .map(|o| &o.uid)
                 .collect::<Vec<_>>(),
-            read.status,
         )),
         own_finalizer: obj.finalizers().iter().any(is_own),
+        status_read: read.status,
     }
 }
 
@@ -260,6 +296,23 @@ mod tests {
                          "generation": 1, "resourceVersion": "1"},
             "spec": {"email": "alice@example.com"},
         })
+    }
+
+    /// The first list's objects reach the triggers before the cache holds them: new,
+    /// not deleted, so their first status write is no news either. Once the cache is
+    /// filled, an object it lacks is gone.
+    #[test]
+    fn an_object_of_the_first_list_is_new_not_deleted() {
+        let (store, _writer) = kube::runtime::reflector::store::<Membership>();
+        let filling = Changes::new(store.clone(), crate::cache::Filled::fixed(false), |_| false);
+        assert_eq!(filling.seen(&membership(alice())), Seen::New);
+        let mut status = alice();
+        status["metadata"]["resourceVersion"] = "2".into();
+        status["status"] = serde_json::json!({"joinedAt": "2026-01-01T00:00:00Z"});
+        assert_eq!(filling.seen(&membership(status)), Seen::Unchanged);
+
+        let filled = Changes::new(store, crate::cache::Filled::fixed(true), |_| false);
+        assert_eq!(filled.seen(&membership(alice())), Seen::Spec, "gone");
     }
 
     #[test]
@@ -397,6 +450,32 @@ mod tests {
                 Read::default()
             ),
             Seen::Metadata
+        );
+    }
+
+    #[test]
+    fn a_status_the_plans_know_already_wakes_nobody() {
+        let known = |status: bool, status_known: bool| Read {
+            status,
+            status_known,
+            ..Read::default()
+        };
+        let mut seen = HashMap::new();
+        changed(&mut seen, &membership(alice()), true, known(false, false));
+        assert_eq!(
+            changed(&mut seen, &membership(alice()), true, known(true, true)),
+            Seen::Unchanged,
+            "what the last plan decided"
+        );
+        assert_eq!(
+            changed(&mut seen, &membership(alice()), true, known(false, false)),
+            Seen::Metadata,
+            "turned false: news"
+        );
+        assert_eq!(
+            changed(&mut seen, &membership(alice()), true, known(true, false)),
+            Seen::Metadata,
+            "turned true, not known to the plans: news"
         );
     }
 

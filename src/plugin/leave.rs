@@ -1,7 +1,8 @@
 //! `kubectl org remove` and `leave`: delete a Membership, then watch kube-org either let
-//! the member go (their access is revoked, the Membership disappears) or hold it with
-//! its finalizer and say why in the Ready condition: the last owner, or the sole member
-//! while resources remain ([`crate::access::leave`]). Leaving is removing one's own
+//! the member go (the Membership disappears, their access is revoked and their
+//! RoleBindings deleted) or hold it with its finalizer and say why in the Ready
+//! condition: the last owner, or an owner listed in `spec.owners`
+//! ([`crate::access::leave`]). Leaving is removing one's own
 //! Membership: kube-org has no other way out, so it takes the permission to delete it.
 
 use std::time::Duration;
@@ -191,7 +192,14 @@ async fn wait(
         };
         // Another Membership of the same name (created since) is not the one deleted.
         let now = now.filter(|m| m.uid() == membership.uid());
-        match removal_state(now.as_ref()) {
+        let state = match removal_state(now.as_ref()) {
+            // Only owners' Memberships carry kube-org's finalizer: anyone else's goes at
+            // once, and kube-org revokes the access after. It deletes the member's
+            // RoleBindings once it has: until then, not done.
+            Removal::Gone if !bindings_gone(ctx, membership, leaving).await? => Removal::Waiting,
+            state => state,
+        };
+        match state {
             Removal::Gone => return Ok(()),
             Removal::Refused { message, .. } => {
                 return Err(PluginError::LeaveRefused {
@@ -209,6 +217,33 @@ async fn wait(
             }
             Removal::Waiting => tokio::time::sleep(POLL).await,
         }
+    }
+}
+
+/// Whether the RoleBindings naming the member of `membership` are gone. One leaving
+/// who may not list them (a plain member) is done once they may no longer read the
+/// Organization: that is their access revoked.
+async fn bindings_gone(
+    ctx: &OrgContext,
+    membership: &Membership,
+    leaving: bool,
+) -> Result<bool, PluginError> {
+    let email = membership.spec.email.normalized();
+    match ctx.bindings().list(&Default::default()).await {
+        Ok(list) => Ok(!list
+            .items
+            .iter()
+            .any(|b| b.spec.member.normalized() == email)),
+        Err(kube::Error::Api(status)) if leaving && status.code == 403 => {
+            let organizations: kube::Api<crate::api::Organization> =
+                kube::Api::all(ctx.client.clone());
+            match organizations.get(&ctx.name).await {
+                Ok(_) => Ok(false),
+                Err(kube::Error::Api(status)) if status.code == 403 => Ok(true),
+                Err(error) => Err(ctx.error(&format!("reading organization {}", ctx.name), error)),
+            }
+        }
+        Err(error) => Err(ctx.error("listing RoleBindings", error)),
     }
 }
 

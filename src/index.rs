@@ -95,13 +95,22 @@ impl<K: Resource> Index<K> {
     }
 
     /// Files exactly `objects` (the cache after a complete list: objects deleted while
-    /// the watch was down leave the cache without an event of their own).
-    pub fn reset(&self, objects: impl IntoIterator<Item = Arc<K>>) {
+    /// the watch was down leave the cache without an event of their own). Returns the
+    /// objects filed before that are not among them (deleted meanwhile), as last filed.
+    pub fn reset(&self, objects: impl IntoIterator<Item = Arc<K>>) -> Vec<Arc<K>> {
         let mut fresh = Inner::default();
         for obj in objects {
             fresh.file(place(obj.as_ref()), (self.keys_of)(obj.as_ref()), obj);
         }
-        *self.write() = fresh;
+        let before = std::mem::replace(&mut *self.write(), fresh);
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let mut gone: BTreeMap<Place, Arc<K>> = BTreeMap::new();
+        for (at, obj) in before.by_key.into_values().flatten() {
+            if !inner.keys.contains_key(&at) {
+                gone.insert(at, obj);
+            }
+        }
+        gone.into_values().collect()
     }
 
     /// The objects filed under `key`, by namespace and name.
@@ -241,11 +250,12 @@ mod tests {
         let index = Index::new(by_organization::<Namespace>);
         index.upsert(namespace("gone-while-the-watch-was-down", Some("acme")));
         index.upsert(namespace("kept", Some("acme")));
-        index.reset([
+        let gone = index.reset([
             namespace("kept", Some("acme")),
             namespace("new", Some("acme")),
         ]);
         assert_eq!(names(&index.get(&acme())), ["kept", "new"]);
+        assert_eq!(names(&gone), ["gone-while-the-watch-was-down"]);
     }
 
     #[test]

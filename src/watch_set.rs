@@ -129,31 +129,35 @@ where
         let subscribers: Subscribers<K> = Arc::default();
         let (fan_out, cache, indexed) = (subscribers.clone(), store.clone(), index.clone());
         tokio::spawn(events.for_each(move |event| {
-            let touched = match event {
+            let touched: Vec<Arc<K>> = match event {
                 Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
                     // The cache has applied the event: file what it holds now.
                     match cache.get(&ObjectRef::from_obj(&object)) {
                         Some(current) => indexed.upsert(current),
                         None => indexed.remove(&object),
                     }
-                    Some(object)
+                    vec![Arc::new(object)]
                 }
                 // A (re)list fills the cache at its end, all at once.
-                Ok(watcher::Event::InitApply(object)) => Some(object),
-                Ok(watcher::Event::InitDone) => {
-                    indexed.reset(cache.state());
-                    None
-                }
-                Ok(watcher::Event::Init) => None,
+                Ok(watcher::Event::InitApply(object)) => vec![Arc::new(object)],
+                // Objects deleted while the watch was down (a relist after it broke) have
+                // no event of their own: told as gone (the cache no longer holds them),
+                // so a member deleted meanwhile still loses access at once. Only an
+                // indexed cache knows them.
+                Ok(watcher::Event::InitDone) => indexed.reset(cache.state()),
+                Ok(watcher::Event::Init) => vec![],
                 Err(error) => {
                     tracing::debug!(%error, "watch error (retried)");
-                    None
+                    vec![]
                 }
             };
-            if let Some(object) = touched {
-                let object = Arc::new(object);
+            if !touched.is_empty() {
                 let mut subscribers = fan_out.lock().unwrap_or_else(|p| p.into_inner());
-                subscribers.retain(|tx| tx.unbounded_send(object.clone()).is_ok());
+                subscribers.retain(|tx| {
+                    touched
+                        .iter()
+                        .all(|object| tx.unbounded_send(object.clone()).is_ok())
+                });
             }
             futures::future::ready(())
         }));

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::org::{REACT, TestOrg, all, named, org_scope, org_where_bob_has};
-use common::{Can, can, client, eventually, eventually_can, unique};
+use common::{Can, can, client, eventually, eventually_can, eventually_event, unique};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding as NativeRoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -429,22 +429,10 @@ async fn removing_a_member_revokes_access_at_once_and_deletes_their_bindings() {
         },
     )
     .await;
-    // On the Organization: a cluster-scoped object's Events are in `default`.
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(org.client.clone(), "default");
-    eventually("a MemberRemoved Event naming bob", REACT, || async {
-        let list = events.list(&Default::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("MemberRemoved")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref())
-                        == Some(org.name.as_str())
-                    && e.note
-                        .as_deref()
-                        .is_some_and(|n| n.contains("bob@example.com"))
-            })
-            .map(|_| ())
+    eventually_event(c, "default", "MemberRemoved", &org.name, REACT, |e| {
+        e.note
+            .as_deref()
+            .is_some_and(|n| n.contains("bob@example.com"))
     })
     .await;
     org.delete().await;
@@ -521,15 +509,14 @@ async fn the_last_owner_cannot_leave_while_others_remain() {
         "{}",
         condition.message
     );
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(org.client.clone(), &org.home);
-    eventually("a LastOwner Event", REACT, || async {
-        let list = events.list(&Default::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("LastOwner"))
-            .map(|_| ())
-    })
+    eventually_event(
+        &org.client,
+        &org.home,
+        "LastOwner",
+        &owner.name_any(),
+        REACT,
+        |_| true,
+    )
     .await;
     // Still a member, still an owner.
     assert!(memberships.get(&owner.name_any()).await.is_ok());

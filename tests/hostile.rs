@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::org::{REACT, TestOrg, all, named};
 use common::{
     Can, OPERATOR_USER, can, client, client_as, create_organization, eventually, eventually_can,
-    operator, operator_may_not_delete_cluster_admin, unique,
+    eventually_event, operator, operator_may_not_delete_cluster_admin, unique,
 };
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -380,18 +380,7 @@ async fn a_declared_member_outside_the_allowed_domains_gets_nothing() {
             .any(|c| c.type_ == "Ready" && c.reason == "MemberRefused"),
         "{ready:?}"
     );
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), &org.home);
-    eventually("a DomainNotAllowed Event", REACT, || async {
-        let list = events.list(&Default::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("DomainNotAllowed")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("mallory")
-            })
-            .map(|_| ())
-    })
-    .await;
+    eventually_event(c, &org.home, "DomainNotAllowed", "mallory", REACT, |_| true).await;
     org.delete().await;
 }
 

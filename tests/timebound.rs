@@ -14,7 +14,7 @@ mod mailpit;
 use std::time::Duration;
 
 use common::org::{REACT, TestOrg, all};
-use common::{Can, can, eventually, eventually_can, operator, unique};
+use common::{Can, can, eventually, eventually_can, eventually_event, operator, unique};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -130,19 +130,16 @@ async fn a_binding_grants_until_expires_at_and_nothing_from_that_second_on() {
     let binding_status = expired.status.clone().expect("status");
     assert_eq!(binding_status.expired_at.map(|t| t.0), Some(expires_at));
     assert!(binding_status.resources.is_empty());
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(org.client.clone(), &org.home);
-    eventually("an Expired Event on the binding", REACT, || async {
-        let list = events.list(&Default::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("Expired")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bob-viewer")
-            })
-            .map(|e| assert_eq!(e.type_.as_deref(), Some("Normal")))
-    })
+    let expired_event = eventually_event(
+        &org.client,
+        &org.home,
+        "Expired",
+        "bob-viewer",
+        REACT,
+        |_| true,
+    )
     .await;
+    assert_eq!(expired_event.type_.as_deref(), Some("Normal"));
     // Expired is a resting state: no status rewrites, no requeue loop writing it again.
     let version = expired.resource_version();
     tokio::time::sleep(Duration::from_secs(3)).await;

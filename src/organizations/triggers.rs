@@ -14,9 +14,10 @@
 //! other organizations counts only Memberships that are not; their organizations learn
 //! of it through the claims this one then takes or gives back), and whether a
 //! RoleBinding was evaluated for a present member (a binding whose Membership went
-//! before kube-org's finalizer is deleted once its status says so, and that status may
-//! be written after the Membership is gone). Each of those flips about once per object,
-//! not on every status write.
+//! without kube-org's finalizer — anyone's but an owner's — is deleted once its status
+//! or the last plan says so, and that status may be written after the Membership is
+//! gone). Each of those flips about once per object, not on every status write, and a
+//! RoleBinding's flip that the last plan decided wakes nobody.
 //!
 //! Some changes are urgent ([`Urgent`]): they may change access, and the reconcile
 //! that is adding finalizers when one arrives stops early for it.

@@ -701,6 +701,31 @@ where
     }
 }
 
+/// Waits (as [`eventually`]) for an Event in `namespace` with `reason` about the object
+/// named `regarding` that satisfies `matches`, and returns it. An Event about a
+/// cluster-scoped object (an Organization) is in `default`.
+pub async fn eventually_event(
+    client: &Client,
+    namespace: &str,
+    reason: &str,
+    regarding: &str,
+    timeout: Duration,
+    matches: impl Fn(&k8s_openapi::api::events::v1::Event) -> bool,
+) -> k8s_openapi::api::events::v1::Event {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), namespace);
+    let what = format!("a {reason} Event about {regarding} in {namespace}");
+    eventually(&what, timeout, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(regarding)
+                && matches(e)
+        })
+    })
+    .await
+}
+
 /// One question to the API server's authorizer, as `kubectl auth can-i --as`.
 #[derive(Clone, Copy, Debug)]
 pub struct Can<'a> {

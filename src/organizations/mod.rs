@@ -2,6 +2,7 @@
 //! per Organization that applies what [`crate::access::desired_access`] computes.
 
 pub mod apply;
+pub mod leaving;
 pub mod plan;
 pub mod priority;
 pub mod reconcile;

@@ -1,6 +1,8 @@
 //! One reconcile per Organization, as named steps: dereference (read the caches) ->
-//! home namespace -> owners -> compute (pure) -> apply native RBAC -> members leaving ->
-//! status.
+//! home namespace -> owners -> claims -> plan (pure, [`super::plan`]) -> apply native
+//! RBAC ([`super::apply`]) -> members leaving ([`super::leaving`]) -> the Organization's
+//! status, the RoleBindings' and Memberships' handed to the status workers
+//! ([`super::status`]); and the Organization's cleanup when it is deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 
 use crate::access::native::{CachedRoleBinding, DesiredRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
@@ -23,23 +25,20 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::apply::{self, Managed, WholeObject, Writer, sync};
+use super::leaving::{
+    delete_orphaned_bindings, ensure_membership_finalizers, lacking_finalizer, note_bound,
+    release_leaving_members, release_membership_finalizers,
+};
 use super::status::write_if_changed;
 use super::status_queue::StatusPlan;
-use super::unseen::Written;
 use super::{Context, Error};
-use crate::access::desired::{BindingOutcome, DesiredAccess};
+use crate::access::desired::DesiredAccess;
 use crate::access::home::home_refusal;
-use crate::access::leave::{LeaveRefusal, held_on_leaving, owner_emails};
-use crate::access::names::{
-    ANNOTATION_SOURCE, LABEL_ORGANIZATION, LABEL_OWNER, MEMBERSHIP_FINALIZER, managed_labels,
-    person_object_name,
-};
-use crate::access::policy::{PolicyRefusal, orphaned_bindings};
+use crate::access::names::{LABEL_ORGANIZATION, LABEL_OWNER, managed_labels, person_object_name};
+use crate::access::policy::PolicyRefusal;
 use crate::api::condition::{DesiredCondition, READY, merge_conditions};
 use crate::api::invitation::InvitationPhase;
-use crate::api::membership::{AccessGroup, MembershipStatus};
 use crate::api::organization::OrganizationStatus;
-use crate::api::rolebinding::RoleBindingStatus;
 use crate::api::{
     Email, Membership, MembershipSpec, Organization, RoleBinding, RoleBindingSpec, Scope,
 };
@@ -96,13 +95,13 @@ async fn wait_for_caches(ctx: &Context) {
 }
 
 /// The cached objects of one organization.
-struct Snapshot {
-    memberships: Vec<Arc<Membership>>,
-    bindings: Vec<Arc<RoleBinding>>,
-    namespaces: Vec<Arc<Namespace>>,
-    native_bindings: Vec<Arc<CachedRoleBinding>>,
-    cluster_roles: Vec<Arc<ClusterRole>>,
-    cluster_role_bindings: Vec<Arc<ClusterRoleBinding>>,
+pub(super) struct Snapshot {
+    pub memberships: Vec<Arc<Membership>>,
+    pub bindings: Vec<Arc<RoleBinding>>,
+    pub namespaces: Vec<Arc<Namespace>>,
+    pub native_bindings: Vec<Arc<CachedRoleBinding>>,
+    pub cluster_roles: Vec<Arc<ClusterRole>>,
+    pub cluster_role_bindings: Vec<Arc<ClusterRoleBinding>>,
 }
 
 fn dereference(org: &Organization, ctx: &Context) -> Snapshot {
@@ -131,7 +130,7 @@ fn pending_invitations(org: &Organization, ctx: &Context) -> usize {
         .count()
 }
 
-fn now() -> Time {
+pub(super) fn now() -> Time {
     let seconds = k8s_openapi::jiff::Timestamp::now().as_second();
     Time(
         k8s_openapi::jiff::Timestamp::from_second(seconds)
@@ -285,14 +284,7 @@ async fn apply_organization(shared: &Arc<Organization>, ctx: &Context) -> Result
     // finalizer stream, they are written while it runs. (Handed over only after it,
     // a cold start's 1,000 RoleBinding statuses waited for its 1,000 patches, and every
     // status came 1.5-2 s later at 1,000 members.)
-    // Only owners' Memberships are held (`held_on_leaving`); counted from every binding
-    // the plan read, expired ones too (one finalizer too many costs nothing later).
-    let owner_set = owner_emails(&bindings);
-    let lacking_finalizer: Vec<&Arc<Membership>> = snapshot
-        .memberships
-        .iter()
-        .filter(|m| !holds_finalizer(m) && held_on_leaving(org, &owner_set, m))
-        .collect();
+    let lacking_finalizer = lacking_finalizer(org, &snapshot, &bindings);
     if !lacking_finalizer.is_empty() {
         ctx.statuses.push(StatusPlan {
             org: shared.clone(),
@@ -398,36 +390,6 @@ fn by_expiry(again: Option<Duration>, next_expiry: Option<k8s_openapi::jiff::Tim
 /// clock that jumped.
 const FAR_EXPIRY_STEP: Duration = Duration::from_secs(24 * 3600);
 
-/// The uids of the cached RoleBindings `desired` evaluated for a present member.
-fn bound_for_present_members(
-    snapshot: &Snapshot,
-    desired: &DesiredAccess,
-) -> std::collections::HashSet<String> {
-    snapshot
-        .bindings
-        .iter()
-        .filter(|b| {
-            desired
-                .bindings
-                .get(&b.name_any())
-                .is_some_and(|o| crate::access::policy::for_present_member(&o.ready.reason))
-        })
-        .filter_map(|b| b.metadata.uid.clone())
-        .collect()
-}
-
-/// Adds what this plan evaluated for a present member to [`Context::bound`] as soon as
-/// it is planned, before any status it decides is written: a RoleBinding's first status
-/// saying so then wakes nobody ([`super::triggers`]; noted only at the end of the pass,
-/// the 1,000 first statuses of a cold start woke 170 passes at 1,000 members). Added,
-/// not replaced: a pass cut short must not drop what an earlier plan knew before the
-/// orphan rule used it.
-fn note_bound(ctx: &Context, org: &str, snapshot: &Snapshot, desired: &DesiredAccess) {
-    let bound_now = bound_for_present_members(snapshot, desired);
-    let mut bound = ctx.bound.lock().unwrap_or_else(|p| p.into_inner());
-    bound.entry(org.to_string()).or_default().extend(bound_now);
-}
-
 /// The reason of an Organization (and of the targets concerned) when a managed object
 /// could not be written.
 const SYNC_FAILED: &str = "SyncFailed";
@@ -491,57 +453,6 @@ fn report_failed_targets(desired: &mut DesiredAccess, failures: &[super::apply::
             );
         }
     }
-}
-
-/// Deletes the RoleBindings of members whose Membership went away before kube-org's
-/// finalizer was on it (see [`orphaned_bindings`]).
-async fn delete_orphaned_bindings(
-    org: &Organization,
-    ctx: &Context,
-    snapshot: &Snapshot,
-    memberships: &[&Membership],
-    desired: &DesiredAccess,
-) -> Result<(), Error> {
-    let bindings: Vec<&RoleBinding> = snapshot.bindings.iter().map(|b| b.as_ref()).collect();
-    // What this plan evaluated for a present member replaces what the last one did
-    // (and what this one noted early, [`note_bound`]).
-    let bound_now = bound_for_present_members(snapshot, desired);
-    let bound_before = {
-        let mut bound = ctx.bound.lock().unwrap_or_else(|p| p.into_inner());
-        bound.insert(org.name_any(), bound_now).unwrap_or_default()
-    };
-    let mut gone = BTreeSet::new();
-    for orphan in orphaned_bindings(&bindings, memberships, &bound_before) {
-        apply::delete(
-            &namespaced(ctx, orphan),
-            &ctx.metrics,
-            "rolebindings.kube-org.io",
-            &orphan.name_any(),
-        )
-        .await?;
-        info!(organization = %org.name_any(), member = %orphan.spec.member, binding = %orphan.name_any(), "member gone; their RoleBinding deleted");
-        gone.insert(orphan.spec.member.normalized());
-    }
-    // A member whose Membership went without kube-org's finalizer (not an owner) is
-    // told about as one released by it.
-    for email in gone {
-        publish_member_removed(ctx, org, &email).await;
-    }
-    Ok(())
-}
-
-/// The Event of a member who left: one per member (a bulk removal is rare; each is
-/// something an owner asks "who removed whom").
-async fn publish_member_removed(ctx: &Context, org: &Organization, email: &str) {
-    info!(organization = %org.name_any(), member = %email, "member left; access revoked");
-    publish(
-        ctx,
-        org,
-        EventType::Normal,
-        "MemberRemoved",
-        &format!("{email} left the organization; their access is revoked"),
-    )
-    .await;
 }
 
 /// The reason of a Membership refused because the person belongs, exclusively, to
@@ -712,7 +623,11 @@ fn memberships_elsewhere(
 }
 
 /// Gives back `email`'s exclusive-membership claim if `org` holds it.
-async fn give_back_claim(ctx: &Context, org: &Organization, email: &str) -> Result<(), Error> {
+pub(super) async fn give_back_claim(
+    ctx: &Context,
+    org: &Organization,
+    email: &str,
+) -> Result<(), Error> {
     if crate::exclusive::release(&ctx.client, &ctx.claims_namespace, email, org).await? {
         ctx.metrics.write("leases", "delete");
         info!(organization = %org.name_any(), member = %email, "exclusive membership claim given back");
@@ -988,7 +903,7 @@ async fn ensure_owners(
 }
 
 /// The API of a namespaced kube-org object's kind, in its namespace.
-fn namespaced<K>(ctx: &Context, obj: &K) -> Api<K>
+pub(super) fn namespaced<K>(ctx: &Context, obj: &K) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
@@ -999,276 +914,6 @@ where
 /// (longer when planning took longer, so that a stream of changes still lets each pass
 /// write at least as long as it planned).
 const WRITE_SLICE: Duration = Duration::from_millis(250);
-
-/// Puts kube-org's finalizer on every Membership so that deleting one first revokes
-/// access and checks the last-owner rule: a few at a time, until done or until a change
-/// the next reconcile must see ([`super::triggers::Urgent`]: the count differs from
-/// `urgent_before`; or the Organization changed). Returns whether some are left for the
-/// next reconcile.
-///
-/// A cold start adds one per member. The stream used to end at a deadline as well
-/// (half the time the pass took so far), from before urgent changes could end it: at
-/// 10,000 members each pass then planned for 10-28 s to patch for half that, and the
-/// finalizers took three minutes, two of them planning.
-async fn ensure_membership_finalizers(
-    ctx: &Context,
-    org: &Organization,
-    missing: &[&Arc<Membership>],
-    urgent_before: u64,
-) -> Result<bool, Error> {
-    // A change that may change access since the pass began (a deleted binding, a new
-    // namespace, a member removed, the Organization edited or deleted) ends the stream
-    // early: the reconcile it queued comes next. Checked before each write starts
-    // (`WRITE_CONCURRENCY` run at once; those under way finish), so there is no batch
-    // to wait for.
-    let name = org.name_any();
-    let mut tried = 0;
-    // By index (see `apply::sync`).
-    let writes = (0..missing.len())
-        .map_while(|i| {
-            let stop = tried > 0
-                && (ctx.urgent.count(&name) != urgent_before || organization_changed(ctx, org));
-            tried += usize::from(!stop);
-            (!stop).then_some(i)
-        })
-        // The copy the cache holds now, not the snapshot's: a status written since
-        // changed its resourceVersion, or an earlier pass's patch added the finalizer.
-        .filter_map(|i| {
-            ctx.stores
-                .memberships
-                .get(&ObjectRef::from_obj(missing[i].as_ref()))
-        })
-        .filter(|m| !holds_finalizer(m))
-        .map(|m| async move {
-            let mut finalizers = m.finalizers().to_vec();
-            finalizers.push(MEMBERSHIP_FINALIZER.to_string());
-            patch_finalizers(ctx, &m, finalizers).await
-        });
-    let applied = all_ok(writes).await?;
-    let stale = applied.iter().filter(|a| **a == Applied::Stale).count();
-    if tried > 0 {
-        let added = applied.iter().filter(|a| **a == Applied::Yes).count();
-        tracing::debug!(organization = %org.name_any(), count = added, stale, "added Membership finalizers");
-    }
-    // A copy found out of date (a status write changed it meanwhile, and status writes
-    // wake nobody: `super::triggers`) is tried again by the next pass.
-    Ok(tried < missing.len() || stale > 0)
-}
-
-/// Whether the cached Organization is no longer the one this pass reconciles: its
-/// spec changed (a new generation), it is being deleted, or it is gone.
-fn organization_changed(ctx: &Context, org: &Organization) -> bool {
-    ctx.stores
-        .organizations
-        .get(&ObjectRef::from_obj(org))
-        .is_none_or(|cached| {
-            cached.metadata.generation != org.metadata.generation
-                || cached.metadata.deletion_timestamp.is_some()
-        })
-}
-
-/// Removes kube-org's finalizer from a Membership. Releasing must happen: one that met
-/// a changed copy is an error, so the reconcile is retried.
-async fn release_finalizer(ctx: &Context, m: &Membership) -> Result<(), Error> {
-    let finalizers = m
-        .finalizers()
-        .iter()
-        .filter(|f| *f != MEMBERSHIP_FINALIZER)
-        .cloned()
-        .collect();
-    if patch_finalizers(ctx, m, finalizers).await? == Applied::Stale {
-        return Err(Error::Finalizer(format!(
-            "the finalizers of Membership {} changed meanwhile; releasing again",
-            m.name_any()
-        )));
-    }
-    Ok(())
-}
-
-/// Sets a Membership's finalizers to `finalizers`, guarded by a JSON Patch test.
-/// Removing kube-org's finalizer is guarded by the finalizers read (status writes may
-/// have happened meanwhile; removing is always right). Adding it is guarded by the
-/// resourceVersion read as well: a copy that is out of date (another operator's
-/// Organization cleanup just released this Membership) must not put it back. A failed
-/// test is reported as [`Applied::Stale`]: adding is tried again by the next pass,
-/// while releasing (which must happen) retries as an error.
-async fn patch_finalizers(
-    ctx: &Context,
-    m: &Membership,
-    finalizers: Vec<String>,
-) -> Result<Applied, Error> {
-    let api = namespaced(ctx, m);
-    let adding = finalizers.len() > m.finalizers().len();
-    let read = adding.then(|| m.resource_version()).flatten();
-    let ops = finalizer_patch(m.finalizers(), &finalizers, read.as_deref());
-    let patch = Patch::<()>::Json(
-        serde_json::from_value(ops).map_err(|e| Error::Finalizer(e.to_string()))?,
-    );
-    ctx.metrics.write("memberships", "patch");
-    match api
-        .patch_metadata(&m.name_any(), &PatchParams::default(), &patch)
-        .await
-    {
-        Ok(_) => Ok(Applied::Yes),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Applied::Gone),
-        Err(kube::Error::Api(status)) if [409, 422].contains(&status.code) => Ok(Applied::Stale),
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// What a guarded finalizer patch did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Applied {
-    Yes,
-    /// The Membership is gone: nothing is left to hold.
-    Gone,
-    /// The copy read was out of date: adding is tried again by the next pass.
-    Stale,
-}
-
-/// The JSON Patch that turns finalizers `current` into `wanted` only if they are still
-/// `current` (and, given, the object is still at `resource_version`).
-fn finalizer_patch(
-    current: &[String],
-    wanted: &[String],
-    resource_version: Option<&str>,
-) -> serde_json::Value {
-    let mut ops = Vec::new();
-    if let Some(version) = resource_version {
-        ops.push(serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": version}));
-    }
-    if current.is_empty() {
-        ops.push(serde_json::json!({"op": "add", "path": "/metadata/finalizers", "value": wanted}));
-    } else {
-        ops.push(
-            serde_json::json!({"op": "test", "path": "/metadata/finalizers", "value": current}),
-        );
-        ops.push(
-            serde_json::json!({"op": "replace", "path": "/metadata/finalizers", "value": wanted}),
-        );
-    }
-    serde_json::Value::Array(ops)
-}
-
-/// The Memberships being deleted whose member may not leave yet, with the reason.
-/// Members whose Membership is being deleted: those allowed to leave already lost their
-/// access (the computation left them out); delete their RoleBindings and let the
-/// Membership go. Those refused get an Event (once per reason).
-async fn release_leaving_members(
-    org: &Organization,
-    ctx: &Context,
-    memberships: &[&Membership],
-    bindings: &[&RoleBinding],
-    refusals: &BTreeMap<String, LeaveRefusal>,
-) -> Result<(), Error> {
-    for leaving in memberships.iter().filter(|m| {
-        m.meta().deletion_timestamp.is_some()
-            && m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
-    }) {
-        let email = leaving.spec.email.normalized();
-        match refusals.get(&leaving.name_any()).map_or(Ok(()), Err) {
-            Ok(()) => {
-                for b in bindings
-                    .iter()
-                    .filter(|b| b.spec.member.normalized() == email)
-                {
-                    apply::delete(
-                        &namespaced(ctx, *b),
-                        &ctx.metrics,
-                        "rolebindings.kube-org.io",
-                        &b.name_any(),
-                    )
-                    .await?;
-                }
-                release_finalizer(ctx, leaving).await?;
-                // Exclusive membership: the person is free to join elsewhere at once.
-                let stays = memberships.iter().any(|m| {
-                    m.meta().deletion_timestamp.is_none() && m.spec.email.normalized() == email
-                });
-                let claimed = ctx
-                    .stores
-                    .claims
-                    .get(
-                        &kube::runtime::reflector::ObjectRef::new(&crate::exclusive::claim_name(
-                            &email,
-                        ))
-                        .within(&ctx.claims_namespace),
-                    )
-                    .and_then(|lease| crate::exclusive::cached_holder(&lease))
-                    .is_some_and(|(_, holder)| holder.organization == org.name_any());
-                if !stays && claimed {
-                    give_back_claim(ctx, org, &email).await?;
-                }
-                publish_member_removed(ctx, org, &email).await;
-            }
-            Err(refusal) => {
-                if leaving
-                    .status
-                    .as_ref()
-                    .is_none_or(|s| !s.conditions.iter().any(|c| c.reason == refusal.reason()))
-                {
-                    warn!(organization = %org.name_any(), member = %email, reason = refusal.reason(), "member may not leave yet");
-                    publish(
-                        ctx,
-                        *leaving,
-                        EventType::Warning,
-                        refusal.reason(),
-                        &refusal.to_string(),
-                    )
-                    .await;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Writes the statuses of a plan ([`super::status_queue`]) against the objects as the
-/// cache holds them now.
-pub async fn write_statuses(plan: &StatusPlan, ctx: &Context) -> Result<(), Error> {
-    let org = plan.org.as_ref();
-    wait_for_own_status_writes(ctx, &org.home_namespace()).await;
-    let index = &ctx.stores.index;
-    let home = Key::Namespace(org.home_namespace());
-    let bindings = index.bindings.get(&home);
-    let memberships = if plan.memberships {
-        index.memberships.get(&home)
-    } else {
-        Vec::new()
-    };
-    futures::try_join!(
-        write_binding_statuses(org, ctx, &bindings, &plan.desired),
-        write_membership_statuses(org, ctx, &memberships, &plan.desired, &plan.refusals)
-    )
-    .map(|_| ())
-}
-
-/// The resource names status writes are remembered under ([`super::unseen`]).
-const MEMBERSHIPS: &str = "memberships";
-const BINDINGS: &str = "rolebindings.kube-org.io";
-
-/// How long a status pass waits for the caches to show the previous pass's writes
-/// before it compares with them anyway (at worst writing a status again).
-const UNSEEN_STATUSES_WAIT: Duration = Duration::from_secs(30);
-
-/// Waits until the Membership and RoleBinding caches show the status writes made in
-/// `namespace` (see [`super::unseen`]), for at most [`UNSEEN_STATUSES_WAIT`].
-async fn wait_for_own_status_writes(ctx: &Context, namespace: &str) {
-    let stores = &ctx.stores;
-    let cached = |resource: &'static str, namespace: &str, name: &str| match resource {
-        MEMBERSHIPS => cached_version(&stores.memberships, namespace, name),
-        BINDINGS => cached_version(&stores.bindings, namespace, name),
-        // Nothing else is recorded; were it, it would not be waited for.
-        _ => None,
-    };
-    let unseen = ctx
-        .unseen_statuses
-        .wait(namespace, UNSEEN_STATUSES_WAIT, cached)
-        .await;
-    if unseen > 0 {
-        warn!(%namespace, unseen, "the caches do not show this operator's last status writes; comparing with them anyway");
-    }
-}
 
 /// How long a reconcile waits for the caches to show its organization's last native
 /// writes before it compares with them anyway (at worst writing an object again).
@@ -1301,7 +946,7 @@ async fn wait_for_own_access_writes(ctx: &Context, name: &str) {
 
 /// The resourceVersion of the cached copy of `namespace/name` (no namespace: a
 /// cluster-scoped object).
-fn cached_version<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<String>
+pub(super) fn cached_version<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<String>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
@@ -1314,34 +959,10 @@ where
     store.get(&key).and_then(|obj| obj.resource_version())
 }
 
-/// Whether a Membership needs no finalizer added: it holds kube-org's, or is being
-/// deleted (none can be added then).
-fn holds_finalizer(m: &Membership) -> bool {
-    m.meta().deletion_timestamp.is_some()
-        || m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER)
-}
-
-async fn write_binding_statuses<'a>(
-    org: &Organization,
-    ctx: &'a Context,
-    cached: &'a [Arc<RoleBinding>],
-    desired: &'a DesiredAccess,
-) -> Result<(), Error> {
-    // By index (see `apply::sync`).
-    let writes = (0..cached.len()).filter_map(move |i| {
-        let binding = &cached[i];
-        let outcome = desired.bindings.get(&binding.name_any())?;
-        Some(write_binding_status(ctx, binding, outcome))
-    });
-    let transitions: Vec<Transition> = all_ok(writes).await?.into_iter().flatten().collect();
-    publish_transitions(ctx, org, "RoleBinding", transitions).await;
-    Ok(())
-}
-
 /// Runs independent writes with bounded concurrency and keeps what each returned;
 /// fails on the first error. `writes` is consumed lazily: a write's future exists only
 /// while it runs (a few KB each, times 10,000 Memberships when collected up front).
-async fn all_ok<T, F>(writes: impl IntoIterator<Item = F>) -> Result<Vec<T>, Error>
+pub(super) async fn all_ok<T, F>(writes: impl IntoIterator<Item = F>) -> Result<Vec<T>, Error>
 where
     F: std::future::Future<Output = Result<T, Error>>,
 {
@@ -1350,281 +971,6 @@ where
         .buffer_unordered(super::WRITE_CONCURRENCY)
         .try_collect()
         .await
-}
-
-/// An object whose Ready condition changed in this reconcile: announced by an Event.
-#[derive(Debug)]
-struct Transition {
-    object: k8s_openapi::api::core::v1::ObjectReference,
-    name: String,
-    type_: EventType,
-    reason: String,
-    note: String,
-}
-
-/// At most this many objects get an Event each per reconcile; a larger change is one
-/// Event on the Organization that summarises it (no Event storm on a bulk change).
-const EVENTS_PER_RECONCILE: usize = 5;
-
-/// Publishes the Ready transitions of one reconcile (see [`summarise`]).
-async fn publish_transitions(
-    ctx: &Context,
-    org: &Organization,
-    kind: &str,
-    transitions: Vec<Transition>,
-) {
-    for event in summarise(&org.object_ref(&()), kind, transitions) {
-        publish_to(ctx, &event.object, event.type_, &event.reason, &event.note).await;
-    }
-}
-
-/// The Events for one reconcile's Ready transitions: one per object for a few, one on
-/// the Organization for many (counts per reason, a few names each).
-fn summarise(
-    organization: &k8s_openapi::api::core::v1::ObjectReference,
-    kind: &str,
-    transitions: Vec<Transition>,
-) -> Vec<Transition> {
-    if transitions.len() <= EVENTS_PER_RECONCILE {
-        return transitions;
-    }
-    let warning = transitions.iter().any(|t| t.type_ == EventType::Warning);
-    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for t in &transitions {
-        by_reason.entry(&t.reason).or_default().push(&t.name);
-    }
-    let parts: Vec<String> = by_reason
-        .iter()
-        .map(|(reason, names)| {
-            let shown: Vec<&str> = names.iter().take(3).copied().collect();
-            let more = names.len().saturating_sub(shown.len());
-            let tail = if more > 0 {
-                format!(", +{more}")
-            } else {
-                String::new()
-            };
-            format!("{reason} {} ({}{tail})", names.len(), shown.join(", "))
-        })
-        .collect();
-    vec![Transition {
-        object: organization.clone(),
-        name: organization.name.clone().unwrap_or_default(),
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: format!("{kind}sChanged"),
-        note: format!(
-            "{} {kind}s changed: {}",
-            transitions.len(),
-            parts.join("; ")
-        ),
-    }]
-}
-
-/// One binding's status; its Ready transition, if any (for an Event).
-async fn write_binding_status(
-    ctx: &Context,
-    binding: &RoleBinding,
-    outcome: &BindingOutcome,
-) -> Result<Option<Transition>, Error> {
-    let current = binding.status.clone().unwrap_or_default();
-    let mut status = RoleBindingStatus {
-        conditions: merge_conditions(
-            &current.conditions,
-            std::slice::from_ref(&outcome.ready),
-            binding.metadata.generation,
-            &now(),
-        ),
-        observed_generation: binding.metadata.generation,
-        scope: Some(outcome.scope.clone()),
-        // Copied below only if the status is written.
-        resources: Vec::new(),
-        problems: outcome.problems.clone(),
-        expired_at: outcome.expired_at.clone(),
-    };
-    let unchanged = binding.has_status(&status, &outcome.resources);
-    if !unchanged {
-        status.resources = outcome.resources.to_vec();
-    }
-    let ready_before = current.conditions.iter().find(|c| c.type_ == READY);
-    let changed_ready = ready_before.is_none_or(|c| {
-        (c.status == "True") != outcome.ready.status || c.reason != outcome.ready.reason
-    });
-    let wrote = write_status(ctx, BINDINGS, binding, unchanged, &status).await?;
-    if !(wrote && changed_ready) {
-        return Ok(None);
-    }
-    let (type_, reason) = if outcome.ready.status {
-        (EventType::Normal, "Granted")
-    } else if outcome.ready.reason == crate::access::desired::EXPIRED {
-        // The end that was asked for, not a problem.
-        (EventType::Normal, crate::access::desired::EXPIRED)
-    } else {
-        (EventType::Warning, outcome.ready.reason.as_str())
-    };
-    Ok(Some(Transition {
-        object: binding.object_ref(&()),
-        name: binding.name_any(),
-        type_,
-        reason: reason.to_string(),
-        note: outcome.ready.message.clone(),
-    }))
-}
-
-/// A RoleBinding's or Membership's status write (unless `unchanged`), started once no
-/// reconcile is writing native RBAC ([`super::priority`]).
-async fn write_status<K, S>(
-    ctx: &Context,
-    resource: &'static str,
-    obj: &K,
-    unchanged: bool,
-    status: &S,
-) -> Result<bool, Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    S: serde::Serialize,
-{
-    if !unchanged {
-        ctx.access_first.clear().await;
-    }
-    let reply = write_if_changed(
-        &namespaced(ctx, obj),
-        &ctx.metrics,
-        resource,
-        obj,
-        unchanged,
-        status,
-    )
-    .await?;
-    let Some(reply) = reply else {
-        return Ok(false);
-    };
-    let namespace = obj.namespace().unwrap_or_default();
-    ctx.unseen_statuses.record(
-        &namespace,
-        Written {
-            resource,
-            namespace: &namespace,
-            name: &obj.name_any(),
-            read: obj.resource_version(),
-            made: reply.metadata.resource_version,
-        },
-    );
-    Ok(true)
-}
-
-fn membership_source(m: &Membership) -> String {
-    if let Some(source) = m.annotations().get(ANNOTATION_SOURCE) {
-        source.clone()
-    } else if m.labels().contains_key(LABEL_OWNER) {
-        "Owner".to_string()
-    } else {
-        "Declared".to_string()
-    }
-}
-
-async fn write_membership_statuses<'a>(
-    org: &'a Organization,
-    ctx: &'a Context,
-    cached: &'a [Arc<Membership>],
-    desired: &'a DesiredAccess,
-    refusals: &'a BTreeMap<String, LeaveRefusal>,
-) -> Result<(), Error> {
-    // By index (see `apply::sync`).
-    let writes = (0..cached.len()).filter_map(move |i| {
-        let m = &cached[i];
-        let name = m.name_any();
-        let listed = refusals.contains_key(&name)
-            || desired.refused.contains_key(&name)
-            || desired.members.contains_key(&name);
-        if !listed && m.meta().deletion_timestamp.is_some() {
-            return None;
-        }
-        // Built when its write starts (a few at a time): a member's access list has an
-        // entry per resource namespace.
-        let status_of = move || {
-            let outcome = desired.members.get(&name).cloned().unwrap_or_default();
-            let access = desired.access_of(&outcome.user);
-            let ready = if let Some(refusal) = refusals.get(&name) {
-                DesiredCondition::new(READY, false, refusal.reason(), refusal.to_string())
-            } else if let Some(refusal) = desired.refused.get(&name) {
-                DesiredCondition::new(READY, false, refusal.reason, refusal.message.clone())
-            } else if desired.members.contains_key(&name) {
-                DesiredCondition::new(
-                    READY,
-                    true,
-                    "Active",
-                    format!(
-                        "member of {} as {} with {} role(s) in {} resource(s)",
-                        org.name_any(),
-                        outcome.user,
-                        outcome.roles.len(),
-                        access.len()
-                    ),
-                )
-            } else {
-                DesiredCondition::new(
-                    READY,
-                    false,
-                    "DuplicateMember",
-                    format!(
-                        "another Membership of {} already has {}; this one grants nothing",
-                        org.name_any(),
-                        m.spec.email
-                    ),
-                )
-            };
-            let current = m.status.clone().unwrap_or_default();
-            // A policy refusal is announced once, when it starts.
-            let refusal = desired
-                .refused
-                .get(&name)
-                .filter(|r| {
-                    !current
-                        .conditions
-                        .iter()
-                        .any(|c| c.type_ == READY && c.reason == r.reason)
-                })
-                .cloned();
-            let status = MembershipStatus {
-                conditions: merge_conditions(
-                    &current.conditions,
-                    &[ready],
-                    m.metadata.generation,
-                    &now(),
-                ),
-                observed_generation: m.metadata.generation,
-                joined_at: m.metadata.creation_timestamp.clone(),
-                source: Some(membership_source(m)),
-                // The name bound (none while the membership grants nothing); who signed
-                // in to accept is written once by the accept endpoint and kept.
-                user: desired.members.get(&name).map(|o| o.user.clone()),
-                subject: current.subject.clone(),
-                roles: outcome.roles,
-                access: AccessGroup::group(access),
-            };
-            (status, refusal)
-        };
-        Some(async move {
-            let (status, refusal) = status_of();
-            write_status(ctx, MEMBERSHIPS, m.as_ref(), m.has_status(&status), &status).await?;
-            Ok(refusal.map(|refusal| Transition {
-                object: m.object_ref(&()),
-                name: m.name_any(),
-                type_: EventType::Warning,
-                reason: refusal.reason.to_string(),
-                note: refusal.message.clone(),
-            }))
-        })
-    });
-    let transitions: Vec<Transition> = all_ok(writes).await?.into_iter().flatten().collect();
-    publish_transitions(ctx, org, "Membership", transitions).await;
-    Ok(())
 }
 
 /// Deleting an Organization: garbage collection removes what it owns (home namespace
@@ -1671,24 +1017,8 @@ fn belongs_to_another(ctx: &Context, org: &Organization, ns: &Namespace) -> bool
             .is_some_and(|other| other.home_namespace() == ns.name_any())
 }
 
-/// Takes kube-org's finalizer off these Memberships.
-async fn release_membership_finalizers(
-    ctx: &Context,
-    memberships: &[Membership],
-) -> Result<(), Error> {
-    for m in memberships
-        .iter()
-        .filter(|m| m.finalizers().iter().any(|f| f == MEMBERSHIP_FINALIZER))
-    {
-        // The Organization goes once this returns: a release that did not apply is
-        // tried again, or the Membership (and its namespace) would be held forever.
-        release_finalizer(ctx, m).await?;
-    }
-    Ok(())
-}
-
 /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
-async fn publish<K: Resource<DynamicType = ()>>(
+pub(super) async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     obj: &K,
     type_: EventType,
@@ -1698,7 +1028,7 @@ async fn publish<K: Resource<DynamicType = ()>>(
     publish_to(ctx, &obj.object_ref(&()), type_, reason, note).await;
 }
 
-async fn publish_to(
+pub(super) async fn publish_to(
     ctx: &Context,
     object: &k8s_openapi::api::core::v1::ObjectReference,
     type_: EventType,
@@ -1755,23 +1085,6 @@ mod tests {
         assert_eq!(problems(&reversed), problems(&failures));
     }
 
-    fn transition(name: &str, reason: &str, warning: bool) -> Transition {
-        Transition {
-            object: k8s_openapi::api::core::v1::ObjectReference {
-                name: Some(name.to_string()),
-                ..Default::default()
-            },
-            name: name.to_string(),
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_string(),
-            note: String::new(),
-        }
-    }
-
     #[test]
     fn an_expiry_is_waited_for_to_the_millisecond_and_a_far_one_a_day_at_a_time() {
         let in_ms = |ms: i64| {
@@ -1802,64 +1115,6 @@ mod tests {
                 in_ms(80 * 365 * 24 * 3_600_000)
             )),
             wait(Action::requeue(SYNC_RETRY))
-        );
-    }
-
-    #[test]
-    fn finalizers_change_only_if_they_are_still_what_was_read() {
-        let ours = vec![MEMBERSHIP_FINALIZER.to_string()];
-        // Adding: only on the copy read (resourceVersion), and its finalizers.
-        let added = finalizer_patch(&[], &ours, Some("42"));
-        assert_eq!(
-            added[0],
-            serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"})
-        );
-        assert_eq!(added[1]["op"], "add");
-        let theirs = vec!["example.com/hold".to_string()];
-        let both = [theirs.clone(), ours.clone()].concat();
-        let patch = finalizer_patch(&theirs, &both, Some("43"));
-        assert_eq!(
-            patch[1],
-            serde_json::json!({"op": "test", "path": "/metadata/finalizers", "value": theirs})
-        );
-        assert_eq!(patch[2]["value"], serde_json::json!(both));
-        // Removing: only the finalizers are tested.
-        let removed = finalizer_patch(&both, &theirs, None);
-        assert_eq!(removed.as_array().unwrap().len(), 2);
-        assert_eq!(removed[1]["value"], serde_json::json!(theirs));
-    }
-
-    #[test]
-    fn a_few_transitions_get_an_event_each_and_a_bulk_change_one_summary() {
-        let org = k8s_openapi::api::core::v1::ObjectReference {
-            name: Some("acme".to_string()),
-            ..Default::default()
-        };
-        let few: Vec<Transition> = (0..3)
-            .map(|i| transition(&format!("b{i}"), "Granted", false))
-            .collect();
-        assert_eq!(summarise(&org, "RoleBinding", few).len(), 3);
-
-        let mut many: Vec<Transition> = (0..1000)
-            .map(|i| transition(&format!("b{i}"), "Granted", false))
-            .collect();
-        many.push(transition("x", "UnknownRole", true));
-        let events = summarise(&org, "RoleBinding", many);
-        assert_eq!(events.len(), 1);
-        let event = &events[0];
-        assert_eq!(event.object.name.as_deref(), Some("acme"));
-        assert_eq!(event.reason, "RoleBindingsChanged");
-        assert_eq!(
-            event.type_,
-            EventType::Warning,
-            "a refusal among them is worth a warning"
-        );
-        assert!(
-            event.note.starts_with(
-                "1001 RoleBindings changed: Granted 1000 (b0, b1, b2, +997); UnknownRole 1 (x)"
-            ),
-            "{}",
-            event.note
         );
     }
 }

@@ -121,7 +121,7 @@ pub async fn work(ctx: Arc<super::Context>, mut stop: tokio::sync::watch::Receiv
             _ = stop.wait_for(|stopped| *stopped) => return,
         };
         let name = plan.org.name_any();
-        if let Err(error) = super::reconcile::write_statuses(&plan, &ctx).await {
+        if let Err(error) = super::status::write_statuses(&plan, &ctx).await {
             tracing::warn!(organization = %name, %error, "writing statuses failed; retrying");
             let retry = ctx.clone();
             let failed = plan.clone();

@@ -16,6 +16,8 @@
 //! - `BENCH_PARALLEL`: concurrent creates during setup (default 16);
 //! - `BENCH_RAW_STATUSES`: `1` or `0` to measure the ceiling for statuses or not
 //!   (default: measured up to 2,000 members; at 10,000 its copies overfill this machine);
+//! - `BENCH_POLL_MS`: the first pause between two SubjectAccessReview polls of a
+//!   reaction (default 10);
 //! - `KUBE_ORG_BIN`: the operator binary to measure, with the CRDs it prints (default: this
 //!   tree's release build and CRDs);
 //!
@@ -509,10 +511,13 @@ fn reaction_timeout() -> Duration {
     Duration::from_secs(env_usize("BENCH_REACTION_TIMEOUT", 1800) as u64)
 }
 
-/// The pause between two polls `elapsed` into a wait: 10 ms at first, at most 1% of the
-/// time waited so far (so a long wait does not load the API server), at most 250 ms.
+/// The pause between two polls `elapsed` into a wait: `BENCH_POLL_MS` (default 10 ms) at
+/// first, at most 1% of the time waited so far (so a long wait does not load the API
+/// server), at most 250 ms. (The polls are SubjectAccessReviews the API server answers
+/// while it writes the converge: the knob measures what they cost the figures.)
 fn poll_interval(elapsed: Duration) -> Duration {
-    (elapsed / 100).clamp(Duration::from_millis(10), Duration::from_millis(250))
+    let first = Duration::from_millis(env_usize("BENCH_POLL_MS", 10).clamp(1, 250) as u64);
+    (elapsed / 100).clamp(first, Duration::from_millis(250))
 }
 
 /// How long until the authorizer answers `allowed` for `user` doing `what` (polled with

@@ -25,12 +25,6 @@ pub const MEMBERSHIPS_PAGE: u32 = 250;
 pub struct Filled(watch::Receiver<bool>);
 
 impl Filled {
-    /// A cache that is filled or not, for good (unit tests of what reads it).
-    #[cfg(test)]
-    pub fn fixed(filled: bool) -> Filled {
-        Filled(watch::channel(filled).1)
-    }
-
     pub fn is_filled(&self) -> bool {
         *self.0.borrow()
     }

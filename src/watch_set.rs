@@ -27,6 +27,46 @@ use crate::api::{Invitation, Membership, Organization};
 use crate::cache::{Filled, reflect_events};
 use crate::index::{self, Index, KeysOf};
 
+/// What subscribers hear of a watch event the cache has applied: only objects as the
+/// cache holds them then (an object it lacks was deleted), so a subscriber may take the
+/// cache for the truth.
+///
+/// A (re)list fills the cache at its end, all at once: its objects are told then, from
+/// the cache, with those filed before that the list no longer has (deleted while the
+/// watch was down, which have no event of their own; only an indexed cache knows them).
+/// Told as each listed object arrived, they came before the cache held them: the
+/// organization triggers took each for deleted (every object woke its organization as
+/// urgent at start, and its first status write woke it again as new: 100-170 passes
+/// back to back at 1,000 members), and the accept endpoint's token index dropped them.
+fn touched_by<K>(event: watcher::Event<K>, cache: &Store<K>, index: &Index<K>) -> Vec<Arc<K>>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    match event {
+        watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
+            // File what the cache holds now.
+            match cache.get(&ObjectRef::from_obj(&object)) {
+                Some(current) => {
+                    index.upsert(current.clone());
+                    vec![current]
+                }
+                None => {
+                    index.remove(&object);
+                    vec![Arc::new(object)]
+                }
+            }
+        }
+        watcher::Event::Init | watcher::Event::InitApply(_) => vec![],
+        watcher::Event::InitDone => {
+            let mut listed = cache.state();
+            let gone = index.reset(listed.iter().cloned());
+            listed.extend(gone);
+            listed
+        }
+    }
+}
+
 /// The shared watches.
 #[derive(Clone)]
 pub struct WatchSet {
@@ -129,23 +169,8 @@ where
         let subscribers: Subscribers<K> = Arc::default();
         let (fan_out, cache, indexed) = (subscribers.clone(), store.clone(), index.clone());
         tokio::spawn(events.for_each(move |event| {
-            let touched: Vec<Arc<K>> = match event {
-                Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
-                    // The cache has applied the event: file what it holds now.
-                    match cache.get(&ObjectRef::from_obj(&object)) {
-                        Some(current) => indexed.upsert(current),
-                        None => indexed.remove(&object),
-                    }
-                    vec![Arc::new(object)]
-                }
-                // A (re)list fills the cache at its end, all at once.
-                Ok(watcher::Event::InitApply(object)) => vec![Arc::new(object)],
-                // Objects deleted while the watch was down (a relist after it broke) have
-                // no event of their own: told as gone (the cache no longer holds them),
-                // so a member deleted meanwhile still loses access at once. Only an
-                // indexed cache knows them.
-                Ok(watcher::Event::InitDone) => indexed.reset(cache.state()),
-                Ok(watcher::Event::Init) => vec![],
+            let touched = match event {
+                Ok(event) => touched_by(event, &cache, &indexed),
                 Err(error) => {
                     tracing::debug!(%error, "watch error (retried)");
                     vec![]
@@ -196,5 +221,79 @@ where
         }
         subscribers.push(tx);
         rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::ResourceExt;
+
+    fn namespace(name: &str) -> Namespace {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {LABEL_ORGANIZATION: "acme"}},
+        }))
+        .unwrap()
+    }
+
+    fn names(objects: &[Arc<Namespace>]) -> Vec<String> {
+        let mut names: Vec<String> = objects.iter().map(|o| o.name_any()).collect();
+        names.sort();
+        names
+    }
+
+    /// Each event as the watch set handles it: the cache applies it first.
+    fn told(
+        writer: &mut kube::runtime::reflector::store::Writer<Namespace>,
+        index: &Index<Namespace>,
+        event: watcher::Event<Namespace>,
+    ) -> Vec<Arc<Namespace>> {
+        writer.apply_watcher_event(&event);
+        touched_by(event, &writer.as_reader(), index)
+    }
+
+    #[test]
+    fn a_list_is_told_once_the_cache_holds_it_with_what_went_meanwhile() {
+        let (_, mut writer) = kube::runtime::reflector::store::<Namespace>();
+        let index = Index::new(index::by_organization::<Namespace>);
+        assert!(told(&mut writer, &index, watcher::Event::Init).is_empty());
+        let listed = told(
+            &mut writer,
+            &index,
+            watcher::Event::InitApply(namespace("a")),
+        );
+        assert!(listed.is_empty(), "not in the cache yet");
+        let done = told(&mut writer, &index, watcher::Event::InitDone);
+        assert_eq!(names(&done), ["a"]);
+        let cache = writer.as_reader();
+        assert!(
+            done.iter()
+                .all(|ns| cache.get(&ObjectRef::from_obj(ns.as_ref())).is_some())
+        );
+
+        let applied = told(&mut writer, &index, watcher::Event::Apply(namespace("b")));
+        assert_eq!(names(&applied), ["b"]);
+
+        // The watch broke; "a" was deleted meanwhile, "c" created: the relist tells "b"
+        // and "c" as the cache holds them, and "a" as gone (the cache lacks it).
+        told(&mut writer, &index, watcher::Event::Init);
+        told(
+            &mut writer,
+            &index,
+            watcher::Event::InitApply(namespace("b")),
+        );
+        told(
+            &mut writer,
+            &index,
+            watcher::Event::InitApply(namespace("c")),
+        );
+        let relisted = told(&mut writer, &index, watcher::Event::InitDone);
+        assert_eq!(names(&relisted), ["a", "b", "c"]);
+        let cache = writer.as_reader();
+        assert!(cache.get(&ObjectRef::new("a")).is_none());
+
+        let deleted = told(&mut writer, &index, watcher::Event::Delete(namespace("b")));
+        assert_eq!(names(&deleted), ["b"]);
+        assert!(writer.as_reader().get(&ObjectRef::new("b")).is_none());
     }
 }

@@ -3,7 +3,7 @@
 //! those allowed to go, and deleting the RoleBindings of members gone without it (the
 //! orphaned-binding step, fed by what each plan evaluated for a present member).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use kube::api::{Patch, PatchParams};
@@ -32,10 +32,7 @@ enum Applied {
 }
 
 /// The uids of the cached RoleBindings `desired` evaluated for a present member.
-fn bound_for_present_members(
-    snapshot: &Snapshot,
-    desired: &DesiredAccess,
-) -> std::collections::HashSet<String> {
+fn bound_for_present_members(snapshot: &Snapshot, desired: &DesiredAccess) -> HashSet<String> {
     snapshot
         .bindings
         .iter()
@@ -54,11 +51,22 @@ fn bound_for_present_members(
 /// saying so then wakes nobody ([`super::triggers`]; noted only at the end of the pass,
 /// the 1,000 first statuses of a cold start woke 170 passes at 1,000 members). Added,
 /// not replaced: a pass cut short must not drop what an earlier plan knew before the
-/// orphan rule used it.
-pub(super) fn note_bound(ctx: &Context, org: &str, snapshot: &Snapshot, desired: &DesiredAccess) {
+/// orphan rule used it. Returns what this plan evaluated so, for
+/// [`delete_orphaned_bindings`] (reporting failed writes later changes no binding's
+/// reason between present and absent member).
+pub(super) fn note_bound(
+    ctx: &Context,
+    org: &str,
+    snapshot: &Snapshot,
+    desired: &DesiredAccess,
+) -> HashSet<String> {
     let bound_now = bound_for_present_members(snapshot, desired);
     let mut bound = ctx.bound.lock().unwrap_or_else(|p| p.into_inner());
-    bound.entry(org.to_string()).or_default().extend(bound_now);
+    bound
+        .entry(org.to_string())
+        .or_default()
+        .extend(bound_now.iter().cloned());
+    bound_now
 }
 
 /// Deletes the RoleBindings of members whose Membership went away before kube-org's
@@ -68,12 +76,11 @@ pub(super) async fn delete_orphaned_bindings(
     ctx: &Context,
     snapshot: &Snapshot,
     memberships: &[&Membership],
-    desired: &DesiredAccess,
+    bound_now: HashSet<String>,
 ) -> Result<(), Error> {
     let bindings: Vec<&RoleBinding> = snapshot.bindings.iter().map(|b| b.as_ref()).collect();
-    // What this plan evaluated for a present member replaces what the last one did
-    // (and what this one noted early, [`note_bound`]).
-    let bound_now = bound_for_present_members(snapshot, desired);
+    // What this plan evaluated for a present member ([`note_bound`]) replaces what the
+    // last one did (and what this one noted early).
     let bound_before = {
         let mut bound = ctx.bound.lock().unwrap_or_else(|p| p.into_inner());
         bound.insert(org.name_any(), bound_now).unwrap_or_default()

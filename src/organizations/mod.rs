@@ -64,11 +64,11 @@ pub struct Context {
 }
 
 impl Context {
-    /// Whether an organization's last plan evaluated the RoleBinding with this uid for
-    /// a present member ([`Context::bound`]).
-    pub fn bound_for_present_member(&self, uid: &str) -> bool {
+    /// Whether organization `org`'s last plan evaluated the RoleBinding with this uid
+    /// for a present member ([`Context::bound`]).
+    pub fn bound_for_present_member(&self, org: &str, uid: &str) -> bool {
         let bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
-        bound.values().any(|uids| uids.contains(uid))
+        bound.get(org).is_some_and(|uids| uids.contains(uid))
     }
 }
 
@@ -325,23 +325,20 @@ pub async fn run(
     let members_by_email = context.stores.memberships.clone();
     let natives_by_ns = context.stores.index.native_bindings.clone();
     // Status writes wake nobody; changes that may change access are urgent.
-    let membership_changes = triggers::Changes::new(
-        memberships.store(),
-        memberships.filled(),
-        reconcile::is_refused,
-    )
-    .adding_own_finalizer(crate::access::names::MEMBERSHIP_FINALIZER);
-    let plans = context.clone();
+    let membership_changes = triggers::Changes::new(memberships.store(), reconcile::is_refused)
+        .adding_own_finalizer(crate::access::names::MEMBERSHIP_FINALIZER);
+    let (plans, homes) = (context.clone(), organizations.clone());
     let binding_changes = triggers::Changes::new(
         bindings.store(),
-        bindings.filled(),
         crate::access::policy::evaluated_for_present_member,
     )
     .status_known_when(move |b: &RoleBinding| {
-        b.metadata
-            .uid
-            .as_deref()
-            .is_some_and(|uid| plans.bound_for_present_member(uid))
+        let Some(uid) = b.metadata.uid.as_deref() else {
+            return false;
+        };
+        orgs_homed_in(&homes, b.namespace())
+            .iter()
+            .any(|org| plans.bound_for_present_member(&org.name, uid))
     });
     let (u1, u2, u3, u4) = (
         context.urgent.clone(),

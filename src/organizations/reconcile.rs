@@ -223,7 +223,7 @@ async fn apply_organization(shared: &Arc<Organization>, ctx: &Context) -> Result
     });
     let next_expiry = desired.next_expiry;
     let refusals = leaving.refusals;
-    note_bound(ctx, &name, &snapshot, &desired);
+    let bound_now = note_bound(ctx, &name, &snapshot, &desired);
     let planned = started.elapsed();
 
     // Access first: every native object is attempted, whatever fails elsewhere, and
@@ -301,7 +301,7 @@ async fn apply_organization(shared: &Arc<Organization>, ctx: &Context) -> Result
     let more_finalizers =
         ensure_membership_finalizers(ctx, org, &lacking_finalizer, urgent_before).await?;
     release_leaving_members(org, ctx, &memberships, &bindings, &refusals).await?;
-    delete_orphaned_bindings(org, ctx, &snapshot, &memberships, &desired).await?;
+    delete_orphaned_bindings(org, ctx, &snapshot, &memberships, bound_now).await?;
     let bookkept = started.elapsed();
 
     let ready = if synced.failures.is_empty() {

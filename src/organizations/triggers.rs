@@ -52,13 +52,9 @@ pub struct Changes<K: Resource<DynamicType = ()> + 'static> {
     /// map's own: under 1 MB for 10,000 Memberships).
     seen: Mutex<HashMap<u64, Fingerprint>>,
     /// The cache the watch updated before the event came: an object no longer in it
-    /// was deleted — once the cache is filled. The first list's objects come before the
-    /// cache holds any of them (it fills at the list's end, all at once): taken for
-    /// deleted, each woke its organization as urgent at start, and its first status
-    /// write later woke it again as new (at 1,000 members, 100 passes back to back
-    /// through the status storm, and 60 at 10,000).
+    /// was deleted (the watch set tells a list's objects only once the cache holds
+    /// them: [`crate::watch_set`]).
     store: Store<K>,
-    filled: crate::cache::Filled,
     /// What a reconcile reads of the object's status, if anything.
     status_read: fn(&K) -> bool,
     /// A finalizer kube-org adds itself: its arrival wakes nobody (the pass that added
@@ -86,11 +82,10 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
     /// `status_read`: the one thing a reconcile reads of the status (whether a
     /// Membership is refused; whether a RoleBinding was evaluated for a present
     /// member), part of the metadata fingerprint.
-    pub fn new(store: Store<K>, filled: crate::cache::Filled, status_read: fn(&K) -> bool) -> Self {
+    pub fn new(store: Store<K>, status_read: fn(&K) -> bool) -> Self {
         Changes {
             seen: Mutex::default(),
             store,
-            filled,
             status_read,
             own_finalizer: None,
             status_known: None,
@@ -118,8 +113,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Changes<K> {
 
     /// What the watch event that touched `obj` changed since the last one.
     fn seen(&self, obj: &K) -> Seen {
-        let cached =
-            self.store.get(&ObjectRef::from_obj(obj)).is_some() || !self.filled.is_filled();
+        let cached = self.store.get(&ObjectRef::from_obj(obj)).is_some();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let status = (self.status_read)(obj);
         let read = Read {
@@ -297,23 +291,6 @@ mod tests {
                          "generation": 1, "resourceVersion": "1"},
             "spec": {"email": "alice@example.com"},
         })
-    }
-
-    /// The first list's objects reach the triggers before the cache holds them: new,
-    /// not deleted, so their first status write is no news either. Once the cache is
-    /// filled, an object it lacks is gone.
-    #[test]
-    fn an_object_of_the_first_list_is_new_not_deleted() {
-        let (store, _writer) = kube::runtime::reflector::store::<Membership>();
-        let filling = Changes::new(store.clone(), crate::cache::Filled::fixed(false), |_| false);
-        assert_eq!(filling.seen(&membership(alice())), Seen::New);
-        let mut status = alice();
-        status["metadata"]["resourceVersion"] = "2".into();
-        status["status"] = serde_json::json!({"joinedAt": "2026-01-01T00:00:00Z"});
-        assert_eq!(filling.seen(&membership(status)), Seen::Unchanged);
-
-        let filled = Changes::new(store, crate::cache::Filled::fixed(true), |_| false);
-        assert_eq!(filled.seen(&membership(alice())), Seen::Spec, "gone");
     }
 
     #[test]

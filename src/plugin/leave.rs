@@ -184,6 +184,8 @@ async fn wait(
     let name = membership.name_any();
     let timeout = wait.timeout.to_std().unwrap_or_default();
     let deadline = tokio::time::Instant::now() + timeout;
+    // The member's RoleBindings not yet deleted, once the Membership is gone.
+    let mut left = None;
     loop {
         let now = match ctx.memberships().get_opt(&name).await {
             Ok(now) => now,
@@ -196,7 +198,9 @@ async fn wait(
             // Only owners' Memberships carry kube-org's finalizer: anyone else's goes at
             // once, and kube-org revokes the access after. It deletes the member's
             // RoleBindings once it has: until then, not done.
-            Removal::Gone if !bindings_gone(ctx, membership, leaving).await? => Removal::Waiting,
+            Removal::Gone if bindings_left(ctx, membership, leaving, &mut left).await? => {
+                Removal::Waiting
+            }
             state => state,
         };
         match state {
@@ -220,31 +224,47 @@ async fn wait(
     }
 }
 
-/// Whether the RoleBindings naming the member of `membership` are gone. One leaving
-/// who may not list them (a plain member) is done once they may no longer read the
-/// Organization: that is their access revoked.
-async fn bindings_gone(
+/// Whether RoleBindings naming the member of `membership` are still there: listed once
+/// (the first time the Membership is found gone), then each read by name (a list of a
+/// large organization's RoleBindings every poll would cost more than the wait). The one
+/// leaving who may no longer read them has lost their access: kube-org is done.
+async fn bindings_left(
     ctx: &OrgContext,
     membership: &Membership,
     leaving: bool,
+    left: &mut Option<Vec<String>>,
 ) -> Result<bool, PluginError> {
     let email = membership.spec.email.normalized();
-    match ctx.bindings().list(&Default::default()).await {
-        Ok(list) => Ok(!list
-            .items
-            .iter()
-            .any(|b| b.spec.member.normalized() == email)),
-        Err(kube::Error::Api(status)) if leaving && status.code == 403 => {
-            let organizations: kube::Api<crate::api::Organization> =
-                kube::Api::all(ctx.client.clone());
-            match organizations.get(&ctx.name).await {
-                Ok(_) => Ok(false),
-                Err(kube::Error::Api(status)) if status.code == 403 => Ok(true),
-                Err(error) => Err(ctx.error(&format!("reading organization {}", ctx.name), error)),
-            }
+    let revoked = |error: &kube::Error| {
+        leaving && matches!(error, kube::Error::Api(status) if status.code == 403)
+    };
+    let Some(names) = left.take() else {
+        let names: Vec<String> = match ctx.bindings().list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .filter(|b| b.spec.member.normalized() == email)
+                .map(ResourceExt::name_any)
+                .collect(),
+            Err(error) if revoked(&error) => return Ok(false),
+            Err(error) => return Err(ctx.error("listing RoleBindings", error)),
+        };
+        let waiting = !names.is_empty();
+        *left = Some(names);
+        return Ok(waiting);
+    };
+    let mut still = Vec::new();
+    for name in names {
+        match ctx.bindings().get_opt(&name).await {
+            Ok(Some(b)) if b.spec.member.normalized() == email => still.push(name),
+            Ok(_) => {}
+            Err(error) if revoked(&error) => return Ok(false),
+            Err(error) => return Err(ctx.error(&format!("reading RoleBinding {name}"), error)),
         }
-        Err(error) => Err(ctx.error("listing RoleBindings", error)),
     }
+    let waiting = !still.is_empty();
+    *left = Some(still);
+    Ok(waiting)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! at once, all but one can sleep forever. `Filled` is a `tokio::sync::watch` instead,
 //! which wakes every waiter, and can be read without waiting.
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
@@ -48,15 +48,39 @@ pub async fn wait_all_filled(caches: &[Filled]) {
     }
 }
 
-/// A cache of `api`'s objects, whether it is filled, and the watch events (each already
-/// applied to the cache when it is yielded: controller triggers, and the index kept
-/// next to the cache, [`crate::index`]; the stream must be polled to fill the cache).
+/// Marks one cache filled; [`Filled`] receivers see it. The watch set marks a cache
+/// filled only once the index kept next to it holds the list too
+/// ([`crate::watch_set`]): a reconcile woken by "filled" reads the index at once, and
+/// an index still empty then made it compute an organization without members (at
+/// restart it deleted the native bindings of 1,000 members and wrote them back).
+pub struct Filling(watch::Sender<bool>);
+
+impl Default for Filling {
+    fn default() -> Self {
+        Filling(watch::channel(false).0)
+    }
+}
+
+impl Filling {
+    /// What waiters hold.
+    pub fn filled(&self) -> Filled {
+        Filled(self.0.subscribe())
+    }
+
+    /// The cache (and its index) holds its first complete list.
+    pub fn done(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A cache of `api`'s objects, and the watch events (each already applied to the cache
+/// when it is yielded: controller triggers, and the index kept next to the cache,
+/// [`crate::index`]; the stream must be polled to fill the cache).
 pub fn reflect_events<K>(
     api: Api<K>,
     config: watcher::Config,
 ) -> (
     Store<K>,
-    Filled,
     impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 )
 where
@@ -64,16 +88,10 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let (filled_tx, filled_rx) = watch::channel(false);
     let stream = watcher(api, config)
         .default_backoff()
         .modify(strip_and_compact);
-    let events = reflector::reflector(writer, stream).inspect(move |event| {
-        if let Ok(watcher::Event::InitDone) = event {
-            filled_tx.send_replace(true);
-        }
-    });
-    (reader, Filled(filled_rx), events)
+    (reader, reflector::reflector(writer, stream))
 }
 
 /// How many objects `store` holds and their size as JSON, as kept (see

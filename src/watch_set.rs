@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 
 use crate::access::names::LABEL_ORGANIZATION;
 use crate::api::{Invitation, Membership, Organization};
-use crate::cache::{Filled, reflect_events};
+use crate::cache::{Filled, Filling, reflect_events};
 use crate::index::{self, Index, KeysOf};
 
 /// What subscribers hear of a watch event the cache has applied: only objects as the
@@ -38,7 +38,15 @@ use crate::index::{self, Index, KeysOf};
 /// organization triggers took each for deleted (every object woke its organization as
 /// urgent at start, and its first status write woke it again as new: 100-170 passes
 /// back to back at 1,000 members), and the accept endpoint's token index dropped them.
-fn touched_by<K>(event: watcher::Event<K>, cache: &Store<K>, index: &Index<K>) -> Vec<Arc<K>>
+///
+/// The cache is marked filled once its index holds the list, not before: a reconcile
+/// woken by "filled" reads the index at once.
+fn touched_by<K>(
+    event: watcher::Event<K>,
+    cache: &Store<K>,
+    index: &Index<K>,
+    filling: &Filling,
+) -> Vec<Arc<K>>
 where
     K: Resource + Clone + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -61,6 +69,7 @@ where
         watcher::Event::InitDone => {
             let mut listed = cache.state();
             let gone = index.reset(listed.iter().cloned());
+            filling.done();
             listed.extend(gone);
             listed
         }
@@ -164,13 +173,15 @@ where
     }
 
     fn start_with(api: Api<K>, config: watcher::Config, index: Index<K>) -> Self {
-        let (store, filled, events) = reflect_events(api, config);
+        let (store, events) = reflect_events(api, config);
         let index = Arc::new(index);
+        let filling = Filling::default();
+        let filled = filling.filled();
         let subscribers: Subscribers<K> = Arc::default();
         let (fan_out, cache, indexed) = (subscribers.clone(), store.clone(), index.clone());
         tokio::spawn(events.for_each(move |event| {
             let touched = match event {
-                Ok(event) => touched_by(event, &cache, &indexed),
+                Ok(event) => touched_by(event, &cache, &indexed, &filling),
                 Err(error) => {
                     tracing::debug!(%error, "watch error (retried)");
                     vec![]
@@ -246,53 +257,74 @@ mod tests {
     fn told(
         writer: &mut kube::runtime::reflector::store::Writer<Namespace>,
         index: &Index<Namespace>,
+        filling: &Filling,
         event: watcher::Event<Namespace>,
     ) -> Vec<Arc<Namespace>> {
         writer.apply_watcher_event(&event);
-        touched_by(event, &writer.as_reader(), index)
+        touched_by(event, &writer.as_reader(), index, filling)
     }
 
     #[test]
     fn a_list_is_told_once_the_cache_holds_it_with_what_went_meanwhile() {
         let (_, mut writer) = kube::runtime::reflector::store::<Namespace>();
         let index = Index::new(index::by_organization::<Namespace>);
-        assert!(told(&mut writer, &index, watcher::Event::Init).is_empty());
+        let filling = Filling::default();
+        assert!(told(&mut writer, &index, &filling, watcher::Event::Init).is_empty());
         let listed = told(
             &mut writer,
             &index,
+            &filling,
             watcher::Event::InitApply(namespace("a")),
         );
         assert!(listed.is_empty(), "not in the cache yet");
-        let done = told(&mut writer, &index, watcher::Event::InitDone);
+        let filled = filling.filled();
+        assert!(!filled.is_filled(), "filled before the list's end");
+        let done = told(&mut writer, &index, &filling, watcher::Event::InitDone);
         assert_eq!(names(&done), ["a"]);
+        // Filled only with the index holding the list: a reconcile reads the index.
+        assert!(filled.is_filled());
+        let by_org = index.get(&index::Key::Organization("acme".into()));
+        assert_eq!(names(&by_org), ["a"]);
         let cache = writer.as_reader();
         assert!(
             done.iter()
                 .all(|ns| cache.get(&ObjectRef::from_obj(ns.as_ref())).is_some())
         );
 
-        let applied = told(&mut writer, &index, watcher::Event::Apply(namespace("b")));
+        let applied = told(
+            &mut writer,
+            &index,
+            &filling,
+            watcher::Event::Apply(namespace("b")),
+        );
         assert_eq!(names(&applied), ["b"]);
 
         // The watch broke; "a" was deleted meanwhile, "c" created: the relist tells "b"
         // and "c" as the cache holds them, and "a" as gone (the cache lacks it).
-        told(&mut writer, &index, watcher::Event::Init);
+        told(&mut writer, &index, &filling, watcher::Event::Init);
         told(
             &mut writer,
             &index,
+            &filling,
             watcher::Event::InitApply(namespace("b")),
         );
         told(
             &mut writer,
             &index,
+            &filling,
             watcher::Event::InitApply(namespace("c")),
         );
-        let relisted = told(&mut writer, &index, watcher::Event::InitDone);
+        let relisted = told(&mut writer, &index, &filling, watcher::Event::InitDone);
         assert_eq!(names(&relisted), ["a", "b", "c"]);
         let cache = writer.as_reader();
         assert!(cache.get(&ObjectRef::new("a")).is_none());
 
-        let deleted = told(&mut writer, &index, watcher::Event::Delete(namespace("b")));
+        let deleted = told(
+            &mut writer,
+            &index,
+            &filling,
+            watcher::Event::Delete(namespace("b")),
+        );
         assert_eq!(names(&deleted), ["b"]);
         assert!(writer.as_reader().get(&ObjectRef::new("b")).is_none());
     }

@@ -169,6 +169,7 @@ async fn apply_organization(shared: &Arc<Organization>, ctx: &Context) -> Result
     // Compare with caches that show this organization's own last writes (a pass cut
     // short requeues at once, before its creates come back through the watch).
     wait_for_own_access_writes(ctx, &name).await;
+    let caught_up = started.elapsed();
     let snapshot = dereference(org, ctx);
     let (owner_memberships, owner_bindings) = ensure_owners(org, ctx, &snapshot).await?;
 
@@ -267,6 +268,12 @@ async fn apply_organization(shared: &Arc<Organization>, ctx: &Context) -> Result
     );
     if synced.applied + synced.deleted > 0 {
         info!(organization = %name, applied = synced.applied, deleted = synced.deleted, failed = synced.failures.len(), cut_short = synced.cut_short, first = ?synced.examples, "access updated");
+        tracing::debug!(
+            caught_up_ms = caught_up.as_millis() as u64,
+            planned_ms = planned.as_millis() as u64,
+            written_ms = started.elapsed().as_millis() as u64,
+            "access pass"
+        );
     }
     if synced.cut_short {
         // The rest of this pass (finalizers, statuses) belongs to the next one.

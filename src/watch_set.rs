@@ -69,6 +69,12 @@ where
         watcher::Event::InitDone => {
             let mut listed = cache.state();
             let gone = index.reset(listed.iter().cloned());
+            tracing::debug!(
+                kind = %K::kind(&Default::default()),
+                objects = listed.len(),
+                gone = gone.len(),
+                "cache filled"
+            );
             filling.done();
             listed.extend(gone);
             listed

@@ -942,13 +942,9 @@ async fn wait_for_own_access_writes(ctx: &Context, name: &str) {
         }
         _ => None,
     };
-    let unseen = ctx
-        .unseen_access
-        .wait(name, UNSEEN_ACCESS_WAIT, cached)
+    ctx.unseen_access
+        .wait_or_warn(name, UNSEEN_ACCESS_WAIT, "RBAC", cached)
         .await;
-    if unseen > 0 {
-        warn!(organization = %name, unseen, "the caches do not show this operator's last RBAC writes; comparing with them anyway");
-    }
 }
 
 /// The resourceVersion of the cached copy of `namespace/name` (no namespace: a

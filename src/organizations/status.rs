@@ -15,7 +15,6 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::warn;
 
 use super::reconcile::{all_ok, cached_version, namespaced, now, publish_to};
 use super::status_queue::StatusPlan;
@@ -119,13 +118,9 @@ async fn wait_for_own_status_writes(ctx: &Context, namespace: &str) {
         // Nothing else is recorded; were it, it would not be waited for.
         _ => None,
     };
-    let unseen = ctx
-        .unseen_statuses
-        .wait(namespace, UNSEEN_STATUSES_WAIT, cached)
+    ctx.unseen_statuses
+        .wait_or_warn(namespace, UNSEEN_STATUSES_WAIT, "status", cached)
         .await;
-    if unseen > 0 {
-        warn!(%namespace, unseen, "the caches do not show this operator's last status writes; comparing with them anyway");
-    }
 }
 
 async fn write_binding_statuses<'a>(

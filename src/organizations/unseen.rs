@@ -88,6 +88,26 @@ impl UnseenWrites {
         self.lock().remove(group);
     }
 
+    /// [`Self::wait`], and says so when the caches still do not show some writes of
+    /// `group` (`writes` names them in the warning): the caller compares with the
+    /// caches anyway, at worst writing something again.
+    pub async fn wait_or_warn(
+        &self,
+        group: &str,
+        limit: Duration,
+        writes: &str,
+        cached: impl Fn(&'static str, &str, &str) -> Option<String>,
+    ) {
+        let unseen = self.wait(group, limit, cached).await;
+        if unseen > 0 {
+            tracing::warn!(
+                %group,
+                unseen,
+                "the caches do not show this operator's last {writes} writes; comparing with them anyway"
+            );
+        }
+    }
+
     /// Waits until the caches show every write of `group` ([`Self::forget_seen`]),
     /// polling, for at most `limit`; then forgets what they still do not show and
     /// returns how many that was (0: all seen).

@@ -102,14 +102,15 @@ impl<K: Resource> Index<K> {
         for obj in objects {
             fresh.file(place(obj.as_ref()), (self.keys_of)(obj.as_ref()), obj);
         }
-        let before = std::mem::replace(&mut *self.write(), fresh);
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let mut gone: BTreeMap<Place, Arc<K>> = BTreeMap::new();
-        for (at, obj) in before.by_key.into_values().flatten() {
-            if !inner.keys.contains_key(&at) {
-                gone.insert(at, obj);
-            }
-        }
+        let mut inner = self.write();
+        let before = std::mem::replace(&mut *inner, fresh);
+        // An object filed under several keys is gone once.
+        let gone: BTreeMap<Place, Arc<K>> = before
+            .by_key
+            .into_values()
+            .flatten()
+            .filter(|(at, _)| !inner.keys.contains_key(at))
+            .collect();
         gone.into_values().collect()
     }
 

@@ -119,13 +119,15 @@ async fn publish_member_removed(ctx: &Context, org: &Organization, email: &str) 
     .await;
 }
 
-/// Puts kube-org's finalizer on every Membership so that deleting one first revokes
-/// access and checks the last-owner rule: a few at a time, until done or until a change
+/// Puts kube-org's finalizer on the Memberships in `missing` (those whose leaving may be
+/// refused: [`lacking_finalizer`]), so that deleting one first checks the leave rules
+/// and revokes access: a few at a time, until done or until a change
 /// the next reconcile must see ([`super::triggers::Urgent`]: the count differs from
 /// `urgent_before`; or the Organization changed). Returns whether some are left for the
 /// next reconcile.
 ///
-/// A cold start adds one per member. The stream used to end at a deadline as well
+/// A cold start adds one per owner (one per member in an exclusive organization; it
+/// was one per member before only owners were held). The stream used to end at a deadline as well
 /// (half the time the pass took so far), from before urgent changes could end it: at
 /// 10,000 members each pass then planned for 10-28 s to patch for half that, and the
 /// finalizers took three minutes, two of them planning.

@@ -259,79 +259,64 @@ mod tests {
         names
     }
 
-    /// Each event as the watch set handles it: the cache applies it first.
-    fn told(
-        writer: &mut kube::runtime::reflector::store::Writer<Namespace>,
-        index: &Index<Namespace>,
-        filling: &Filling,
-        event: watcher::Event<Namespace>,
-    ) -> Vec<Arc<Namespace>> {
-        writer.apply_watcher_event(&event);
-        touched_by(event, &writer.as_reader(), index, filling)
+    /// A watch set's cache, index and "filled" flag, fed events as the watch set handles
+    /// them: the cache applies each first.
+    struct Watch {
+        writer: kube::runtime::reflector::store::Writer<Namespace>,
+        index: Index<Namespace>,
+        filling: Filling,
+    }
+
+    impl Watch {
+        fn new() -> Watch {
+            Watch {
+                writer: kube::runtime::reflector::store::<Namespace>().1,
+                index: Index::new(index::by_organization::<Namespace>),
+                filling: Filling::default(),
+            }
+        }
+
+        /// What subscribers are told of `event`.
+        fn tell(&mut self, event: watcher::Event<Namespace>) -> Vec<Arc<Namespace>> {
+            self.writer.apply_watcher_event(&event);
+            touched_by(event, &self.writer.as_reader(), &self.index, &self.filling)
+        }
+
+        fn cached(&self, name: &str) -> bool {
+            self.writer.as_reader().get(&ObjectRef::new(name)).is_some()
+        }
     }
 
     #[test]
     fn a_list_is_told_once_the_cache_holds_it_with_what_went_meanwhile() {
-        let (_, mut writer) = kube::runtime::reflector::store::<Namespace>();
-        let index = Index::new(index::by_organization::<Namespace>);
-        let filling = Filling::default();
-        assert!(told(&mut writer, &index, &filling, watcher::Event::Init).is_empty());
-        let listed = told(
-            &mut writer,
-            &index,
-            &filling,
-            watcher::Event::InitApply(namespace("a")),
-        );
+        let mut watch = Watch::new();
+        assert!(watch.tell(watcher::Event::Init).is_empty());
+        let listed = watch.tell(watcher::Event::InitApply(namespace("a")));
         assert!(listed.is_empty(), "not in the cache yet");
-        let filled = filling.filled();
+        let filled = watch.filling.filled();
         assert!(!filled.is_filled(), "filled before the list's end");
-        let done = told(&mut writer, &index, &filling, watcher::Event::InitDone);
+        let done = watch.tell(watcher::Event::InitDone);
         assert_eq!(names(&done), ["a"]);
+        assert!(watch.cached("a"));
         // Filled only with the index holding the list: a reconcile reads the index.
         assert!(filled.is_filled());
-        let by_org = index.get(&index::Key::Organization("acme".into()));
+        let by_org = watch.index.get(&index::Key::Organization("acme".into()));
         assert_eq!(names(&by_org), ["a"]);
-        let cache = writer.as_reader();
-        assert!(
-            done.iter()
-                .all(|ns| cache.get(&ObjectRef::from_obj(ns.as_ref())).is_some())
-        );
 
-        let applied = told(
-            &mut writer,
-            &index,
-            &filling,
-            watcher::Event::Apply(namespace("b")),
-        );
+        let applied = watch.tell(watcher::Event::Apply(namespace("b")));
         assert_eq!(names(&applied), ["b"]);
 
         // The watch broke; "a" was deleted meanwhile, "c" created: the relist tells "b"
         // and "c" as the cache holds them, and "a" as gone (the cache lacks it).
-        told(&mut writer, &index, &filling, watcher::Event::Init);
-        told(
-            &mut writer,
-            &index,
-            &filling,
-            watcher::Event::InitApply(namespace("b")),
-        );
-        told(
-            &mut writer,
-            &index,
-            &filling,
-            watcher::Event::InitApply(namespace("c")),
-        );
-        let relisted = told(&mut writer, &index, &filling, watcher::Event::InitDone);
+        watch.tell(watcher::Event::Init);
+        watch.tell(watcher::Event::InitApply(namespace("b")));
+        watch.tell(watcher::Event::InitApply(namespace("c")));
+        let relisted = watch.tell(watcher::Event::InitDone);
         assert_eq!(names(&relisted), ["a", "b", "c"]);
-        let cache = writer.as_reader();
-        assert!(cache.get(&ObjectRef::new("a")).is_none());
+        assert!(!watch.cached("a"));
 
-        let deleted = told(
-            &mut writer,
-            &index,
-            &filling,
-            watcher::Event::Delete(namespace("b")),
-        );
+        let deleted = watch.tell(watcher::Event::Delete(namespace("b")));
         assert_eq!(names(&deleted), ["b"]);
-        assert!(writer.as_reader().get(&ObjectRef::new("b")).is_none());
+        assert!(!watch.cached("b"));
     }
 }

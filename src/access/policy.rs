@@ -131,10 +131,21 @@ pub fn for_present_member(reason: &str) -> bool {
 /// ([`crate::organizations::triggers`]): a Membership deleted before its finalizer may
 /// already be gone when the status saying so is written.
 pub fn evaluated_for_present_member(b: &RoleBinding) -> bool {
+    ready_reason(b).is_some_and(for_present_member)
+}
+
+/// Whether a binding's status shows it was evaluated for an absent member: it grants
+/// nothing, and kube-org keeps it (a binding GitOps applies again after its member left
+/// waits there for them to come back).
+pub fn evaluated_for_absent_member(b: &RoleBinding) -> bool {
+    ready_reason(b).is_some_and(|reason| !for_present_member(reason))
+}
+
+fn ready_reason(b: &RoleBinding) -> Option<&str> {
     b.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
-        .is_some_and(|c| for_present_member(&c.reason))
+        .map(|c| c.reason.as_str())
 }
 
 #[cfg(test)]
@@ -248,5 +259,17 @@ mod tests {
         let orphans = orphaned_bindings(&[&planned, &early], &[], &bound_before);
         let names: Vec<String> = orphans.iter().map(|b| b.name_any()).collect();
         assert_eq!(names, vec!["planned".to_string()]);
+    }
+
+    #[test]
+    fn a_binding_without_a_status_is_evaluated_for_neither_kind_of_member() {
+        let present = binding("a", "bob@example.com", Some("Bound"));
+        let absent = binding("b", "bob@example.com", Some("MemberNotFound"));
+        let refused = binding("c", "bob@example.com", Some("MemberRefused"));
+        let fresh = binding("d", "bob@example.com", None);
+        assert!(evaluated_for_present_member(&present) && !evaluated_for_absent_member(&present));
+        assert!(!evaluated_for_present_member(&absent) && evaluated_for_absent_member(&absent));
+        assert!(evaluated_for_absent_member(&refused));
+        assert!(!evaluated_for_present_member(&fresh) && !evaluated_for_absent_member(&fresh));
     }
 }

@@ -13,8 +13,9 @@ use kube::{Api, ResourceExt};
 
 use crate::access::identity::reported_user;
 use crate::access::leave::LeaveRefusal;
-use crate::api::Membership;
+use crate::access::policy::evaluated_for_absent_member;
 use crate::api::condition::READY;
+use crate::api::{Membership, RoleBinding};
 
 use super::cli::{LeaveArgs, RemoveArgs, WaitArg};
 use super::cluster::OrgContext;
@@ -226,8 +227,11 @@ async fn wait(
 
 /// Whether RoleBindings naming the member of `membership` are still there: listed once
 /// (the first time the Membership is found gone), then each read by name (a list of a
-/// large organization's RoleBindings every poll would cost more than the wait). The one
-/// leaving who may no longer read them has lost their access: kube-org is done.
+/// large organization's RoleBindings every poll would cost more than the wait). One
+/// whose status says it was evaluated for an absent member grants nothing and stays
+/// (GitOps may apply it again at once, or a namespace admin write one): it is not
+/// waited for. The one leaving who may no longer read them has lost their access:
+/// kube-org is done.
 async fn bindings_left(
     ctx: &OrgContext,
     membership: &Membership,
@@ -235,6 +239,8 @@ async fn bindings_left(
     left: &mut Option<Vec<String>>,
 ) -> Result<bool, PluginError> {
     let email = membership.spec.email.normalized();
+    let naming =
+        |b: &RoleBinding| b.spec.member.normalized() == email && !evaluated_for_absent_member(b);
     let revoked = |error: &kube::Error| {
         leaving && matches!(error, kube::Error::Api(status) if status.code == 403)
     };
@@ -243,7 +249,7 @@ async fn bindings_left(
             Ok(list) => list
                 .items
                 .iter()
-                .filter(|b| b.spec.member.normalized() == email)
+                .filter(|b| naming(b))
                 .map(ResourceExt::name_any)
                 .collect(),
             Err(error) if revoked(&error) => return Ok(false),
@@ -256,7 +262,7 @@ async fn bindings_left(
     let mut still = Vec::new();
     for name in names {
         match ctx.bindings().get_opt(&name).await {
-            Ok(Some(b)) if b.spec.member.normalized() == email => still.push(name),
+            Ok(Some(b)) if naming(&b) => still.push(name),
             Ok(_) => {}
             Err(error) if revoked(&error) => return Ok(false),
             Err(error) => return Err(ctx.error(&format!("reading RoleBinding {name}"), error)),

@@ -1012,6 +1012,83 @@ async fn remove_deletes_the_membership_or_reports_kube_orgs_refusal() {
     org.delete().await;
 }
 
+/// GitOps puts a removed member's binding back at once (it is still in git): kube-org
+/// keeps it, evaluated for an absent member, granting nothing. `remove` is done when the
+/// access is revoked; it does not wait for a binding that will never go.
+#[tokio::test]
+async fn remove_is_done_while_gitops_puts_the_members_binding_back() {
+    let (org, res) = org_where_bob_has("viewer", |_| all("deployment"), "full").await;
+    let list_pods = Can::new("list", "pods", Some(&res));
+    eventually_can(&org.client, "bob@example.com", list_pods, true, REACT).await;
+    let bindings = org.bindings();
+    let spec = bindings
+        .get("bob-viewer")
+        .await
+        .expect("bob's binding")
+        .spec;
+
+    // Self-healing GitOps: re-creates the binding whenever it is missing.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let gitops = tokio::spawn({
+        let bindings = bindings.clone();
+        async move {
+            let mut restored = 0;
+            while !*stopped.borrow_and_update() {
+                if bindings
+                    .get_opt("bob-viewer")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+                {
+                    let again = kube_org::api::RoleBinding::new("bob-viewer", spec.clone());
+                    if bindings
+                        .create(&PostParams::default(), &again)
+                        .await
+                        .is_ok()
+                    {
+                        restored += 1;
+                    }
+                }
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_millis(10), stopped.changed())
+                        .await;
+            }
+            restored
+        }
+    });
+
+    let removed = expect(
+        0,
+        &format!("remove bob@example.com --org {} --timeout 20s", org.name),
+    )
+    .await;
+    assert!(
+        removed.stdout.ends_with("their access is revoked\n"),
+        "{}",
+        removed.stdout
+    );
+    assert!(
+        !can(&org.client, "bob@example.com", list_pods).await,
+        "the plugin said revoked while bob may still list pods"
+    );
+    let _ = stop.send(true);
+    let restored = gitops.await.expect("the GitOps loop");
+    assert!(restored >= 1, "kube-org never deleted bob's binding");
+    let kept = eventually(
+        "the binding put back says MemberNotFound",
+        REACT,
+        || async {
+            let b = bindings.get("bob-viewer").await.ok()?;
+            kube_org::access::policy::evaluated_for_absent_member(&b).then_some(b)
+        },
+    )
+    .await;
+    assert_eq!(kept.spec.member.0, "bob@example.com");
+    assert!(!can(&org.client, "bob@example.com", list_pods).await);
+    org.delete().await;
+}
+
 #[tokio::test]
 async fn leave_removes_the_signed_in_member_when_they_may() {
     let org = TestOrg::new(&["alice@example.com"]).await;

@@ -18,6 +18,7 @@ pub mod plugin;
 pub mod run;
 pub mod shutdown;
 pub mod watch_set;
+pub mod wire;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -12,27 +12,33 @@
 use std::fmt::Debug;
 
 use http::HeaderValue;
-use http::header::ACCEPT;
+use http::header::{ACCEPT, CONTENT_TYPE};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::core::{PartialObjectMeta, Request};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::wire::{Body, WireForm};
+
 /// The `Accept` header of a metadata-only reply.
 const METADATA_ONLY: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
 
-/// Creates `obj`.
+/// Creates `obj` (sent in its kind's [`WireForm`]).
 pub async fn create<K>(api: &Api<K>, pp: &PostParams, obj: &K) -> kube::Result<PartialObjectMeta<K>>
 where
-    K: kube::Resource + Serialize + Clone + DeserializeOwned + Debug,
+    K: kube::Resource + WireForm + Clone + DeserializeOwned + Debug,
 {
-    let body = serde_json::to_vec(obj).map_err(kube::Error::SerdeError)?;
-    let request = Request::new(api.resource_url()).create(pp, body);
-    send(api, request.map_err(kube::Error::BuildRequest)?, "create").await
+    let Body {
+        bytes,
+        content_type,
+    } = obj.body().map_err(kube::Error::SerdeError)?;
+    let request = Request::new(api.resource_url()).create(pp, bytes);
+    let request = with_content_type(request.map_err(kube::Error::BuildRequest)?, content_type);
+    send(api, request, "create").await
 }
 
-/// Replaces the object named `name` by `obj`.
+/// Replaces the object named `name` by `obj` (sent in its kind's [`WireForm`]).
 pub async fn replace<K>(
     api: &Api<K>,
     name: &str,
@@ -40,11 +46,26 @@ pub async fn replace<K>(
     obj: &K,
 ) -> kube::Result<PartialObjectMeta<K>>
 where
-    K: kube::Resource + Serialize + Clone + DeserializeOwned + Debug,
+    K: kube::Resource + WireForm + Clone + DeserializeOwned + Debug,
 {
-    let body = serde_json::to_vec(obj).map_err(kube::Error::SerdeError)?;
-    let request = Request::new(api.resource_url()).replace(name, pp, body);
-    send(api, request.map_err(kube::Error::BuildRequest)?, "replace").await
+    let Body {
+        bytes,
+        content_type,
+    } = obj.body().map_err(kube::Error::SerdeError)?;
+    let request = Request::new(api.resource_url()).replace(name, pp, bytes);
+    let request = with_content_type(request.map_err(kube::Error::BuildRequest)?, content_type);
+    send(api, request, "replace").await
+}
+
+/// kube's request builder says JSON; the body may be protobuf.
+fn with_content_type(
+    mut request: http::Request<Vec<u8>>,
+    content_type: &'static str,
+) -> http::Request<Vec<u8>> {
+    request
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    request
 }
 
 /// Patches the status subresource of the object named `name`.

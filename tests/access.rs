@@ -602,3 +602,119 @@ async fn deleting_an_organization_removes_what_kube_org_created_and_keeps_resour
     assert!(kept.metadata.deletion_timestamp.is_none());
     assert_level(&c, "alice@example.com", &res, "none").await;
 }
+
+/// kube-org sends its native RoleBindings as Kubernetes' protobuf (src/wire.rs, encoded
+/// by hand): the API server must read every field as written, and the binding must
+/// grant. A create and a replace, read back as JSON.
+#[tokio::test]
+async fn a_native_binding_sent_as_protobuf_is_stored_as_written_and_grants() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::rbac::v1::{RoleRef, Subject};
+    use kube::api::ObjectMeta;
+    use kube_org::metadata_reply;
+
+    let client = client().await;
+    let ns = common::namespace(&client, "protobuf").await;
+    // A real owner, so the garbage collector keeps the binding.
+    let owners: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let owner = owners
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .expect("an owner");
+    let users = |n: usize| -> Vec<Subject> {
+        (0..n)
+            .map(|i| Subject {
+                kind: "User".into(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                name: format!("pb{i}-ü@example.com"),
+                namespace: None,
+            })
+            .collect()
+    };
+    let mut binding = NativeRoleBinding {
+        metadata: ObjectMeta {
+            name: Some("kube-org:protobuf:view".into()),
+            namespace: Some(ns.clone()),
+            labels: Some(
+                [(
+                    "kube-org.io/organization".to_string(),
+                    "protobuf".to_string(),
+                )]
+                .into(),
+            ),
+            annotations: Some([("note".to_string(), String::new())].into()),
+            owner_references: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "ConfigMap".into(),
+                    name: "owner".into(),
+                    uid: owner.uid().expect("uid"),
+                    controller: Some(true),
+                    block_owner_deletion: Some(false),
+                },
+            ]),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: "view".into(),
+        },
+        subjects: Some(users(300)),
+    };
+    assert!(
+        kube_org::wire::role_binding(&binding).is_some(),
+        "sent as protobuf"
+    );
+    let api: Api<NativeRoleBinding> = Api::namespaced(client.clone(), &ns);
+    let name = binding.metadata.name.clone().unwrap();
+    let pp = PostParams::default();
+    let made = metadata_reply::create(&api, &pp, &binding)
+        .await
+        .expect("create");
+    let read_back = |stored: NativeRoleBinding| {
+        let meta = &stored.metadata;
+        (
+            meta.name.clone(),
+            meta.labels.clone(),
+            meta.annotations.clone(),
+            meta.owner_references.clone(),
+            stored.role_ref,
+            stored.subjects,
+        )
+    };
+    let want = |b: &NativeRoleBinding| {
+        let meta = &b.metadata;
+        (
+            meta.name.clone(),
+            meta.labels.clone(),
+            meta.annotations.clone(),
+            meta.owner_references.clone(),
+            b.role_ref.clone(),
+            b.subjects.clone(),
+        )
+    };
+    let stored = api.get(&name).await.expect("the binding");
+    assert_eq!(
+        stored.metadata.resource_version,
+        made.metadata.resource_version
+    );
+    assert_eq!(read_back(stored), want(&binding));
+    assert!(can(&client, "pb299-ü@example.com", viewer_up(&ns)).await);
+
+    // A replace with fewer subjects (no resourceVersion: unconditional, as kube-org's).
+    binding.subjects = Some(users(2));
+    metadata_reply::replace(&api, &name, &pp, &binding)
+        .await
+        .expect("replace");
+    assert_eq!(
+        read_back(api.get(&name).await.expect("the binding")),
+        want(&binding)
+    );
+    assert!(can(&client, "pb1-ü@example.com", viewer_up(&ns)).await);
+    assert!(!can(&client, "pb2-ü@example.com", viewer_up(&ns)).await);
+    common::delete_namespace(&client, &ns).await;
+}

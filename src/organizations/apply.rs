@@ -18,6 +18,7 @@ use super::Error;
 use super::unseen::{UnseenWrites, Written};
 use crate::api::FIELD_MANAGER;
 use crate::metrics::Metrics;
+use crate::wire::WireForm;
 
 /// Where a sync writes, counts its writes and remembers them until the caches show
 /// them ([`super::unseen`]: the next pass of `group` waits for that).
@@ -59,7 +60,12 @@ impl Writer<'_> {
 /// ClusterRoleBinding per organization they are the API object itself
 /// ([`WholeObject`]).
 pub trait Managed {
-    type Object: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug;
+    type Object: Resource<DynamicType = ()>
+        + Clone
+        + Serialize
+        + WireForm
+        + DeserializeOwned
+        + std::fmt::Debug;
     type Cached: Resource<DynamicType = ()>;
     /// The metric label of the resource.
     const RESOURCE: &'static str;
@@ -95,6 +101,7 @@ pub trait WholeObject:
     Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
     + Clone
     + Serialize
+    + WireForm
     + DeserializeOwned
     + std::fmt::Debug
 {
@@ -493,7 +500,7 @@ async fn create_or_replace<K>(
     obj: &K,
 ) -> Result<Option<String>, Error>
 where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + Serialize + WireForm + DeserializeOwned + std::fmt::Debug,
 {
     metrics.write(resource, "create");
     match crate::metadata_reply::create(api, &as_kube_org(), obj).await {
@@ -520,7 +527,7 @@ async fn replace_or_create<K>(
     obj: &K,
 ) -> Result<Option<String>, Error>
 where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + Serialize + WireForm + DeserializeOwned + std::fmt::Debug,
 {
     match overwrite(api, metrics, resource, obj).await {
         Err(Error::Kube(kube::Error::Api(status))) if status.code == 404 => {
@@ -539,7 +546,7 @@ async fn overwrite<K>(
     obj: &K,
 ) -> Result<Option<String>, Error>
 where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + Serialize + WireForm + DeserializeOwned + std::fmt::Debug,
 {
     metrics.write(resource, "update");
     match crate::metadata_reply::replace(api, &obj.name_any(), &as_kube_org(), obj).await {

@@ -71,35 +71,28 @@ const MAGIC: &[u8] = b"k8s\0";
 /// `k8s.io/apimachinery/pkg/apis/meta/v1/generated.proto`; the envelope is
 /// `runtime.Unknown` (typeMeta = 1, raw = 2) after [`MAGIC`].
 pub fn role_binding(binding: &RoleBinding) -> Option<Vec<u8>> {
-    let mut object = Vec::new();
-    message(&mut object, 1, |out| object_meta(out, &binding.metadata))?;
-    for subject in binding.subjects.iter().flatten() {
-        message(&mut object, 2, |out| {
-            self::subject(out, subject);
-            Some(())
-        })?;
+    if !encodes_all_of(&binding.metadata) {
+        return None;
     }
-    message(&mut object, 3, |out| {
-        role_ref(out, &binding.role_ref);
-        Some(())
-    })?;
+    let mut object = Vec::new();
+    message(&mut object, 1, |out| object_meta(out, &binding.metadata));
+    for subject in binding.subjects.iter().flatten() {
+        message(&mut object, 2, |out| self::subject(out, subject));
+    }
+    message(&mut object, 3, |out| role_ref(out, &binding.role_ref));
 
-    let mut unknown = Vec::with_capacity(object.len() + 64);
-    message(&mut unknown, 1, |out| {
+    let mut body = Vec::with_capacity(object.len() + 64);
+    body.extend_from_slice(MAGIC);
+    message(&mut body, 1, |out| {
         string(out, 1, "rbac.authorization.k8s.io/v1");
         string(out, 2, "RoleBinding");
-        Some(())
-    })?;
-    bytes(&mut unknown, 2, &object);
-    let mut body = Vec::with_capacity(MAGIC.len() + unknown.len());
-    body.extend_from_slice(MAGIC);
-    body.extend_from_slice(&unknown);
+    });
+    bytes(&mut body, 2, &object);
     Some(body)
 }
 
-/// `ObjectMeta`: name 1, namespace 3, resourceVersion 6, labels 11, annotations 12,
-/// ownerReferences 13, finalizers 14. Any other field set: `None`.
-fn object_meta(out: &mut Vec<u8>, meta: &ObjectMeta) -> Option<()> {
+/// Whether [`object_meta`] writes every field `meta` sets.
+fn encodes_all_of(meta: &ObjectMeta) -> bool {
     let rest = ObjectMeta {
         name: None,
         namespace: None,
@@ -110,9 +103,12 @@ fn object_meta(out: &mut Vec<u8>, meta: &ObjectMeta) -> Option<()> {
         finalizers: None,
         ..meta.clone()
     };
-    if rest != ObjectMeta::default() {
-        return None;
-    }
+    rest == ObjectMeta::default()
+}
+
+/// `ObjectMeta`: name 1, namespace 3, resourceVersion 6, labels 11, annotations 12,
+/// ownerReferences 13, finalizers 14.
+fn object_meta(out: &mut Vec<u8>, meta: &ObjectMeta) {
     optional_string(out, 1, meta.name.as_deref());
     optional_string(out, 3, meta.namespace.as_deref());
     optional_string(out, 6, meta.resource_version.as_deref());
@@ -121,20 +117,15 @@ fn object_meta(out: &mut Vec<u8>, meta: &ObjectMeta) -> Option<()> {
             message(out, number, |entry| {
                 string(entry, 1, key);
                 string(entry, 2, value);
-                Some(())
-            })?;
+            });
         }
     }
     for owner in meta.owner_references.iter().flatten() {
-        message(out, 13, |out| {
-            owner_reference(out, owner);
-            Some(())
-        })?;
+        message(out, 13, |out| owner_reference(out, owner));
     }
     for finalizer in meta.finalizers.iter().flatten() {
         string(out, 14, finalizer);
     }
-    Some(())
 }
 
 /// `OwnerReference`: kind 1, name 3, uid 4, apiVersion 5, controller 6,
@@ -203,15 +194,10 @@ fn optional_bool(out: &mut Vec<u8>, number: u32, value: Option<bool>) {
 }
 
 /// An embedded message: `fill` writes its fields, then it is appended with its length.
-fn message(
-    out: &mut Vec<u8>,
-    number: u32,
-    fill: impl FnOnce(&mut Vec<u8>) -> Option<()>,
-) -> Option<()> {
+fn message(out: &mut Vec<u8>, number: u32, fill: impl FnOnce(&mut Vec<u8>)) {
     let mut inner = Vec::new();
-    fill(&mut inner)?;
+    fill(&mut inner);
     bytes(out, number, &inner);
-    Some(())
 }
 
 #[cfg(test)]

@@ -603,19 +603,113 @@ async fn deleting_an_organization_removes_what_kube_org_created_and_keeps_resour
     assert_level(&c, "alice@example.com", &res, "none").await;
 }
 
+/// What the API server keeps of a binding written as protobuf, to compare with what was
+/// sent: name, labels, annotations, owners, roleRef and subjects.
+type Content = (
+    Option<String>,
+    Option<std::collections::BTreeMap<String, String>>,
+    Option<std::collections::BTreeMap<String, String>>,
+    Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
+    k8s_openapi::api::rbac::v1::RoleRef,
+    Option<Vec<k8s_openapi::api::rbac::v1::Subject>>,
+);
+
+fn content(
+    meta: &kube::api::ObjectMeta,
+    role_ref: &k8s_openapi::api::rbac::v1::RoleRef,
+    subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>,
+) -> Content {
+    (
+        meta.name.clone(),
+        meta.labels.clone(),
+        meta.annotations.clone(),
+        meta.owner_references.clone(),
+        role_ref.clone(),
+        subjects.clone(),
+    )
+}
+
+/// `n` users named `<prefix><i>-ü@example.com` (not ASCII: lengths count bytes).
+fn users(prefix: &str, n: usize) -> Option<Vec<k8s_openapi::api::rbac::v1::Subject>> {
+    Some(
+        (0..n)
+            .map(|i| k8s_openapi::api::rbac::v1::Subject {
+                kind: "User".into(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                name: format!("{prefix}{i}-ü@example.com"),
+                namespace: None,
+            })
+            .collect(),
+    )
+}
+
+/// The metadata kube-org gives a binding: a name, labels, an owner (real: the garbage
+/// collector keeps the binding), here also an empty annotation.
+fn written_meta(
+    name: &str,
+    namespace: Option<&str>,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) -> kube::api::ObjectMeta {
+    kube::api::ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespace.map(Into::into),
+        labels: Some(
+            [(
+                "kube-org.io/organization".to_string(),
+                "protobuf".to_string(),
+            )]
+            .into(),
+        ),
+        annotations: Some([("note".to_string(), String::new())].into()),
+        owner_references: Some(vec![owner]),
+        ..Default::default()
+    }
+}
+
+/// Writes `binding` as kube-org does (a create, or an unconditional replace), then
+/// asserts that the API server keeps what was sent (`parts`).
+async fn write_and_read_back<K>(api: &Api<K>, binding: &K, create: bool, parts: fn(&K) -> Content)
+where
+    K: kube::Resource
+        + kube_org::wire::WireForm
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    use kube_org::metadata_reply;
+    let (pp, name) = (PostParams::default(), binding.name_any());
+    let made = if create {
+        metadata_reply::create(api, &pp, binding).await
+    } else {
+        metadata_reply::replace(api, &name, &pp, binding).await
+    }
+    .expect("written");
+    let stored = api.get(&name).await.expect("the binding");
+    assert_eq!(
+        stored.meta().resource_version,
+        made.metadata.resource_version
+    );
+    assert_eq!(parts(&stored), parts(binding));
+}
+
+fn view_role() -> k8s_openapi::api::rbac::v1::RoleRef {
+    k8s_openapi::api::rbac::v1::RoleRef {
+        api_group: "rbac.authorization.k8s.io".into(),
+        kind: "ClusterRole".into(),
+        name: "view".into(),
+    }
+}
+
 /// kube-org sends its native RoleBindings as Kubernetes' protobuf (src/wire.rs, encoded
 /// by hand): the API server must read every field as written, and the binding must
 /// grant. A create and a replace, read back as JSON.
 #[tokio::test]
 async fn a_native_binding_sent_as_protobuf_is_stored_as_written_and_grants() {
     use k8s_openapi::api::core::v1::ConfigMap;
-    use k8s_openapi::api::rbac::v1::{RoleRef, Subject};
-    use kube::api::ObjectMeta;
-    use kube_org::metadata_reply;
+    use kube::Resource as _;
 
     let client = client().await;
     let ns = common::namespace(&client, "protobuf").await;
-    // A real owner, so the garbage collector keeps the binding.
     let owners: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let owner = owners
         .create(
@@ -624,97 +718,71 @@ async fn a_native_binding_sent_as_protobuf_is_stored_as_written_and_grants() {
         )
         .await
         .expect("an owner");
-    let users = |n: usize| -> Vec<Subject> {
-        (0..n)
-            .map(|i| Subject {
-                kind: "User".into(),
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                name: format!("pb{i}-ü@example.com"),
-                namespace: None,
-            })
-            .collect()
-    };
+    let owner = owner.controller_owner_ref(&()).expect("an owner reference");
     let mut binding = NativeRoleBinding {
-        metadata: ObjectMeta {
-            name: Some("kube-org:protobuf:view".into()),
-            namespace: Some(ns.clone()),
-            labels: Some(
-                [(
-                    "kube-org.io/organization".to_string(),
-                    "protobuf".to_string(),
-                )]
-                .into(),
-            ),
-            annotations: Some([("note".to_string(), String::new())].into()),
-            owner_references: Some(vec![
-                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-                    api_version: "v1".into(),
-                    kind: "ConfigMap".into(),
-                    name: "owner".into(),
-                    uid: owner.uid().expect("uid"),
-                    controller: Some(true),
-                    block_owner_deletion: Some(false),
-                },
-            ]),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: "view".into(),
-        },
-        subjects: Some(users(300)),
+        metadata: written_meta("kube-org:protobuf:view", Some(&ns), owner),
+        role_ref: view_role(),
+        subjects: users("pb", 300),
     };
     assert!(
         kube_org::wire::role_binding(&binding).is_some(),
         "sent as protobuf"
     );
     let api: Api<NativeRoleBinding> = Api::namespaced(client.clone(), &ns);
-    let name = binding.metadata.name.clone().unwrap();
-    let pp = PostParams::default();
-    let made = metadata_reply::create(&api, &pp, &binding)
-        .await
-        .expect("create");
-    let read_back = |stored: NativeRoleBinding| {
-        let meta = &stored.metadata;
-        (
-            meta.name.clone(),
-            meta.labels.clone(),
-            meta.annotations.clone(),
-            meta.owner_references.clone(),
-            stored.role_ref,
-            stored.subjects,
-        )
-    };
-    let want = |b: &NativeRoleBinding| {
-        let meta = &b.metadata;
-        (
-            meta.name.clone(),
-            meta.labels.clone(),
-            meta.annotations.clone(),
-            meta.owner_references.clone(),
-            b.role_ref.clone(),
-            b.subjects.clone(),
-        )
-    };
-    let stored = api.get(&name).await.expect("the binding");
-    assert_eq!(
-        stored.metadata.resource_version,
-        made.metadata.resource_version
-    );
-    assert_eq!(read_back(stored), want(&binding));
+    let parts = |b: &NativeRoleBinding| content(&b.metadata, &b.role_ref, &b.subjects);
+    write_and_read_back(&api, &binding, true, parts).await;
     assert!(can(&client, "pb299-ü@example.com", viewer_up(&ns)).await);
 
     // A replace with fewer subjects (no resourceVersion: unconditional, as kube-org's).
-    binding.subjects = Some(users(2));
-    metadata_reply::replace(&api, &name, &pp, &binding)
-        .await
-        .expect("replace");
-    assert_eq!(
-        read_back(api.get(&name).await.expect("the binding")),
-        want(&binding)
-    );
+    binding.subjects = users("pb", 2);
+    write_and_read_back(&api, &binding, false, parts).await;
     assert!(can(&client, "pb1-ü@example.com", viewer_up(&ns)).await);
     assert!(!can(&client, "pb2-ü@example.com", viewer_up(&ns)).await);
+    common::delete_namespace(&client, &ns).await;
+}
+
+/// The same for the organization's ClusterRoleBinding (cluster-scoped, owned here by a
+/// Namespace).
+#[tokio::test]
+async fn a_cluster_role_binding_sent_as_protobuf_is_stored_as_written_and_grants() {
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use kube::Resource as _;
+
+    let client = client().await;
+    let ns = common::namespace(&client, "protobuf-crb").await;
+    let owner = Api::<Namespace>::all(client.clone())
+        .get(&ns)
+        .await
+        .expect("the namespace")
+        .controller_owner_ref(&())
+        .expect("an owner reference");
+    let prefix = format!("{ns}-");
+    let mut binding = ClusterRoleBinding {
+        metadata: written_meta(&format!("kube-org:{ns}"), None, owner),
+        role_ref: view_role(),
+        subjects: users(&prefix, 300),
+    };
+    assert!(
+        kube_org::wire::cluster_role_binding(&binding).is_some(),
+        "sent as protobuf"
+    );
+    let api: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let parts = |b: &ClusterRoleBinding| content(&b.metadata, &b.role_ref, &b.subjects);
+    write_and_read_back(&api, &binding, true, parts).await;
+    assert!(
+        can(
+            &client,
+            &format!("{prefix}299-ü@example.com"),
+            viewer_up(&ns)
+        )
+        .await
+    );
+
+    binding.subjects = users(&prefix, 2);
+    write_and_read_back(&api, &binding, false, parts).await;
+    assert!(!can(&client, &format!("{prefix}2-ü@example.com"), viewer_up(&ns)).await);
+    api.delete(&binding.name_any(), &Default::default())
+        .await
+        .expect("deleting the binding");
     common::delete_namespace(&client, &ns).await;
 }

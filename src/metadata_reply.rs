@@ -115,8 +115,8 @@ mod tests {
 
     use super::*;
 
-    /// Method, path and `Accept` header of one request.
-    type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+    /// Method, path, `Accept` and `Content-Type` headers of one request.
+    type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
 
     /// A client whose API server records each request and replies as a real one does
     /// to a metadata-only request.
@@ -124,16 +124,19 @@ mod tests {
         let seen = Seen::default();
         let log = seen.clone();
         let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
-            let accept = request
-                .headers()
-                .get(ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
+            let header = |name| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
             log.lock().unwrap().push((
                 request.method().to_string(),
                 request.uri().path().to_string(),
-                accept,
+                header(ACCEPT),
+                header(CONTENT_TYPE),
             ));
             let reply = r#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"viewers","namespace":"team","resourceVersion":"7"}}"#;
             std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(
@@ -177,16 +180,24 @@ mod tests {
             assert_eq!(reply.metadata.resource_version.as_deref(), Some("7"));
         }
         let path = "/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings";
+        // A RoleBinding travels as protobuf (crate::wire); the patch as what it is.
         let expected = [
-            ("POST", path.to_string()),
-            ("PUT", format!("{path}/viewers")),
-            ("PATCH", format!("{path}/viewers/status")),
+            ("POST", path.to_string(), crate::wire::PROTOBUF),
+            ("PUT", format!("{path}/viewers"), crate::wire::PROTOBUF),
+            (
+                "PATCH",
+                format!("{path}/viewers/status"),
+                "application/merge-patch+json",
+            ),
         ];
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), expected.len());
-        for ((method, uri, accept), (want_method, want_uri)) in seen.iter().zip(&expected) {
+        for ((method, uri, accept, content_type), (want_method, want_uri, want_type)) in
+            seen.iter().zip(&expected)
+        {
             assert_eq!((method.as_str(), uri), (*want_method, want_uri));
             assert_eq!(accept, METADATA_ONLY);
+            assert_eq!(content_type, want_type);
         }
     }
 }

@@ -111,7 +111,7 @@ impl UnseenWrites {
     /// Waits until the caches show every write of `group` ([`Self::forget_seen`]),
     /// polling, for at most `limit`; then forgets what they still do not show and
     /// returns how many that was (0: all seen).
-    pub async fn wait(
+    async fn wait(
         &self,
         group: &str,
         limit: Duration,

@@ -244,8 +244,8 @@ async fn bindings_left(
     let revoked = |error: &kube::Error| {
         leaving && matches!(error, kube::Error::Api(status) if status.code == 403)
     };
-    let Some(names) = left.take() else {
-        let names: Vec<String> = match ctx.bindings().list(&Default::default()).await {
+    let names = match left.take() {
+        None => match ctx.bindings().list(&Default::default()).await {
             Ok(list) => list
                 .items
                 .iter()
@@ -254,22 +254,24 @@ async fn bindings_left(
                 .collect(),
             Err(error) if revoked(&error) => return Ok(false),
             Err(error) => return Err(ctx.error("listing RoleBindings", error)),
-        };
-        let waiting = !names.is_empty();
-        *left = Some(names);
-        return Ok(waiting);
-    };
-    let mut still = Vec::new();
-    for name in names {
-        match ctx.bindings().get_opt(&name).await {
-            Ok(Some(b)) if naming(&b) => still.push(name),
-            Ok(_) => {}
-            Err(error) if revoked(&error) => return Ok(false),
-            Err(error) => return Err(ctx.error(&format!("reading RoleBinding {name}"), error)),
+        },
+        Some(names) => {
+            let mut still = Vec::new();
+            for name in names {
+                match ctx.bindings().get_opt(&name).await {
+                    Ok(Some(b)) if naming(&b) => still.push(name),
+                    Ok(_) => {}
+                    Err(error) if revoked(&error) => return Ok(false),
+                    Err(error) => {
+                        return Err(ctx.error(&format!("reading RoleBinding {name}"), error));
+                    }
+                }
+            }
+            still
         }
-    }
-    let waiting = !still.is_empty();
-    *left = Some(still);
+    };
+    let waiting = !names.is_empty();
+    *left = Some(names);
     Ok(waiting)
 }
 
